@@ -60,8 +60,9 @@ def random_hflip(x: torch.Tensor, generator: torch.Generator, p: float = 0.5) ->
     return torch.where(flip[:, None, None, None], x.flip(-1), x)
 
 
-def augment_batch(x: torch.Tensor, generator: torch.Generator,
-                  policy: AugmentPolicy | None = None) -> torch.Tensor:
+def augment_batch(
+    x: torch.Tensor, generator: torch.Generator, policy: AugmentPolicy | None = None
+) -> torch.Tensor:
     """Apply ``policy`` (default: :func:`policy_for` the batch's shape) to an N x C x H x W batch."""
     if x.ndim != 4:
         raise ValueError(f"augment_batch expects N x C x H x W, got shape {tuple(x.shape)}")

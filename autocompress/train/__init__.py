@@ -1,0 +1,28 @@
+"""Fine-tuning with knowledge distillation, BN recalibration, evaluation, and the Evaluator."""
+
+from autocompress.train.evaluator import EvalResult, Evaluator
+from autocompress.train.loops import (
+    FitConfig,
+    distillation_loss,
+    evaluate,
+    fit,
+    lr_at,
+    num_steps,
+    recalibrate_bn,
+    resize_batch,
+    train_base,
+)
+
+__all__ = [
+    "EvalResult",
+    "Evaluator",
+    "FitConfig",
+    "distillation_loss",
+    "evaluate",
+    "fit",
+    "lr_at",
+    "num_steps",
+    "recalibrate_bn",
+    "resize_batch",
+    "train_base",
+]

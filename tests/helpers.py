@@ -1,0 +1,30 @@
+"""Small builders the test modules share."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from autocompress.graph import ModelGraph
+from autocompress.models import create_model, model_info
+from autocompress.space import SearchSpace
+
+
+def input_shape_for(name: str, in_channels: int = 3) -> tuple[int, int, int]:
+    size = model_info(name).default_kwargs.get("input_size", 32)
+    return (in_channels, size, size)
+
+
+def zoo_model(name: str, **kwargs) -> tuple[nn.Module, ModelGraph]:
+    """A zoo model in eval mode with its graph at its natural input size."""
+    shape = input_shape_for(name, kwargs.get("in_channels", model_info(name).default_kwargs.get("in_channels", 3)))
+    model = create_model(name, **kwargs).eval()
+    return model, ModelGraph.from_model(model, shape)
+
+
+def shipped_space(name: str, graph: ModelGraph) -> SearchSpace:
+    return SearchSpace.from_yaml(graph, model_info(name).family)
+
+
+def open_space(graph: ModelGraph, **dims) -> SearchSpace:
+    """A space where every dimension takes the given choices everywhere."""
+    return SearchSpace.from_dict(graph, {"name": "test", "defaults": dims})

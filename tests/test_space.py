@@ -1,0 +1,147 @@
+"""SearchSpace from YAML, Candidates, and clear errors for malformed spaces."""
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from autocompress.models import list_models
+from autocompress.space import Candidate, CandidateError, SearchSpace, SpaceError
+from tests.helpers import shipped_space, zoo_model
+
+
+@pytest.fixture(scope="module")
+def resnet20():
+    return zoo_model("resnet20")
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_zoo_model_has_a_shipped_space(name):
+    _, graph = zoo_model(name)
+    space = shipped_space(name, graph)
+    candidate = space.sample(0)
+    assert space.contains(candidate)
+    assert space.log10_size() > 5
+
+
+def test_overrides_pin_first_and_last(resnet20):
+    _, graph = resnet20
+    space = shipped_space("resnet20", graph)
+    assert space.choices["fc"]["w_bits"] == (8, 32)
+    assert "keep" not in space.choices["fc"]  # the classifier's outputs are the logits
+    # the stem is pinned to full width, so its whole residual stream is
+    assert space.choices["conv1"]["keep"] == (1.0,)
+    assert "rank" not in space.choices["layer2.0.shortcut.0"] or space.choices["layer2.0.shortcut.0"]["rank"] == (1.0,)
+    assert space.choices["layer2.1.conv1"]["keep"] == (0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0)
+
+
+def test_candidate_round_trips_and_hashes(resnet20):
+    _, graph = resnet20
+    space = shipped_space("resnet20", graph)
+    rng = np.random.default_rng(3)
+    for _ in range(10):
+        c = space.sample(rng)
+        again = Candidate.from_json(json.dumps(c.to_dict()))
+        assert again == c and hash(again) == hash(c) and again.key == c.key
+        assert Candidate.from_flat(c.flat()) == c
+        space.validate(again)
+    assert len({space.sample(i) for i in range(20)}) == 20
+    assert space.sample(7) == space.sample(7)
+
+
+def test_candidate_normalises_number_types():
+    a = Candidate({"conv": {"keep": 1, "w_bits": 8.0}})
+    b = Candidate({"conv": {"keep": 1.0, "w_bits": 8}})
+    assert a == b and hash(a) == hash(b)
+    with pytest.raises(CandidateError, match="w_bits"):
+        Candidate({"conv": {"w_bits": 3.5}})
+    with pytest.raises(CandidateError, match="unknown dimension"):
+        Candidate({"conv": {"depthh": 1}})
+
+
+def test_uniform_identity_and_compound_scaling(resnet20):
+    _, graph = resnet20
+    space = shipped_space("resnet20", graph)
+    half = space.uniform(keep=0.5, w_bits=8)
+    assert half.get("layer3.1.conv1", "keep") == 0.5 and half.get("conv1", "keep") == 1.0
+    assert half.get("layer3.1.conv1", "w_bits") == 8
+    scaled = space.uniform(phi=-2)
+    assert scaled.depth == pytest.approx(1.2**-2) and scaled.width == pytest.approx(1.1**-2)
+    assert space.input_resolution(scaled) == (round(32 * 1.15**-2),) * 2
+    identity = space.identity()
+    assert all(v in (1.0, 32, 0.0) for dims in identity.layers.values() for v in dims.values())
+
+
+def test_validate_names_every_problem(resnet20):
+    _, graph = resnet20
+    space = shipped_space("resnet20", graph)
+    bad = space.sample(0).to_dict()
+    bad["layers"]["layer1.0.conv1"]["w_bits"] = 5
+    bad["layers"]["nonexistent"] = {"w_bits": 8}
+    bad["scaling"]["depth"] = 0.3
+    with pytest.raises(CandidateError) as err:
+        space.validate(Candidate.from_dict(bad))
+    msg = str(err.value)
+    assert "layers.layer1.0.conv1.w_bits: 5 is not one of [4, 6, 8, 32]" in msg
+    assert "layers.nonexistent" in msg and "scaling.depth" in msg
+
+
+def test_layer_configs_follow_the_candidate(resnet20):
+    _, graph = resnet20
+    space = SearchSpace.from_dict(graph, {"name": "t", "defaults": {"keep": [0.5, 1.0], "rank": [0.25, 1.0]},
+                                          "scaling": {"mode": "explicit", "depth": [0.5, 1.0], "resolution": [0.75, 1.0]}})
+    c = space.uniform(keep=0.5, rank=0.25, depth=0.5, resolution=0.75)
+    configs = {cfg.name: cfg for cfg in space.layer_configs(c)}
+    assert "layer1.2.conv1" not in configs  # dropped with its block
+    inner = configs["layer3.0.conv1"]
+    assert (inner.out_channels, inner.in_hw, inner.out_hw) == (32, (12, 12), (6, 6))
+    assert inner.rank == round(0.25 * min(32, 16 * 9))
+    assert configs["fc"].in_channels == 32 and configs["fc"].out_channels == 10
+
+
+def _write(tmp_path, data, name="space.yaml"):
+    path = tmp_path / name
+    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ({"name": "x", "defaults": {"kepp": [0.5]}}, r"field defaults\.kepp: Extra inputs are not permitted"),
+        ({"name": "x", "defaults": {"w_bits": [8, 3.5]}}, r"field defaults\.w_bits\[1\]: Input should be a valid integer"),
+        ({"name": "x", "defaults": {"keep": [0, 0.5]}}, r"field defaults\.keep: .*ratios in \(0, 1\], got \[0\]"),
+        ({"name": "x", "defaults": {"w_bits": [9]}}, r"field defaults\.w_bits: .*2\.\.8 or 32"),
+        ({"name": "x", "defaults": {"keep": "half"}}, r"field defaults\.keep: Input should be a valid list"),
+        ({"name": "x", "overrides": [{"match": "layer9.*", "keep": [1.0]}]}, r"field overrides\[0\]\.match: pattern 'layer9\.\*' matches no layer"),
+        ({"name": "x", "overrides": [{"match": "@fist"}]}, r"field overrides\[0\]\.match: unknown selector '@fist'"),
+        ({"defaults": {}}, r"field name: Field required"),
+        ({"name": "x", "version": 2}, r"field version: Input should be 1"),
+        ({"name": "x", "scaling": {"mode": "compound", "phi": [1.0]}}, r"field scaling\.phi: phi=1\.0 would deepen or widen"),
+        ({"name": "x", "scaling": {"mode": "explicit", "width": [1.5]}}, r"field scaling\.width: .*can be thinned, not widened"),
+        ({"name": "x", "scaling": {"mode": "none", "phi": [-1.0]}}, r"field scaling\.mode"),
+        ({"name": "x", "sparsity": [0.5]}, r"field sparsity: Extra inputs"),
+        ("name: [unclosed", r"not valid YAML"),
+        ("- just\n- a list\n", r"expected a mapping at the top level"),
+    ],
+)
+def test_malformed_space_names_file_and_field(tmp_path, resnet20, data, expected):
+    _, graph = resnet20
+    path = _write(tmp_path, data)
+    with pytest.raises(SpaceError, match=expected) as err:
+        SearchSpace.from_yaml(graph, path)
+    assert str(path) in str(err.value)
+
+
+def test_resolution_scaling_refused_for_fixed_size_model(tmp_path):
+    _, graph = zoo_model("lenet5")
+    path = _write(tmp_path, {"name": "x", "scaling": {"mode": "explicit", "resolution": [0.5, 1.0]}})
+    with pytest.raises(SpaceError, match="only runs at input size"):
+        SearchSpace.from_yaml(graph, path)
+
+
+def test_unknown_space_name_lists_shipped_ones(resnet20):
+    _, graph = resnet20
+    with pytest.raises(SpaceError, match="shipped spaces: .*resnet_cifar"):
+        SearchSpace.from_yaml(graph, "no_such_space")
