@@ -14,8 +14,10 @@ What is counted on what:
   into plain weights and whose activation fake-quant pre-hooks (``input_quant``)
   are removed. So the rounding/clamping arithmetic of fake quantization and the
   mask multiply never show up as work; a deployed model does not run them.
-  Bits and sparsity are read from the original layers (``layer_bits``,
-  ``layer_sparsity``) before that. The model itself is not touched.
+  Bits are read from the original layers (``layer_bits``) and sparsity from
+  their ``MagnitudeMask`` (the exact count of zeroed weights). The model itself
+  is not touched (not even its injected parametrization classes, which a plain
+  ``remove_parametrizations`` on a deep copy would damage: see ``_deploy_view``).
 * fvcore counts one multiply-accumulate as one "flop"; we call it a MAC.
   ``macs`` counts the matrix ops only (convolution, linear, matmul, ...).
 * Element-wise work (adds, activations, feature-map multiplies, pooling,
@@ -33,18 +35,22 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import warnings
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from fvcore.nn import FlopCountAnalysis
 from torch import nn
 from torch.nn.utils import parametrize
 
+with warnings.catch_warnings():  # fvcore.nn scripts a loss at import: torch.jit.script is deprecated
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from fvcore.nn import FlopCountAnalysis
+
 from autocompress.compress.quantization import FLOAT_BITS, ActFakeQuant, _quantize_input, layer_bits
-from autocompress.compress.sparsity import MagnitudeMask, layer_sparsity
+from autocompress.compress.sparsity import MagnitudeMask
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +71,7 @@ class LayerCount:
     effective_macs: int  # macs * (1 - sparsity): what a sparse kernel would do
     w_bits: int
     a_bits: int
-    sparsity: float
+    sparsity: float  # fraction of the weights a sparsity mask holds at zero
     bitops: int  # effective_macs * w_bits * a_bits (32 for float)
     size_bytes: float  # ceil(nnz * w_bits / 8) + (ceil(numel / 8) bitmap if sparse) + 4 * bias
 
@@ -84,7 +90,8 @@ class ModelCounts:
     keeps — BatchNorm weight/bias/running stats at fp32 (not folded into the
     convolutions) — but not the training-only state: fake-quant observers,
     sparsity masks and the weights they parametrize, BN's ``num_batches_tracked``.
-    ``elementwise_ops`` is broken down by operator in ``elementwise_by_op``.
+    ``elementwise_ops`` is broken down by operator in ``elementwise_by_op`` (ops
+    counted as zero work, such as ``cat``, do not appear there nor in ``uncounted``).
     """
 
     params: int
@@ -247,9 +254,9 @@ def count_model(model: nn.Module, input_shape: tuple[int, int, int] | torch.Tens
         if original is None:  # cannot happen for a deepcopy, but say so rather than misattribute
             raise RuntimeError(f"layer {name!r} of the deploy view has no counterpart in the model")
         w_bits, a_bits = layer_bits(original)
-        sparsity = layer_sparsity(original)
         numel = leaf.weight.numel()
         nnz = _kept_weights(original)
+        sparsity = (numel - nnz) / numel if numel else 0.0  # layer_sparsity, without float32 rounding
         bias = leaf.bias.numel() if leaf.bias is not None else 0
         macs = int(sum(v for op, v in by_module.get(name, {}).items() if op in MAC_OPS))
         effective = macs * nnz // numel if numel else 0
