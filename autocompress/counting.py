@@ -32,7 +32,6 @@ What is counted on what:
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import warnings
@@ -49,7 +48,8 @@ with warnings.catch_warnings():  # fvcore.nn scripts a loss at import: torch.jit
     warnings.simplefilter("ignore", DeprecationWarning)
     from fvcore.nn import FlopCountAnalysis
 
-from autocompress.compress.quantization import FLOAT_BITS, ActFakeQuant, _quantize_input, layer_bits
+from autocompress.compress.deploy import deploy_copy
+from autocompress.compress.quantization import FLOAT_BITS, layer_bits
 from autocompress.compress.sparsity import MagnitudeMask
 
 log = logging.getLogger(__name__)
@@ -176,24 +176,6 @@ def _elementwise_handles() -> dict[str, Handle]:
 
 # -- deploy view ------------------------------------------------------------------------
 
-def _deploy_view(model: nn.Module) -> nn.Module:
-    """A copy without training-only machinery: parametrizations baked, input fake-quant removed."""
-    view = copy.deepcopy(model)
-    for module in list(view.modules()):
-        if parametrize.is_parametrized(module):
-            # A deepcopy shares the injected ``Parametrized<Layer>`` class with the original, and
-            # remove_parametrizations deletes the property from that class: give the copy its own.
-            cls = type(module)
-            namespace = {k: v for k, v in vars(cls).items() if k not in ("__dict__", "__weakref__")}
-            module.__class__ = type(cls.__name__, cls.__bases__, namespace)
-            for tensor_name in list(module.parametrizations.keys()):
-                parametrize.remove_parametrizations(module, tensor_name, leave_parametrized=True)
-        for hook_id, hook in list(module._forward_pre_hooks.items()):
-            if hook is _quantize_input:
-                del module._forward_pre_hooks[hook_id]
-        if isinstance(getattr(module, "input_quant", None), ActFakeQuant):
-            del module.input_quant
-    return view.eval()
 
 
 def _kept_weights(layer: nn.Module) -> int:
@@ -229,7 +211,7 @@ def count_model(model: nn.Module, input_shape: tuple[int, int, int] | torch.Tens
     without gradients; ``model`` itself, its mode and its parametrizations are
     left as they were.
     """
-    view = _deploy_view(model)
+    view = deploy_copy(model)
     example = _example(view, input_shape)
     analysis = (
         FlopCountAnalysis(view, example)

@@ -15,7 +15,7 @@ from PIL import Image
 
 from autocompress.data import DataError, ImageData, load_data
 from autocompress.data import sources as data_sources
-from autocompress.data.augment import augment_batch, policy_for, random_crop
+from autocompress.data.augment import AugmentPolicy, augment_batch, policy_for, random_crop
 
 CIFAR_ZIP = Path(__file__).resolve().parents[2] / "shared/datasets/cifar10-jpeg.zip"
 
@@ -129,6 +129,15 @@ def test_random_crop_shifts_content_with_zero_padding() -> None:
     assert len(set(pos.tolist())) > 5  # shifted differently per sample
     ones = random_crop(torch.ones(64, 1, 9, 9), 2, torch.Generator().manual_seed(0))
     assert ones.min() == 0  # zero padding shows up at the borders
+
+
+def test_flip_mirrors_some_samples_and_keeps_others() -> None:
+    x = torch.randint(0, 256, (32, 3, 6, 6), dtype=torch.uint8)
+    out = augment_batch(x, torch.Generator().manual_seed(0), AugmentPolicy(padding=0, flip=True))
+    same = [torch.equal(out[k], x[k]) for k in range(32)]
+    mirrored = [torch.equal(out[k], x[k].flip(-1)) for k in range(32)]
+    assert all(a or b for a, b in zip(same, mirrored, strict=True))
+    assert 4 < sum(mirrored) < 28
 
 
 # ---------------------------------------------------------------- imagefolder

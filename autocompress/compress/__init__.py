@@ -1,13 +1,19 @@
 """Compression transforms and their composition, ``materialize``."""
 
+from autocompress.compress.deploy import deploy_copy
 from autocompress.compress.lowrank import LowRank, factorize, factorize_conv, factorize_linear
 from autocompress.compress.materialize import materialize
 from autocompress.compress.pruning import prune_channels
-from autocompress.compress.quantization import ActFakeQuant, WeightFakeQuant, layer_bits, quantize_layer
+from autocompress.compress.quantization import (
+    ActFakeQuant,
+    WeightFakeQuant,
+    layer_bits,
+    quantize_layer,
+)
 from autocompress.compress.sparsity import MagnitudeMask, layer_sparsity, sparsify_layer
 
 __all__ = [
-    "ActFakeQuant", "LowRank", "MagnitudeMask", "WeightFakeQuant", "factorize", "factorize_conv",
+    "ActFakeQuant", "LowRank", "MagnitudeMask", "WeightFakeQuant", "deploy_copy", "factorize", "factorize_conv",
     "factorize_linear", "layer_bits", "layer_sparsity", "materialize", "prune_channels", "quantize_layer",
     "sparsify_layer",
 ]

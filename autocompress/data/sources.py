@@ -474,7 +474,7 @@ def npz(arg: str, *, cache_dir: Path | None = None) -> SourceData:
     shapes = {s: x.shape[1:] for s, (x, _) in splits.items()}
     if len(set(shapes.values())) > 1:
         raise DataError(f"{label}: splits differ in image shape (C, H, W): {shapes}")
-    num_classes = 1 + max(int(y.max()) for _, y in splits.values() if len(y))
+    num_classes = 1 + max((int(y.max()) for _, y in splits.values() if len(y)), default=-1)
     classes = [str(i) for i in range(num_classes)]
     if "classes" in arrays:
         classes = [str(c) for c in arrays["classes"].tolist()]
