@@ -97,8 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--candidate", default="uniform:keep=0.5,w_bits=8,a_bits=8",
                       help="identity | random | uniform:keep=0.5,w_bits=8,... | candidate JSON file")
     demo.add_argument("--weights", default=None, help="trained base-model state_dict (loaded with weights_only=True)")
-    demo.add_argument("--base-epochs", type=float, default=3.0)
-    demo.add_argument("--finetune-epochs", type=float, default=1.0)
+    demo.add_argument("--base-epochs", type=float, default=15.0)
+    demo.add_argument("--finetune-epochs", type=float, default=2.0)
     demo.add_argument("--max-train", type=int, default=None, help="subsample the train split")
     demo.add_argument("--out", default="runs/demo", help="run directory for config.json and result.json")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -58,15 +58,15 @@ def run_demo(
     candidate: str = "uniform:keep=0.5,w_bits=8,a_bits=8",
     weights: str | None = None,
     seed: int = 0,
-    base_epochs: float = 3.0,
-    finetune_epochs: float = 1.0,
+    base_epochs: float = 15.0,
+    finetune_epochs: float = 2.0,
     max_train: int | None = None,
     cache_dir: str | Path | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     started = time.perf_counter()
     dataset = load_data(data, seed=seed, max_train=max_train, cache_dir=cache_dir)
-    base_fit = FitConfig(epochs=base_epochs, lr=0.05, seed=seed, progress=progress)
+    base_fit = FitConfig(epochs=base_epochs, lr=0.05, warmup_steps=20, seed=seed, progress=progress)
     base, base_info = trained_base_model(model, dataset, weights=weights, fit=base_fit, cache_dir=cache_dir)
     graph = ModelGraph.from_model(base, dataset.input_shape)
     joint = SearchSpace.from_yaml(graph, space or model_info(model).family)

@@ -271,7 +271,11 @@ def fit(model: nn.Module, train_loader: Batches, config: FitConfig, *, teacher: 
     training) and ``val_accuracy`` when ``val_loader`` is given.
     """
     device = torch.device(device)
-    batches_per_epoch = len(train_loader)  # type: ignore[arg-type]
+    try:
+        batches_per_epoch = len(train_loader)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError("fit(): train_loader must have a length (batches per epoch) to turn "
+                        "FitConfig.epochs into steps") from None
     total = num_steps(config, batches_per_epoch)
     memory_format = torch.channels_last if config.channels_last else None
     model.to(device=device, memory_format=memory_format or torch.preserve_format)
