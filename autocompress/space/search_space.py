@@ -287,30 +287,44 @@ class SearchSpace:
         kept = self.group_channels(candidate)
         dropped = self.graph.dropped_units(candidate.depth)
         _, h0, w0 = self.graph.input_shape
-        rh, rw = (x / y for x, y in zip(self.input_resolution(candidate), (h0, w0), strict=True))
-        configs = []
-        for unit in sorted(self.graph.units.values(), key=lambda u: u.index):
-            if unit.name in dropped:
-                continue
-            group = self.graph.out_group(unit.name)
-            out_c = kept[group] if group else unit.out_channels
-            in_c = sum((kept[g] if g in kept else ch) * mult for g, ch, mult in self.graph.in_segments(unit.name))
-            groups = in_c if unit.depthwise else unit.groups
-            if unit.op == "conv":
-                in_hw = (math.ceil(unit.in_hw[0] * rh), math.ceil(unit.in_hw[1] * rw))
-                out_hw = (math.ceil(unit.out_hw[0] * rh), math.ceil(unit.out_hw[1] * rw))
-            else:
-                in_hw, out_hw = unit.in_hw, unit.out_hw
-            rank_ratio = candidate.get(unit.name, "rank") if "rank" in self.choices[unit.name] else 1.0
-            configs.append(LayerConfig(
-                name=unit.name, op=unit.op, in_channels=in_c, out_channels=out_c,
-                kernel_size=unit.kernel_size, stride=unit.stride, padding=unit.padding, groups=groups,
-                in_hw=in_hw, out_hw=out_hw,
-                w_bits=int(candidate.get(unit.name, "w_bits")), a_bits=int(candidate.get(unit.name, "a_bits")),
-                rank=rank_for(rank_ratio, in_c, out_c, unit.kernel_size),
-                sparsity=float(candidate.get(unit.name, "sparsity")),
-            ))
-        return configs
+        h, w = self.input_resolution(candidate)
+        return [
+            self.unit_config(
+                unit.name, kept, (h / h0, w / w0),
+                rank_ratio=candidate.get(unit.name, "rank"), w_bits=int(candidate.get(unit.name, "w_bits")),
+                a_bits=int(candidate.get(unit.name, "a_bits")), sparsity=float(candidate.get(unit.name, "sparsity")),
+            )
+            for unit in sorted(self.graph.units.values(), key=lambda u: u.index)
+            if unit.name not in dropped
+        ]
+
+    def unit_config(
+        self, name: str, kept: Mapping[str, int], resolution_scale: tuple[float, float], *,
+        rank_ratio: float = 1.0, w_bits: int = 32, a_bits: int = 32, sparsity: float = 0.0,
+    ) -> LayerConfig:
+        """One unit given its groups' kept channels and the input-resolution scale.
+
+        The spatial sizes scale with ceil, which is what stride-2 convolutions
+        with "same" padding do to an input of any size.
+        """
+        unit = self.graph.units[name]
+        group = self.graph.out_group(name)
+        out_c = kept[group] if group else unit.out_channels
+        in_c = sum((kept[g] if g in kept else ch) * mult for g, ch, mult in self.graph.in_segments(name))
+        if unit.op == "conv":
+            rh, rw = resolution_scale
+            in_hw = (math.ceil(unit.in_hw[0] * rh), math.ceil(unit.in_hw[1] * rw))
+            out_hw = (math.ceil(unit.out_hw[0] * rh), math.ceil(unit.out_hw[1] * rw))
+        else:
+            in_hw, out_hw = unit.in_hw, unit.out_hw
+        return LayerConfig(
+            name=name, op=unit.op, in_channels=in_c, out_channels=out_c,
+            kernel_size=unit.kernel_size, stride=unit.stride, padding=unit.padding,
+            groups=in_c if unit.depthwise else unit.groups, in_hw=in_hw, out_hw=out_hw,
+            w_bits=w_bits, a_bits=a_bits,
+            rank=rank_for(rank_ratio, in_c, out_c, unit.kernel_size) if "rank" in self.choices[name] else None,
+            sparsity=sparsity,
+        )
 
     def describe(self) -> str:
         lines = [f"SearchSpace {self.name!r} from {self.source}: {len(self.choices)} layers, "

@@ -1,0 +1,311 @@
+"""CostModel: latency, energy, size, MACs and BitOps of a Candidate, without building it.
+
+Like Once-for-All's efficiency predictor, it only knows the search space and a
+profile. At construction it prices every choice combination each unit can
+take (its groups' keep ratios, rank, bits, sparsity, global scaling) into a
+small per-unit table; a candidate's cost is then one table gather per unit,
+vectorized over many candidates at once. A signature the profile lacks is
+interpolated only if the profile declares it, otherwise construction fails
+naming the missing signatures.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from autocompress.graph import kept_channels
+from autocompress.hardware.energy import EnergyTable, energy_mj_arrays
+from autocompress.hardware.profile import HardwareProfile, ProfileError
+from autocompress.hardware.signature import LayerSignature, leaf_signatures
+from autocompress.space import IDENTITY, Candidate, CandidateError, SearchSpace
+
+log = logging.getLogger(__name__)
+
+#: summed over units; latency is calibrated afterwards
+_RAW = ("latency_sum_ms", "activation_elements", "energy_mj", "size_bytes", "macs", "bitops", "int8_leaves")
+FLOAT_PRECISION = "fp32"
+
+
+@dataclass(frozen=True)
+class Costs:
+    latency_ms: float
+    energy_mj: float
+    size_bytes: float
+    macs: float  # effective multiply-accumulates (dense MACs x weight density)
+    bitops: float
+    energy_method: str
+    precision: str  # "fp32" or "int8": which calibration priced it
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class _UnitTable:
+    unit: str
+    columns: tuple[int, ...]
+    table: np.ndarray  # shape (*choices of each column, len(_RAW))
+
+    def __post_init__(self) -> None:
+        # row-major strides turn a row of choice indices into one row of the flattened table
+        self.strides = np.array([int(np.prod(self.table.shape[i + 1:-1])) for i in range(len(self.columns))],
+                                dtype=np.intp)
+        self.flat = self.table.reshape(-1, self.table.shape[-1])
+
+
+class CostModel:
+    """Prices candidates of one space on one profile."""
+
+    def __init__(self, profile: HardwareProfile, space: SearchSpace):
+        self.profile = profile
+        self.space = space
+        self.interpolated: set[str] = set()
+        self._energy_table = (EnergyTable.from_dict(profile.energy.table)
+                              if profile.energy.method == "modelled" and profile.energy.table else None)
+        self.columns: list[tuple[str, str]] = []
+        self.choices: list[tuple[float, ...]] = []
+        for unit, dims in space.choices.items():
+            for dim, options in dims.items():
+                self._add_column(unit, dim, options, IDENTITY[dim])
+        identity_scaling = {"phi": 0.0, "depth": 1.0, "width": 1.0, "resolution": 1.0}
+        for key, options in space.scaling_choices.items():
+            self._add_column("scaling", key, options, identity_scaling[key])
+        self._index = {col: i for i, col in enumerate(self.columns)}
+        self._value_index = [{float(v): j for j, v in enumerate(c)} for c in self.choices]
+        self._lut = {key: entry.latency_ms for key, entry in profile.entries.items()}
+        self._lut_energy = {key: entry.energy_mj for key, entry in profile.entries.items()
+                            if entry.energy_mj is not None}
+        missing: set[str] = set()
+        self._priced: dict[tuple, np.ndarray] = {}
+        self._tables = [self._build(unit, missing) for unit in space.graph.units]
+        if missing:
+            shown = ", ".join(sorted(missing)[:5])
+            raise ProfileError(f"profile {profile.name!r} has no entry for {len(missing)} layer signature(s) this "
+                               f"space can produce, and does not declare interpolation: {shown}"
+                               f"{' ...' if len(missing) > 5 else ''}")
+        del self._priced
+        if self.interpolated:
+            log.info("cost model: %d signature(s) interpolated from neighbours", len(self.interpolated))
+
+    # -- columns ------------------------------------------------------------------------
+    def _add_column(self, owner: str, dim: str, options: Sequence[float], identity: float) -> None:
+        self.columns.append((owner, dim))
+        self.choices.append(tuple(sorted(set(options) | {identity})))
+
+    def encode(self, candidates: Iterable[Candidate]) -> np.ndarray:
+        """(N, columns) choice indices; the form ``predict_batch`` and samplers share."""
+        rows = []
+        for candidate in candidates:
+            flat = candidate.flat()
+            row = []
+            for i, (owner, dim) in enumerate(self.columns):
+                value = flat.get(f"{owner}:{dim}")
+                if value is None:
+                    value = IDENTITY.get(dim, 0.0 if dim == "phi" else 1.0)
+                try:
+                    row.append(self._value_index[i][float(value)])
+                except KeyError:
+                    raise CandidateError(f"{owner}.{dim}: {value} is not priced (choices {list(self.choices[i])})") from None
+            rows.append(row)
+        return np.asarray(rows, dtype=np.intp).reshape(len(rows), len(self.columns))
+
+    def random_indices(self, n: int, rng: np.random.Generator | int = 0) -> np.ndarray:
+        """n random candidates of the space, already encoded (the identity extras excluded)."""
+        rng = np.random.default_rng(rng)
+        cols = []
+        for (owner, dim), options in zip(self.columns, self.choices, strict=True):
+            allowed = (self.space.scaling_choices[dim] if owner == "scaling" else self.space.choices[owner][dim])
+            idx = np.array([options.index(v) for v in allowed], dtype=np.intp)
+            cols.append(idx[rng.integers(len(idx), size=n)])
+        return np.stack(cols, axis=1)
+
+    # -- tables ---------------------------------------------------------------------------
+    def _scaling_at(self, combo: dict[int, int]) -> dict[str, float]:
+        picked = {dim: self.choices[col][combo[col]] for col, (owner, dim) in enumerate(self.columns)
+                  if owner == "scaling" and col in combo}
+        return self.space._scaling_from(picked)
+
+    def _build(self, unit: str, missing: set[str]) -> _UnitTable:
+        graph, space = self.space.graph, self.space
+        own = {dim: self._index[(unit, dim)] for dim in space.choices[unit]}
+        scaling_cols = [i for i, (owner, _) in enumerate(self.columns) if owner == "scaling"]
+        groups = _unit_groups(graph, unit)
+        group_cols = [self._index[(g, "keep")] for g in groups]
+        shape_cols = scaling_cols + group_cols + ([own["rank"]] if "rank" in own else [])
+        bit_cols = [own["w_bits"], own["a_bits"], own["sparsity"]]
+        columns = tuple(shape_cols + bit_cols)
+        w_opts = np.array(self.choices[own["w_bits"]], dtype=float)
+        a_opts = np.array(self.choices[own["a_bits"]], dtype=float)
+        sp_opts = np.array(self.choices[own["sparsity"]], dtype=float)
+        precisions = np.array([[self.profile.precision_for(int(w), int(a)) for a in a_opts] for w in w_opts])
+        unique_prec = sorted(set(precisions.flat))
+
+        shape_sizes = [len(self.choices[c]) for c in shape_cols]
+        table = np.zeros((*shape_sizes, len(w_opts), len(a_opts), len(sp_opts), len(_RAW)))
+        h0, w0 = graph.input_shape[1:]
+        for combo_idx in itertools.product(*(range(n) for n in shape_sizes)):
+            combo = dict(zip(shape_cols, combo_idx, strict=True))
+            scale = self._scaling_at(combo)
+            if unit in graph.dropped_units(scale["depth"]):
+                continue
+            kept = {g: kept_channels(graph.groups[g].channels,
+                                     self.choices[col][combo[col]] * scale["width"], space.channel_divisor)
+                    for g, col in zip(groups, group_cols, strict=True)}
+            res = space.input_resolution(Candidate({}, {k: v for k, v in scale.items()}))
+            rank_ratio = self.choices[own["rank"]][combo[own["rank"]]] if "rank" in own else 1.0
+            cfg = space.unit_config(unit, kept, (res[0] / h0, res[1] / w0), rank_ratio=rank_ratio)
+            leaves = tuple(leaf_signatures(cfg, FLOAT_PRECISION))
+            memo_key = (leaves, tuple(w_opts), tuple(a_opts), tuple(sp_opts))
+            if memo_key not in self._priced:  # repeated blocks share shapes: price each shape once
+                self._priced[memo_key] = self._price(list(leaves), w_opts, a_opts, sp_opts, precisions,
+                                                     unique_prec, missing)
+            table[combo_idx] = self._priced[memo_key]
+        return _UnitTable(unit, columns, table)
+
+    def _price(self, leaves: list[LayerSignature], w_opts, a_opts, sp_opts, precisions, unique_prec,
+               missing: set[str]) -> np.ndarray:
+        """Metrics of one unit shape over its (w_bits, a_bits, sparsity) grid."""
+        W, A, SP = np.broadcast_arrays(w_opts[:, None, None], a_opts[None, :, None], sp_opts[None, None, :])
+        prec = np.broadcast_to(np.vectorize(unique_prec.index)(precisions)[:, :, None], W.shape)
+        sp_index = np.broadcast_to(np.arange(len(sp_opts))[None, None, :], W.shape)
+        act_bytes = np.where(A >= 32, 4.0, A / 8)  # per element; sub-byte activations stored packed
+        out = np.zeros((*W.shape, len(_RAW)))
+        for i, leaf in enumerate(leaves):
+            params = leaf.weight_params
+            nnz = params - np.round(SP * params)
+            macs = leaf.macs * nnz / params
+            weight_bytes = np.ceil(nnz * W / 8)
+            latency = np.zeros((len(unique_prec), len(sp_opts)))
+            energy_lut = np.full((len(unique_prec), len(sp_opts)), np.nan)
+            for pi, precision in enumerate(unique_prec):
+                for si, s in enumerate(sp_opts):
+                    sig = replace(leaf, precision=precision, sparsity=float(s) if self.profile.sparse_kernels else 0.0)
+                    latency[pi, si] = self._latency(sig, missing)
+                    energy_lut[pi, si] = self._lut_energy.get(sig.key, np.nan)
+            out[..., 0] += latency[prec, sp_index]
+            out[..., 1] += leaf.output_elements
+            if self._energy_table is not None:
+                out[..., 2] += energy_mj_arrays(
+                    self._energy_table, macs=macs, weight_bytes=weight_bytes,
+                    activation_bytes=(leaf.input_elements + leaf.output_elements) * act_bytes,
+                    precision=np.asarray(unique_prec)[prec],
+                )
+            else:
+                out[..., 2] += energy_lut[prec, sp_index]
+            bitmap = np.where(SP > 0, math.ceil(params / 8), 0)
+            bias = 4 * leaf.out_channels if i == len(leaves) - 1 else 0  # folded BN gives every layer a bias
+            out[..., 3] += weight_bytes + bitmap + bias
+            out[..., 4] += macs
+            out[..., 5] += macs * W * A
+            out[..., 6] += precisions[:, :, None] != FLOAT_PRECISION
+        return out
+
+    def _latency(self, sig: LayerSignature, missing: set[str]) -> float:
+        value = self._lut.get(sig.key)
+        if value is not None:
+            return value
+        if self.profile.interpolation == "channels":
+            value = self._interpolate(sig)
+            if value is not None:
+                self.interpolated.add(sig.key)
+                return value
+        missing.add(sig.key)
+        return 0.0
+
+    def _interpolate(self, sig: LayerSignature) -> float | None:
+        """Linear in MACs between measured neighbours that differ only in channel counts."""
+        if not hasattr(self, "_families"):
+            self._families: dict[tuple, list[tuple[int, float]]] = {}
+            for key, latency in self._lut.items():
+                s = LayerSignature.parse(key)
+                family = replace(s, in_channels=0, out_channels=0, groups=int(s.groups > 1))
+                self._families.setdefault(family.key, []).append((s.macs, latency))
+            for points in self._families.values():
+                points.sort()
+        family = replace(sig, in_channels=0, out_channels=0, groups=int(sig.groups > 1))
+        points = self._families.get(family.key)
+        if not points:
+            return None
+        macs = np.array([p[0] for p in points], dtype=float)
+        lat = np.array([p[1] for p in points], dtype=float)
+        if sig.macs <= macs[0]:
+            return float(lat[0] * sig.macs / macs[0]) if macs[0] else float(lat[0])
+        if sig.macs >= macs[-1]:
+            return float(lat[-1] * sig.macs / macs[-1])
+        return float(np.interp(sig.macs, macs, lat))
+
+    # -- prediction -----------------------------------------------------------------------
+    def predict_batch(self, indices: np.ndarray) -> dict[str, np.ndarray]:
+        """Costs of N encoded candidates: arrays keyed like ``Costs`` fields."""
+        indices = np.asarray(indices, dtype=np.intp)
+        raw = np.zeros((indices.shape[0], len(_RAW)))
+        for t in self._tables:
+            raw += t.flat[indices[:, t.columns] @ t.strides]
+        int8 = raw[:, 6] > 0
+        latency = np.empty(len(raw))
+        for flag, precision in ((False, FLOAT_PRECISION), (True, "int8")):
+            cal = self.profile.calibration_for(precision)
+            sel = int8 == flag
+            latency[sel] = cal.scale * raw[sel, 0] + cal.per_mega_element_ms * raw[sel, 1] / 1e6 + cal.offset_ms
+        return {"latency_ms": latency, "latency_sum_ms": raw[:, 0], "activation_elements": raw[:, 1],
+                "energy_mj": raw[:, 2], "size_bytes": raw[:, 3], "macs": raw[:, 4], "bitops": raw[:, 5],
+                "int8": int8}
+
+    def predict(self, candidate: Candidate) -> Costs:
+        out = self.predict_batch(self.encode([candidate]))
+        return Costs(
+            latency_ms=float(out["latency_ms"][0]), energy_mj=float(out["energy_mj"][0]),
+            size_bytes=float(out["size_bytes"][0]), macs=float(out["macs"][0]), bitops=float(out["bitops"][0]),
+            energy_method=self.profile.energy.method, precision="int8" if out["int8"][0] else FLOAT_PRECISION,
+        )
+
+    def reference(self) -> Costs:
+        """The uncompressed model on this profile: what relative budgets refer to."""
+        return self.predict(self.space.identity())
+
+
+def _unit_groups(graph, unit: str) -> list[str]:
+    """Prunable groups that shape a unit: its output group, then its input groups."""
+    groups: list[str] = []
+    out_group = graph.out_group(unit)
+    for g in ([out_group] if out_group else []) + [g for g, _, _ in graph.in_segments(unit)]:
+        if g is not None and graph.groups[g].prunable and g not in groups:
+            groups.append(g)
+    return groups
+
+
+def required_signatures(space: SearchSpace, precisions: Iterable[str], *, sparse_kernels: bool = False) -> list[str]:
+    """Every leaf signature ``space`` can produce at the given kernel precisions (for profiling)."""
+    precisions = list(precisions)
+    keys: set[str] = set()
+    graph = space.graph
+    h0, w0 = graph.input_shape[1:]
+    scaling_keys = list(space.scaling_choices)
+    for scale_combo in itertools.product(*(space.scaling_choices[k] for k in scaling_keys)):
+        scale = space._scaling_from(dict(zip(scaling_keys, scale_combo, strict=True)))
+        res = space.input_resolution(Candidate({}, scale))
+        dropped = graph.dropped_units(scale["depth"])
+        for unit in graph.units:
+            if unit in dropped:
+                continue
+            groups = _unit_groups(graph, unit)
+            keep_options = [sorted(set(space.choices[g]["keep"]) | {1.0}) for g in groups]
+            ranks = sorted(set(space.choices[unit].get("rank", (1.0,))) | {1.0})
+            sparsities = sorted(set(space.choices[unit]["sparsity"]) | {0.0}) if sparse_kernels else [0.0]
+            for keeps in itertools.product(*keep_options):
+                kept = {g: kept_channels(graph.groups[g].channels, k * scale["width"], space.channel_divisor)
+                        for g, k in zip(groups, keeps, strict=True)}
+                for rank in ranks:
+                    cfg = space.unit_config(unit, kept, (res[0] / h0, res[1] / w0), rank_ratio=rank)
+                    for leaf in leaf_signatures(cfg, FLOAT_PRECISION):
+                        for prec in precisions:
+                            for sp in sparsities:
+                                keys.add(replace(leaf, precision=prec, sparsity=sp).key)
+    return sorted(keys)

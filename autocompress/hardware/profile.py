@@ -1,0 +1,202 @@
+"""HardwareProfile: a device + runtime and its cost tables, as a versioned JSON file.
+
+A profile says what it is (measured / analytic / imported; device, runtime,
+threads, batch, repetitions), which precisions run on real kernels, how it
+prices each layer signature, how its per-layer sum is calibrated to whole-model
+cost, and how well that predicted reality when validated. It is data: loaded
+with ``json`` and validated with pydantic, never unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from autocompress.hardware.signature import LayerSignature, SignatureError
+
+SCHEMA_VERSION = 1
+NonNegative = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
+
+
+class ProfileError(ValueError):
+    """A profile that cannot be loaded, or that cannot price a signature."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DeviceInfo(_Strict):
+    name: str
+    cpu: str = ""
+    cores: int | None = None
+    gpu: str | None = None
+    os: str = ""
+    notes: str = ""
+
+
+class Provenance(_Strict):
+    """How the file came to be: enough to redo it."""
+
+    command: str
+    date: str
+    versions: dict[str, str] = {}
+    source: str = ""  # for imported tables: where the numbers come from
+
+
+class Entry(_Strict):
+    """Cost of one layer signature."""
+
+    latency_ms: NonNegative  # the value the cost model uses (for measurements: min of round medians)
+    std_ms: NonNegative = 0.0
+    count: Annotated[int, Field(ge=1)] = 1
+    energy_mj: NonNegative | None = None  # measured or imported energy; None: the energy model prices it
+
+
+class PrecisionRule(_Strict):
+    """Layers with w_bits <= max_w_bits and a_bits <= max_a_bits run on ``precision`` kernels."""
+
+    max_w_bits: int
+    max_a_bits: int
+    precision: str
+
+
+class Calibration(_Strict):
+    """Whole-model latency = scale * sum(layer latencies) + per_mega_element_ms * activations/1e6 + offset_ms."""
+
+    scale: float = 1.0
+    offset_ms: float = 0.0
+    per_mega_element_ms: float = 0.0
+    fitted_on: int = 0  # how many measured whole models
+    precision: str = "all"  # the subset of models this calibration was fitted on ("all", "fp32", "int8")
+
+
+class ValidationResult(_Strict):
+    """How well the calibrated table predicted end-to-end cost on held-out candidates."""
+
+    date: str
+    command: str = ""
+    models: list[str]
+    subset: str = "all"  # "all", "fp32-only", "int8-containing"
+    n_candidates: int
+    spearman: float
+    median_abs_pct_error: float
+    p90_abs_pct_error: float
+    within_10pct: float
+    noise_floor_pct: float  # median |a - b| / a for the same model measured twice in one process
+    calibration: Calibration
+
+
+class EnergySpec(_Strict):
+    """Where energy figures come from; every figure the cost model returns carries ``method``."""
+
+    method: Literal["measured:rapl", "measured:nvml", "modelled", "imported", "none"] = "none"
+    table: dict[str, Any] | None = None  # an EnergyTable (autocompress.hardware.energy) when modelled
+    notes: str = ""
+
+
+class HardwareProfile(_Strict):
+    schema_version: int = SCHEMA_VERSION
+    name: str
+    kind: Literal["measured", "analytic", "imported"]
+    device: DeviceInfo
+    runtime: str  # "onnxruntime", "torch-eager", "torch-compile", "tflite", "simulator", ...
+    threads: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+    repetitions: str = ""  # e.g. "5 rounds x 20 reps, min of round medians"
+    precisions: dict[str, str]  # precision -> what kernel runs it, e.g. {"int8": "QLinearConv (u8s8)"}
+    precision_rules: list[PrecisionRule] = []  # first match wins; otherwise "fp32"
+    sparse_kernels: bool = False  # False: sparsity saves size and modelled energy, not latency
+    interpolation: Literal["none", "channels"] = "none"
+    entries: dict[str, Entry]
+    calibration: Calibration = Calibration()
+    calibrations: dict[str, Calibration] = {}  # per precision subset ("fp32", "int8"), when fitted apart
+    energy: EnergySpec = EnergySpec()
+    validation: list[ValidationResult] = []
+    provenance: Provenance
+
+    @field_validator("schema_version")
+    @classmethod
+    def _known_version(cls, v: int) -> int:
+        if v != SCHEMA_VERSION:
+            raise ValueError(f"unknown schema version {v}; this autocompress reads version {SCHEMA_VERSION}")
+        return v
+
+    @field_validator("entries")
+    @classmethod
+    def _keys_are_signatures(cls, v: dict[str, Entry]) -> dict[str, Entry]:
+        for key in v:
+            try:
+                LayerSignature.parse(key)
+            except SignatureError as exc:
+                raise ValueError(str(exc)) from None
+        return v
+
+    # -- pricing ----------------------------------------------------------------------
+    def precision_for(self, w_bits: int, a_bits: int) -> str:
+        for rule in self.precision_rules:
+            if w_bits <= rule.max_w_bits and a_bits <= rule.max_a_bits:
+                return rule.precision
+        return "fp32"
+
+    def calibration_for(self, precision: str) -> Calibration:
+        return self.calibrations.get(precision, self.calibration)
+
+    # -- files ----------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Atomic write, so an interrupted save never leaves half a profile."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(self.model_dump(mode="json"), indent=1, sort_keys=False) + "\n")
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> HardwareProfile:
+        path = Path(path)
+        if not path.exists():
+            raise ProfileError(f"{path}: no such profile file")
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ProfileError(f"{path}: not valid JSON (truncated or corrupted?): {exc}") from None
+        return cls.from_data(data, str(path))
+
+    @classmethod
+    def from_data(cls, data: Any, source: str = "<profile>") -> HardwareProfile:
+        if not isinstance(data, dict):
+            raise ProfileError(f"{source}: expected a JSON object at the top level")
+        if data.get("schema_version", SCHEMA_VERSION) != SCHEMA_VERSION:
+            raise ProfileError(f"{source}: field schema_version: unknown schema version {data['schema_version']!r}; "
+                               f"this autocompress reads version {SCHEMA_VERSION}")
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            problems = []
+            for err in exc.errors()[:10]:
+                loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+                got = err.get("input")
+                shown = "" if isinstance(got, dict | list) else f" (got {got!r})"
+                problems.append(f"field {loc}: {err['msg']}{shown}")
+            more = f"; and {len(exc.errors()) - 10} more" if len(exc.errors()) > 10 else ""
+            raise ProfileError(f"{source}: " + "; ".join(problems) + more) from None
+
+
+def this_machine(name: str = "") -> DeviceInfo:
+    """Describe the CPU this process runs on."""
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return DeviceInfo(name=name or platform.node() or "this machine", cpu=cpu, cores=os.cpu_count(),
+                      os=platform.platform())

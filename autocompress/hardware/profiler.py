@@ -1,0 +1,162 @@
+"""Measure a hardware profile on the machine this runs on.
+
+Enumerates the layer signatures that the given model(s) + space(s) can
+produce, builds each as a one-layer model in the chosen runtime, and times them
+interleaved (warm-up, repetitions, min of round medians). Work goes in chunks;
+each finished chunk is appended to ``<out>.partial.jsonl`` and flushed, so an
+interrupted run (even SIGKILL) loses at most one chunk and the same command
+resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from autocompress.hardware.energy import HOROWITZ_45NM
+from autocompress.hardware.profile import (
+    EnergySpec,
+    Entry,
+    HardwareProfile,
+    PrecisionRule,
+    ProfileError,
+    Provenance,
+    this_machine,
+)
+from autocompress.hardware.signature import LayerSignature
+from autocompress.hardware.timing import Timing, time_callables, torch_callable
+
+log = logging.getLogger(__name__)
+
+RUNTIMES = {
+    "onnxruntime": {"precisions": {"fp32": "ONNX Runtime float32 kernels (MLAS)",
+                                   "int8": "ONNX Runtime QDQ -> fused int8 kernels (u8 activations, s8 weights)"},
+                    "rules": [PrecisionRule(max_w_bits=8, max_a_bits=8, precision="int8")]},
+    "torch-eager": {"precisions": {"fp32": "PyTorch eager float32 (oneDNN / MKL)"}, "rules": []},
+}
+
+
+@dataclass(frozen=True)
+class ProfileSettings:
+    runtime: str = "onnxruntime"
+    threads: int = 1
+    rounds: int = 5
+    reps: int = 20
+    warmup: int = 3
+    chunk: int = 48
+    seed: int = 0
+
+    def describe(self) -> str:
+        return (f"{self.rounds} interleaved rounds x {self.reps} timed runs after {self.warmup} warm-up runs; "
+                "value = min of round medians")
+
+
+def layer_callable(sig: LayerSignature, settings: ProfileSettings) -> Callable[[], object]:
+    """A zero-argument function that runs one signature once in the runtime."""
+    if settings.runtime == "onnxruntime":
+        from autocompress.hardware.onnx_runtime import layer_model, ort_callable, ort_session
+
+        session = ort_session(layer_model(sig, seed=settings.seed), threads=settings.threads)
+        rng = np.random.default_rng(settings.seed)
+        shape = (1, sig.in_channels, *sig.in_hw) if sig.op == "conv" else (sig.in_hw[0], sig.in_channels)
+        name = session.get_inputs()[0].name
+        return ort_callable(session, {name: rng.standard_normal(shape).astype(np.float32)})
+    if settings.runtime == "torch-eager":
+        if sig.precision != "fp32":
+            raise ProfileError(f"torch eager has no {sig.precision} kernels on this CPU; profile fp32 only")
+        if sig.op == "conv":
+            layer = torch.nn.Conv2d(sig.in_channels, sig.out_channels, sig.kernel_size, sig.stride, sig.padding,
+                                    groups=sig.groups)
+            return torch_callable(layer, (sig.in_channels, *sig.in_hw))
+        layer = torch.nn.Linear(sig.in_channels, sig.out_channels)
+        return torch_callable(layer, (sig.in_hw[0], sig.in_channels))
+    raise ProfileError(f"unknown runtime {settings.runtime!r}; known: {sorted(RUNTIMES)}")
+
+
+def partial_path(out: Path) -> Path:
+    """Where finished chunks of an interrupted measurement are kept."""
+    return out.with_name(out.name + ".partial.jsonl")
+
+
+def _read_partial(path: Path) -> dict[str, Entry]:
+    """Finished entries of an interrupted run; a torn last line (killed mid-write) is ignored."""
+    done: dict[str, Entry] = {}
+    if not path.exists():
+        return done
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+            done[record["key"]] = Entry(**record["entry"])
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            log.warning("%s: skipping an unreadable line (interrupted write)", path)
+    return done
+
+
+def measure_signatures(
+    keys: Iterable[str],
+    out: str | Path,
+    settings: ProfileSettings,
+    *,
+    progress: Callable[[int, int, float], None] | None = None,
+) -> dict[str, Entry]:
+    """Time every signature, resuming from ``<out>.partial.jsonl``; returns all entries."""
+    out = Path(out)
+    partial = partial_path(out)
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    entries = _read_partial(partial)
+    todo = [k for k in dict.fromkeys(keys) if k not in entries]
+    total = len(entries) + len(todo)
+    if entries:
+        log.info("resuming: %d of %d signatures already measured in %s", len(entries), total, partial)
+    rng = np.random.default_rng(settings.seed)
+    order = list(rng.permutation(len(todo)))  # mix sizes so drift spreads over all of them
+    todo = [todo[i] for i in order]
+    started = time.perf_counter()
+    with partial.open("a") as fh:
+        for start in range(0, len(todo), settings.chunk):
+            chunk = todo[start:start + settings.chunk]
+            fns = {k: layer_callable(LayerSignature.parse(k), settings) for k in chunk}
+            timings: dict[str, Timing] = time_callables(fns, rounds=settings.rounds, reps=settings.reps,
+                                                        warmup=settings.warmup, seed=settings.seed + start)
+            for key in chunk:
+                t = timings[key]
+                entries[key] = Entry(latency_ms=t.value_ms, std_ms=t.std_ms, count=t.count)
+                fh.write(json.dumps({"key": key, "entry": entries[key].model_dump()}) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+            if progress is not None:
+                done_now = start + len(chunk)
+                elapsed = time.perf_counter() - started
+                progress(len(entries), total, elapsed / done_now * (len(todo) - done_now))
+    return entries
+
+
+def build_profile(
+    name: str,
+    entries: dict[str, Entry],
+    settings: ProfileSettings,
+    *,
+    command: str,
+    versions: dict[str, str],
+) -> HardwareProfile:
+    runtime = RUNTIMES[settings.runtime]
+    return HardwareProfile(
+        name=name, kind="measured", device=this_machine(), runtime=settings.runtime,
+        threads=settings.threads, batch_size=1, repetitions=settings.describe(),
+        precisions=runtime["precisions"], precision_rules=runtime["rules"],
+        sparse_kernels=False, interpolation="channels", entries=entries,
+        energy=EnergySpec(method="modelled", table=HOROWITZ_45NM.to_dict(),
+                          notes="no energy counter on this machine: energy is modelled from 45 nm per-operation "
+                                "and per-byte figures, not measured"),
+        provenance=Provenance(command=command, date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                              versions=versions),
+    )
