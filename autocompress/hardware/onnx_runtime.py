@@ -322,33 +322,83 @@ def _unqualified(qualified: str) -> str:
     return qualified
 
 
-def torchscript_scope(module_name: str) -> str:
+def torchscript_scope(module_name: str, called: Iterable[str] | None = None) -> str:
     """The node-name prefix the TorchScript ONNX exporter gives the ops of module ``module_name``.
 
-    Each prefix of the dotted path contributes its unqualified name (its last
-    non-numeric atom plus any numeric atoms after it), joined by ``/``:
-    ``layer1.0.conv1.0`` -> ``/layer1/layer1.0/conv1/conv1.0/``, so its conv is
-    ``/layer1/layer1.0/conv1/conv1.0/Conv``. The root module is ``/``.
+    The exporter names a node ``/<scope>/<Op>`` (``_<k>`` appended to repeats),
+    where the scope lists the modules being *called* when the op was traced, outer
+    first, each by its unqualified name: its last non-numeric atom plus the numeric
+    atoms after it (``layer1.0`` -> ``layer1.0``, ``layer1.0.conv1`` -> ``conv1``).
+    ``called`` is that call stack (qualified names, root excluded); by default every
+    ancestor is assumed called, as when containers run their children:
+    ``layer1.0.conv1.0`` -> ``/layer1/layer1.0/conv1/conv1.0/``. A container that is
+    indexed instead of called (ModuleDict, ModuleList) does not appear, which is
+    why :func:`export_onnx` records the real call stacks (:func:`module_scopes`).
     """
-    if not module_name:
-        return "/"
-    atoms = module_name.split(".")
-    parts = [_unqualified(".".join(atoms[: i + 1])) for i in range(len(atoms))]
-    return "/" + "/".join(parts) + "/"
+    if called is None:
+        atoms = module_name.split(".") if module_name else []
+        called = [".".join(atoms[: i + 1]) for i in range(len(atoms))]
+    parts = [_unqualified(name) for name in called if name]
+    return "/" + "".join(part + "/" for part in parts)
+
+
+def module_scopes(model, input_shape: tuple[int, ...]) -> dict[str, tuple[str, ...]]:
+    """Each Conv2d/Linear leaf -> the TorchScript node-name prefixes of its calls in one batch-1 forward.
+
+    Runs ``model`` once on zeros with forward hooks that track the stack of called
+    modules (what the TorchScript tracer builds its scopes from). A leaf called
+    twice has two entries (or one, if both calls share a scope); a leaf never called
+    has none.
+    """
+    import torch
+
+    names = {id(m): n for n, m in model.named_modules()}
+    leaves = _leaves(model)
+    stack: list[str] = []
+    scopes: dict[str, list[str]] = {name: [] for name in leaves}
+
+    def enter(module, args):
+        name = names.get(id(module), "")
+        stack.append(name)
+        if name in scopes:
+            scope = torchscript_scope(name, stack)
+            if scope not in scopes[name]:
+                scopes[name].append(scope)
+
+    def leave(module, args, output):
+        stack.pop()
+
+    handles = []
+    try:
+        for module in model.modules():
+            handles.append(module.register_forward_pre_hook(enter))
+            handles.append(module.register_forward_hook(leave, always_call=True))
+        with torch.no_grad():
+            model(torch.zeros((1, *input_shape)))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {name: tuple(found) for name, found in scopes.items()}
 
 
 _COMPUTE_OPS = {"Conv2d": ("Conv",), "Linear": ("Gemm", "MatMul")}
 
 
-def leaf_node_names(onnx_model: onnx.ModelProto, leaves: Mapping[str, object]) -> dict[str, tuple[str, ...]]:
-    """Map each Conv2d/Linear leaf (qualified name -> module) to its compute node(s) in ``onnx_model``.
+def leaf_node_names(
+    onnx_model: onnx.ModelProto,
+    leaves: Mapping[str, object],
+    scopes: Mapping[str, Iterable[str]] | None = None,
+) -> dict[str, tuple[str, ...]]:
+    """Map each Conv2d/Linear leaf (qualified name -> module) to its ONNX node names, compute node first.
 
-    A node belongs to a leaf when its name is the leaf's :func:`torchscript_scope`
-    followed by an op name (no further ``/``) and its op is ``Conv`` for a Conv2d,
-    ``Gemm``/``MatMul`` for a Linear. Where the node's weight is an initializer, its
-    shape must be the leaf's weight shape (conv: equal; Gemm: [out, in] or its
-    transpose; MatMul: [in, out]). Raises :class:`OnnxNodeNotFoundError` naming the
-    leaf when no node matches or a match has the wrong weight shape.
+    A leaf's nodes are those named ``<scope><Op>`` (no further ``/``) for one of its
+    scopes: ``scopes[name]`` from :func:`module_scopes` (the real call stacks) or,
+    without it, :func:`torchscript_scope` of the name. Among them there must be a
+    ``Conv`` for a Conv2d, a ``Gemm``/``MatMul`` for a Linear (whose bias ``Add`` on
+    3-D inputs is returned too), and where a compute node's weight is an
+    initializer its shape must be the leaf's (conv: equal; Gemm/MatMul: [out, in]
+    or [in, out]). Raises :class:`OnnxNodeNotFoundError` naming the leaf otherwise.
+    A leaf with no scopes (never called) maps to ``()``.
     """
     from torch import nn
 
@@ -362,23 +412,25 @@ def leaf_node_names(onnx_model: onnx.ModelProto, leaves: Mapping[str, object]) -
         kind = "Conv2d" if isinstance(leaf, nn.Conv2d) else "Linear" if isinstance(leaf, nn.Linear) else None
         if kind is None:
             raise TypeError(f"leaf {name!r} is a {type(leaf).__name__}, expected Conv2d or Linear")
-        scope = torchscript_scope(name)
-        nodes = [n for n in by_scope.get(scope, []) if n.op_type in _COMPUTE_OPS[kind]]
-        if not nodes:
+        leaf_scopes = tuple(scopes.get(name, ())) if scopes is not None else (torchscript_scope(name),)
+        if not leaf_scopes:
+            out[name] = ()
+            continue
+        in_scope = [n for scope in leaf_scopes for n in by_scope.get(scope, [])]
+        compute = [n for n in in_scope if n.op_type in _COMPUTE_OPS[kind]]
+        if not compute:
             near = sorted(n.name for n in onnx_model.graph.node if n.op_type in _COMPUTE_OPS[kind])[:8]
+            wanted = " or ".join(f"'{scope}<Op>'" for scope in leaf_scopes)
             raise OnnxNodeNotFoundError(
                 f"no {'/'.join(_COMPUTE_OPS[kind])} node for the {kind} {name!r} in the ONNX graph: expected a node "
-                f"named '{scope}<Op>' (TorchScript exporter scope naming); {kind} nodes present include {near}")
+                f"named {wanted} (TorchScript exporter scope naming); {kind} nodes present include {near}")
         want = tuple(leaf.weight.shape)
-        for node in nodes:
+        for node in compute:
             got = inits.get(node.input[1]) if len(node.input) > 1 else None
-            if got is None:
-                continue
-            ok = got == want if kind == "Conv2d" else got in (want, want[::-1])
-            if not ok:
+            if got is not None and got not in ((want,) if kind == "Conv2d" else (want, want[::-1])):
                 raise OnnxNodeNotFoundError(f"node {node.name!r} matched {name!r} by name, but its weight "
                                             f"{node.input[1]!r} has shape {list(got)}, the module's is {list(want)}")
-        out[name] = tuple(n.name for n in nodes)
+        out[name] = tuple(n.name for n in compute) + tuple(n.name for n in in_scope if n.op_type not in _COMPUTE_OPS[kind])
     return out
 
 
@@ -545,7 +597,7 @@ def export_onnx(
         _torchscript_export(deploy, x, exported, opset)
         quant_pre_process(str(exported), str(pre), skip_symbolic_shape=True)
         pre_model = onnx.load(str(pre))
-        names = leaf_node_names(pre_model, _leaves(deploy))
+        names = leaf_node_names(pre_model, _leaves(deploy), module_scopes(deploy, input_shape))
         exclude = sorted(n for leaf in float_leaves for n in names[leaf])
         if _unshare_initializers(pre_model):
             onnx.save(pre_model, str(pre))

@@ -1,0 +1,118 @@
+"""CostModel against the built models it never builds, on an analytic profile."""
+
+import numpy as np
+import pytest
+
+from autocompress.compress import materialize
+from autocompress.counting import count_model
+from autocompress.hardware import (
+    HOROWITZ_45NM,
+    CostModel,
+    LayerSignature,
+    ProfileError,
+    analytic_profile,
+    leaf_signatures,
+    required_signatures,
+    roofline_ms,
+)
+from autocompress.hardware.energy import layer_energy
+from tests.helpers import shipped_space, zoo_model
+
+RATES = {"fp32": 2e10, "int8": 8e10}
+
+
+def _profile(keys, **kwargs):
+    return analytic_profile(keys, name="test-roofline", device="test accelerator", peak_macs_per_s=RATES,
+                            bandwidth_bytes_per_s=2e10, energy_table=HOROWITZ_45NM, layer_overhead_ms=0.002, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def resnet20_costs():
+    model, graph = zoo_model("resnet20")
+    space = shipped_space("resnet20", graph)
+    profile = _profile(required_signatures(space, ["fp32", "int8"]))
+    return model, space, profile, CostModel(profile, space)
+
+
+def _by_hand(space, profile, candidate):
+    """Walk the candidate's layers one by one: what the tables must add up to."""
+    latency = energy = 0.0
+    for cfg in space.layer_configs(candidate):
+        precision = profile.precision_for(cfg.w_bits, cfg.a_bits)
+        for leaf in leaf_signatures(cfg, precision):
+            latency += roofline_ms(leaf, peak_macs_per_s=RATES, bandwidth_bytes_per_s=2e10, layer_overhead_ms=0.002)
+            energy += layer_energy(LayerSignature(**{**leaf.__dict__, "sparsity": cfg.sparsity}), HOROWITZ_45NM,
+                                   w_bits=cfg.w_bits, a_bits=cfg.a_bits).total_mj
+    return latency, energy
+
+
+def test_costs_match_layer_by_layer_pricing_and_the_built_model(resnet20_costs):
+    model, space, profile, costs = resnet20_costs
+    rng = np.random.default_rng(0)
+    for candidate in [space.identity(), space.uniform(keep=0.5, w_bits=8, a_bits=8)] + [space.sample(rng) for _ in range(4)]:
+        predicted = costs.predict(candidate)
+        latency, energy = _by_hand(space, profile, candidate)
+        assert predicted.latency_ms == pytest.approx(latency, rel=1e-9)
+        assert predicted.energy_mj == pytest.approx(energy, rel=2e-3)  # masks round to whole weights
+        counted = count_model(materialize(model, candidate, space), (3, *space.input_resolution(candidate)))
+        assert predicted.macs == pytest.approx(counted.effective_macs, rel=1e-6)
+        assert predicted.bitops == pytest.approx(counted.bitops, rel=1e-6)
+        # size: deployable weights with BN folded into a per-channel bias of every layer
+        folded_bias = sum(4 * cfg.out_channels for cfg in space.layer_configs(candidate)
+                          if model.get_submodule(cfg.name).bias is None)
+        assert predicted.size_bytes == pytest.approx(sum(layer.size_bytes for layer in counted.layers) + folded_bias)
+
+
+def test_vectorized_equals_one_by_one(resnet20_costs):
+    _, space, _, costs = resnet20_costs
+    candidates = [space.sample(i) for i in range(30)]
+    batch = costs.predict_batch(costs.encode(candidates))
+    for i, candidate in enumerate(candidates):
+        one = costs.predict(candidate)
+        assert batch["latency_ms"][i] == pytest.approx(one.latency_ms)
+        assert batch["size_bytes"][i] == pytest.approx(one.size_bytes)
+    random_batch = costs.predict_batch(costs.random_indices(500, rng=1))
+    reference = costs.reference()
+    assert (random_batch["latency_ms"] <= reference.latency_ms + 1e-9).all()
+    assert (random_batch["macs"] <= reference.macs).all()
+
+
+def test_compression_lowers_every_cost(resnet20_costs):
+    _, space, _, costs = resnet20_costs
+    ref = costs.reference()
+    small = costs.predict(space.uniform(keep=0.5, w_bits=8, a_bits=8, sparsity=0.5))
+    assert small.precision == "int8" and ref.precision == "fp32"
+    for field in ("latency_ms", "energy_mj", "size_bytes", "macs", "bitops"):
+        assert getattr(small, field) < getattr(ref, field), field
+    assert small.energy_method == "modelled"
+
+
+def test_missing_signature_is_named(resnet20_costs):
+    _, space, profile, _ = resnet20_costs
+    entries = dict(profile.entries)
+    victim = next(k for k in entries if k.startswith("conv:in16:out16:k3x3") and k.endswith("int8"))
+    del entries[victim]
+    with pytest.raises(ProfileError, match=r"no entry for 1 layer signature.*" + victim):
+        CostModel(profile.model_copy(update={"entries": entries}), space)
+
+
+def test_declared_interpolation_fills_gaps(resnet20_costs):
+    _, space, profile, full = resnet20_costs
+    entries = {k: v for i, (k, v) in enumerate(sorted(profile.entries.items())) if i % 3}
+    sparse = CostModel(profile.model_copy(update={"entries": entries, "interpolation": "channels"}), space)
+    assert sparse.interpolated
+    indices = full.random_indices(200, rng=2)
+    exact, approx = full.predict_batch(indices)["latency_ms"], sparse.predict_batch(indices)["latency_ms"]
+    assert np.median(np.abs(approx - exact) / exact) < 0.05
+
+
+def test_calibration_applies_per_precision(resnet20_costs):
+    _, space, profile, _ = resnet20_costs
+    from autocompress.hardware.profile import Calibration
+
+    calibrated = profile.model_copy(update={"calibrations": {
+        "fp32": Calibration(scale=0.5, offset_ms=1.0), "int8": Calibration(scale=2.0, offset_ms=0.0)}})
+    base, cal = CostModel(profile, space), CostModel(calibrated, space)
+    fp32, int8 = space.uniform(keep=0.5), space.uniform(keep=0.5, w_bits=8, a_bits=8)
+    assert cal.predict(fp32).latency_ms == pytest.approx(0.5 * base.predict(fp32).latency_ms + 1.0)
+    assert cal.predict(int8).latency_ms == pytest.approx(2.0 * base.predict(int8).latency_ms)
