@@ -391,9 +391,12 @@ def leaf_node_names(
 ) -> dict[str, tuple[str, ...]]:
     """Map each Conv2d/Linear leaf (qualified name -> module) to its ONNX node names, compute node first.
 
-    A leaf's nodes are those named ``<scope><Op>`` (no further ``/``) for one of its
-    scopes: ``scopes[name]`` from :func:`module_scopes` (the real call stacks) or,
-    without it, :func:`torchscript_scope` of the name. Among them there must be a
+    A leaf's nodes are those whose name starts with one of its scopes:
+    ``scopes[name]`` from :func:`module_scopes` (the real call stacks) or, without
+    it, :func:`torchscript_scope` of the name. A prefix, not ``<scope><Op>``
+    exactly, because ORT's optimizer renames the nodes it fuses by appending
+    (``/tok/MatMul`` + ``Add`` -> ``/tok/MatMul/MatMulAddFusion``, a Gemm); a Conv2d or
+    Linear calls no submodule, so no other module's nodes share its prefix. Among them there must be a
     ``Conv`` for a Conv2d, a ``Gemm``/``MatMul`` for a Linear (whose bias ``Add`` on
     3-D inputs is returned too), and where a compute node's weight is an
     initializer its shape must be the leaf's (conv: equal; Gemm/MatMul: [out, in]
@@ -403,10 +406,7 @@ def leaf_node_names(
     from torch import nn
 
     inits = {i.name: tuple(i.dims) for i in onnx_model.graph.initializer}
-    by_scope: dict[str, list[onnx.NodeProto]] = {}
-    for node in onnx_model.graph.node:
-        scope, _, _ = node.name.rpartition("/")
-        by_scope.setdefault(scope + "/", []).append(node)
+    nodes = list(onnx_model.graph.node)
     out = {}
     for name, leaf in leaves.items():
         kind = "Conv2d" if isinstance(leaf, nn.Conv2d) else "Linear" if isinstance(leaf, nn.Linear) else None
@@ -416,7 +416,7 @@ def leaf_node_names(
         if not leaf_scopes:
             out[name] = ()
             continue
-        in_scope = [n for scope in leaf_scopes for n in by_scope.get(scope, [])]
+        in_scope = [n for n in nodes if n.name.startswith(leaf_scopes)]
         compute = [n for n in in_scope if n.op_type in _COMPUTE_OPS[kind]]
         if not compute:
             near = sorted(n.name for n in onnx_model.graph.node if n.op_type in _COMPUTE_OPS[kind])[:8]
