@@ -18,10 +18,11 @@ from typing import Any
 
 from autocompress.data import DataError
 from autocompress.graph import GraphError
+from autocompress.hardware.profile import ProfileError
 from autocompress.models import ModelError
 from autocompress.space import CandidateError, SpaceError
 
-USER_ERRORS = (DataError, GraphError, ModelError, SpaceError, CandidateError, FileNotFoundError)
+USER_ERRORS = (DataError, GraphError, ModelError, SpaceError, CandidateError, ProfileError, FileNotFoundError)
 DEFAULT_CACHE = Path(os.environ.get("AUTOCOMPRESS_CACHE", Path.home() / ".cache" / "autocompress"))
 
 
@@ -79,6 +80,131 @@ def cmd_space(args: argparse.Namespace) -> int:
     return 0
 
 
+def _suites(args: argparse.Namespace) -> list:
+    """(model, space) pairs a profile is measured for or validated on, untrained weights."""
+    from autocompress.graph import ModelGraph
+    from autocompress.hardware.validate import Suite
+    from autocompress.models import create_model, model_info
+    from autocompress.space import SearchSpace
+
+    shape = tuple(int(x) for x in args.input_shape.lower().split("x"))
+    if len(shape) != 3:
+        raise SpaceError(f"--input-shape {args.input_shape!r}: expected CxHxW, e.g. 3x32x32")
+    spaces = args.spaces or [None] * len(args.models)
+    if len(spaces) != len(args.models):
+        raise SpaceError("--spaces: give one space per model, or none for the models' default spaces")
+    suites = []
+    for name, space in zip(args.models, spaces, strict=True):
+        model = create_model(name, in_channels=shape[0], num_classes=args.num_classes).eval()
+        graph = ModelGraph.from_model(model, shape)
+        suites.append(Suite(name, model, SearchSpace.from_yaml(graph, space or model_info(name).family)))
+    return suites
+
+
+def _bar(desc: str):
+    from tqdm import tqdm
+
+    bar = tqdm(desc=desc, unit="sig", dynamic_ncols=True)
+
+    def update(done: int, total: int, eta_s: float | None = None) -> None:
+        bar.total = total
+        bar.n = done
+        if eta_s is not None:
+            bar.set_postfix_str(f"ETA {eta_s / 60:.1f} min")
+        bar.refresh()
+    return bar, update
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    from autocompress.hardware import HardwareProfile, required_signatures
+
+    command = "autocompress " + " ".join(sys.argv[1:]) if sys.argv else "autocompress profile"
+    if args.action == "show":
+        profile = HardwareProfile.load(args.profile)
+        print(describe_profile(profile))
+        return 0
+    if args.action == "validate":
+        from autocompress.hardware.validate import validate_profile
+
+        profile = HardwareProfile.load(args.profile)
+        bar, update = _bar("timing whole models")
+        profile, report = validate_profile(profile, _suites(args), n_validate=args.n, n_calibrate=args.calibrate,
+                                           seed=args.seed, rounds=args.rounds, reps=args.reps, command=command,
+                                           progress=update)
+        bar.close()
+        out = Path(args.out or args.profile)
+        profile.save(out)
+        report_path = out.with_name(out.stem + ".validation.json")
+        report_path.write_text(json.dumps(report, indent=1))
+        print(describe_profile(profile))
+        print(f"wrote {out} and {report_path}")
+        return 0
+    if not args.out:
+        raise SpaceError("--out: where to write the profile JSON is required")
+    suites = _suites(args)
+    if args.action == "analytic":
+        from autocompress.hardware import HOROWITZ_45NM, analytic_profile
+
+        rates = {}
+        for item in args.peak_gmacs.split(","):
+            precision, _, value = item.partition("=")
+            rates[precision.strip()] = float(value) * 1e9
+        keys = sorted({k for s in suites for k in required_signatures(s.space, rates)})
+        profile = analytic_profile(keys, name=args.name or Path(args.out).stem, device=args.device,
+                                   peak_macs_per_s=rates, bandwidth_bytes_per_s=args.bandwidth_gbs * 1e9,
+                                   energy_table=HOROWITZ_45NM, layer_overhead_ms=args.layer_overhead_us / 1e3,
+                                   command=command)
+        profile.save(args.out)
+        print(describe_profile(profile))
+        return 0
+
+    from autocompress.hardware.profiler import (
+        RUNTIMES,
+        ProfileSettings,
+        build_profile,
+        measure_signatures,
+    )
+
+    if args.runtime not in RUNTIMES:
+        raise SpaceError(f"--runtime {args.runtime!r}: expected one of {sorted(RUNTIMES)}")
+    precisions = args.precisions or list(RUNTIMES[args.runtime]["precisions"])
+    settings = ProfileSettings(runtime=args.runtime, threads=args.threads, rounds=args.rounds, reps=args.reps,
+                               warmup=args.warmup, chunk=args.chunk, seed=args.seed)
+    keys = sorted({k for s in suites for k in required_signatures(s.space, precisions)})
+    print(f"{len(keys)} layer signatures to measure for {', '.join(args.models)} ({', '.join(precisions)})")
+    bar, update = _bar("measuring layers")
+    entries = measure_signatures(keys, args.out, settings, progress=update)
+    bar.close()
+    profile = build_profile(args.name or Path(args.out).stem, entries, settings, command=command,
+                            versions=versions())
+    profile.save(args.out)
+    from autocompress.hardware.profiler import partial_path
+
+    partial_path(Path(args.out)).unlink(missing_ok=True)
+    print(describe_profile(profile))
+    return 0
+
+
+def describe_profile(profile) -> str:
+    lines = [f"{profile.name}: {profile.kind} profile, {profile.runtime}, {profile.threads} thread(s), "
+             f"batch {profile.batch_size}, {len(profile.entries)} layer signatures",
+             f"  device: {profile.device.name} ({profile.device.cpu or profile.device.gpu or profile.device.notes})",
+             "  precisions: " + "; ".join(f"{k}: {v}" for k, v in profile.precisions.items()),
+             f"  energy: {profile.energy.method}" + (f" ({profile.energy.notes})" if profile.energy.notes else "")]
+    for name, cal in (profile.calibrations or {"all": profile.calibration}).items():
+        lines.append(f"  calibration[{name}]: {cal.scale:.3f} x sum {cal.per_layer_ms:+.4f} ms/layer "
+                     f"{cal.per_mega_element_ms:+.4f} ms/M activations {cal.offset_ms:+.4f} ms "
+                     f"(fitted on {cal.fitted_on} models)")
+    if profile.validation:
+        lines.append(f"  {'models':32s} {'subset':16s} {'n':>4s} {'spearman':>9s} {'med err%':>9s} "
+                     f"{'p90 err%':>9s} {'<=10%':>7s} {'noise%':>7s}")
+        for v in profile.validation:
+            lines.append(f"  {'+'.join(v.models):32s} {v.subset:16s} {v.n_candidates:4d} {v.spearman:9.3f} "
+                         f"{v.median_abs_pct_error:9.2f} {v.p90_abs_pct_error:9.2f} {v.within_10pct:7.0%} "
+                         f"{v.noise_floor_pct:7.2f}")
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="autocompress", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -110,6 +236,31 @@ def build_parser() -> argparse.ArgumentParser:
     space = sub.add_parser("space", help="show a model's units, prune groups and joint space")
     common(space)
     space.set_defaults(func=cmd_space)
+
+    prof = sub.add_parser("profile", help="measure, validate, model or show a hardware profile")
+    prof.add_argument("action", nargs="?", default="measure", choices=["measure", "validate", "analytic", "show"])
+    prof.add_argument("profile", nargs="?", help="profile JSON (validate, show)")
+    prof.add_argument("--models", nargs="+", default=["resnet20", "mobilenetv2_cifar"])
+    prof.add_argument("--spaces", nargs="+", default=None, help="one space per model (default: the family's)")
+    prof.add_argument("--input-shape", default="3x32x32")
+    prof.add_argument("--num-classes", type=int, default=10)
+    prof.add_argument("--runtime", default="onnxruntime", help="onnxruntime | torch-eager")
+    prof.add_argument("--threads", type=int, default=1)
+    prof.add_argument("--precisions", nargs="+", default=None, help="kernel precisions to measure (default: all the runtime has)")
+    prof.add_argument("--rounds", type=int, default=5)
+    prof.add_argument("--reps", type=int, default=20)
+    prof.add_argument("--warmup", type=int, default=3)
+    prof.add_argument("--chunk", type=int, default=48, help="signatures per resumable chunk")
+    prof.add_argument("--n", type=int, default=50, help="validate: held-out candidates per model")
+    prof.add_argument("--calibrate", type=int, default=20, help="validate: calibration candidates per model")
+    prof.add_argument("--seed", type=int, default=0)
+    prof.add_argument("--name", default=None)
+    prof.add_argument("--out", default=None, help="profile JSON to write (validate: default in place)")
+    prof.add_argument("--device", default="analytic accelerator", help="analytic: device description")
+    prof.add_argument("--peak-gmacs", default="fp32=100,int8=400", help="analytic: peak GMAC/s per precision")
+    prof.add_argument("--bandwidth-gbs", type=float, default=25.0, help="analytic: memory bandwidth, GB/s")
+    prof.add_argument("--layer-overhead-us", type=float, default=2.0, help="analytic: fixed cost per layer")
+    prof.set_defaults(func=cmd_profile)
     return parser
 
 

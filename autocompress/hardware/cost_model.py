@@ -29,7 +29,8 @@ from autocompress.space import IDENTITY, Candidate, CandidateError, SearchSpace
 log = logging.getLogger(__name__)
 
 #: summed over units; latency is calibrated afterwards
-_RAW = ("latency_sum_ms", "activation_elements", "energy_mj", "size_bytes", "macs", "bitops", "int8_leaves")
+_RAW = ("latency_sum_ms", "activation_elements", "energy_mj", "size_bytes", "macs", "bitops", "int8_leaves",
+        "leaves")
 FLOAT_PRECISION = "fp32"
 
 
@@ -205,6 +206,7 @@ class CostModel:
             out[..., 4] += macs
             out[..., 5] += macs * W * A
             out[..., 6] += precisions[:, :, None] != FLOAT_PRECISION
+            out[..., 7] += 1
         return out
 
     def _latency(self, sig: LayerSignature, missing: set[str]) -> float:
@@ -253,8 +255,9 @@ class CostModel:
         for flag, precision in ((False, FLOAT_PRECISION), (True, "int8")):
             cal = self.profile.calibration_for(precision)
             sel = int8 == flag
-            latency[sel] = cal.scale * raw[sel, 0] + cal.per_mega_element_ms * raw[sel, 1] / 1e6 + cal.offset_ms
+            latency[sel] = cal.apply(raw[sel, 0], raw[sel, 1], raw[sel, 7])
         return {"latency_ms": latency, "latency_sum_ms": raw[:, 0], "activation_elements": raw[:, 1],
+                "leaves": raw[:, 7],
                 "energy_mj": raw[:, 2], "size_bytes": raw[:, 3], "macs": raw[:, 4], "bitops": raw[:, 5],
                 "int8": int8}
 

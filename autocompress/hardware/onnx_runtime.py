@@ -20,6 +20,7 @@ conv the BatchNorm's scope, and takes seconds longer.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import tempfile
@@ -46,6 +47,12 @@ _IR_VERSION = 8  # ONNX IR for opset 17; every ORT >= 1.10 reads it
 
 # Activation ranges a layer model's int8 pattern assumes: inputs are standard normal
 # (clipped to +-4 sigma); outputs have std ~ 1/sqrt(3) under the U(+-1/sqrt(fan_in)) init.
+#: ORT graph optimizers every session here runs without. ``WeightBiasQuantization`` (ORT >= 1.20)
+#: quantizes the float weight of any Conv/Gemm whose input comes from a DequantizeLinear, so a
+#: float leaf between int8 neighbours would silently run as QLinearConv; it is a no-op for
+#: layers the quantizer already quantized. Unknown names are ignored by ORT.
+DISABLED_OPTIMIZERS = ("WeightBiasQuantization",)
+
 _X_RANGE = 8.0
 _Y_RANGE = 8.0 / math.sqrt(3.0)
 
@@ -220,13 +227,15 @@ def _model_source(model: onnx.ModelProto | str | Path | bytes) -> str | bytes:
 
 def ort_session(model: onnx.ModelProto | str | Path | bytes, *, threads: int = 1) -> ort.InferenceSession:
     """An ONNX Runtime CPU session: ``threads`` intra-op threads, one inter-op thread,
-    sequential execution, every graph optimization (``ORT_ENABLE_ALL``)."""
+    sequential execution, every graph optimization (``ORT_ENABLE_ALL``) except
+    :data:`DISABLED_OPTIMIZERS` (which would turn float leaves of a mixed model int8)."""
     so = _session_options(threads)
-    return ort.InferenceSession(_model_source(model), so, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(_model_source(model), so, providers=["CPUExecutionProvider"],
+                                disabled_optimizers=list(DISABLED_OPTIMIZERS))
 
 
 def optimized_model(model: onnx.ModelProto | str | Path | bytes, *, threads: int = 1) -> onnx.ModelProto:
-    """The graph ORT actually runs for ``model`` (after its ``ORT_ENABLE_ALL`` fusions on this CPU).
+    """The graph ORT actually runs for ``model`` (after the fusions of :func:`ort_session`'s settings on this CPU).
 
     Useful to see which kernels a layer or a model ends up on, e.g.
     ``{n.op_type for n in optimized_model(m).graph.node}``. Hardware specific.
@@ -235,7 +244,8 @@ def optimized_model(model: onnx.ModelProto | str | Path | bytes, *, threads: int
     with tempfile.TemporaryDirectory(prefix="autocompress-ort-") as tmp:
         out = Path(tmp) / "optimized.onnx"
         so.optimized_model_filepath = str(out)
-        ort.InferenceSession(_model_source(model), so, providers=["CPUExecutionProvider"])
+        ort.InferenceSession(_model_source(model), so, providers=["CPUExecutionProvider"],
+                             disabled_optimizers=list(DISABLED_OPTIMIZERS))
         return onnx.load(str(out))
 
 
@@ -347,8 +357,8 @@ def module_scopes(model, input_shape: tuple[int, ...]) -> dict[str, tuple[str, .
 
     Runs ``model`` once on zeros with forward hooks that track the stack of called
     modules (what the TorchScript tracer builds its scopes from). A leaf called
-    twice has two entries (or one, if both calls share a scope); a leaf never called
-    has none.
+    twice has two entries (the exporter suffixes a repeated scope: ``/blocks.0_1/``);
+    a leaf never called has none.
     """
     import torch
 
@@ -356,14 +366,18 @@ def module_scopes(model, input_shape: tuple[int, ...]) -> dict[str, tuple[str, .
     leaves = _leaves(model)
     stack: list[str] = []
     scopes: dict[str, list[str]] = {name: [] for name in leaves}
+    seen: dict[str, int] = {}
 
     def enter(module, args):
         name = names.get(id(module), "")
         stack.append(name)
         if name in scopes:
-            scope = torchscript_scope(name, stack)
-            if scope not in scopes[name]:
-                scopes[name].append(scope)
+            # The exporter names each call's scope uniquely: a repeat of the same full
+            # scope string gets "_<k>" appended (``/blocks.0/`` then ``/blocks.0_1/``).
+            scope = torchscript_scope(name, stack)[:-1]
+            k = seen.get(scope, 0)
+            seen[scope] = k + 1
+            scopes[name].append(f"{scope}_{k}/" if k else scope + "/")
 
     def leave(module, args, output):
         stack.pop()
@@ -401,7 +415,8 @@ def leaf_node_names(
     3-D inputs is returned too), and where a compute node's weight is an
     initializer its shape must be the leaf's (conv: equal; Gemm/MatMul: [out, in]
     or [in, out]). Raises :class:`OnnxNodeNotFoundError` naming the leaf otherwise.
-    A leaf with no scopes (never called) maps to ``()``.
+    A leaf with no scopes (never called) maps to ``()``. Only compute nodes and
+    bias ``Add`` nodes are returned (not a QDQ model's Q/DQ nodes).
     """
     from torch import nn
 
@@ -430,25 +445,28 @@ def leaf_node_names(
             if got is not None and got not in ((want,) if kind == "Conv2d" else (want, want[::-1])):
                 raise OnnxNodeNotFoundError(f"node {node.name!r} matched {name!r} by name, but its weight "
                                             f"{node.input[1]!r} has shape {list(got)}, the module's is {list(want)}")
-        out[name] = tuple(n.name for n in compute) + tuple(n.name for n in in_scope if n.op_type not in _COMPUTE_OPS[kind])
+        out[name] = tuple(n.name for n in compute) + tuple(n.name for n in in_scope if n.op_type == "Add")
     return out
 
 
-class _FeedReader:
-    """A CalibrationDataReader over a fixed list of feeds (built lazily: ORT's base class)."""
+def _calibration_reader(feeds: list[dict[str, np.ndarray]]):
+    """A ``CalibrationDataReader`` over a fixed list of feeds (onnxruntime.quantization imports in ~0.8 s: lazily)."""
+    from onnxruntime.quantization import CalibrationDataReader
 
-    def __init__(self, feeds: list[dict[str, np.ndarray]]):
-        self._feeds = feeds
-        self._next = 0
+    class FeedReader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._next = 0
 
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        if self._next >= len(self._feeds):
-            return None
-        self._next += 1
-        return self._feeds[self._next - 1]
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            if self._next >= len(feeds):
+                return None
+            self._next += 1
+            return feeds[self._next - 1]
 
-    def rewind(self) -> None:
-        self._next = 0
+        def rewind(self) -> None:
+            self._next = 0
+
+    return FeedReader()
 
 
 def _calibration_feeds(calibration, input_shape: tuple[int, int, int], seed: int = 0) -> list[dict[str, np.ndarray]]:
@@ -509,6 +527,15 @@ def _unshare_initializers(model: onnx.ModelProto) -> int:
     return copies
 
 
+def _stamp(path: Path, leaf_precision: dict[str, str]) -> None:
+    """Record in the model's metadata what each leaf deploys as and how ORT must run it."""
+    model = onnx.load(str(path))
+    meta = {"autocompress.leaf_precision": json.dumps(leaf_precision),
+            "autocompress.ort_disabled_optimizers": ",".join(DISABLED_OPTIMIZERS)}
+    onnx.helper.set_model_props(model, {**{p.key: p.value for p in model.metadata_props}, **meta})
+    onnx.save(model, str(path))
+
+
 def _check_input_shape(input_shape) -> tuple[int, int, int]:
     shape = tuple(input_shape) if isinstance(input_shape, tuple | list) else None
     if shape is None or len(shape) != 3 or not all(
@@ -566,6 +593,8 @@ def export_onnx(
     input_shape = _check_input_shape(input_shape)
     if int8 not in (None, True, False):
         raise ValueError(f"int8 must be None, True or False, got {int8!r}")
+    if isinstance(opset, bool) or not isinstance(opset, int) or opset < 13:
+        raise ValueError(f"opset must be an integer >= 13 (per-channel DequantizeLinear), got {opset!r}")
     path = Path(path)
     if path.suffix != ".onnx":
         raise ValueError(f"path must end in .onnx, got {str(path)!r}")
@@ -579,19 +608,14 @@ def export_onnx(
 
     if not quantize:
         _torchscript_export(deploy, x, path, opset)
+        _stamp(path, {name: "fp32" for name in precision})
         log.info("exported float model to %s", path)
         return path
 
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    feeds = _calibration_feeds(calibration, input_shape)
-    reader = type("FeedReader", (_FeedReader, CalibrationDataReader), {})(feeds)
+    reader = _calibration_reader(_calibration_feeds(calibration, input_shape))
     with tempfile.TemporaryDirectory(prefix="autocompress-export-") as tmp:
         exported, pre = Path(tmp) / "float.onnx", Path(tmp) / "pre.onnx"
         _torchscript_export(deploy, x, exported, opset)
@@ -605,5 +629,6 @@ def export_onnx(
             str(pre), str(path), reader, quant_format=QuantFormat.QDQ, per_channel=True,
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=exclude or None,
         )
+    _stamp(path, {name: "fp32" if name in float_leaves else "int8" for name in precision})
     log.info("exported int8 QDQ model to %s (%d of %d leaves float)", path, len(float_leaves), len(precision))
     return path

@@ -67,13 +67,26 @@ class PrecisionRule(_Strict):
 
 
 class Calibration(_Strict):
-    """Whole-model latency = scale * sum(layer latencies) + per_mega_element_ms * activations/1e6 + offset_ms."""
+    """From the sum of isolated layer timings to whole-model latency.
+
+    latency = scale * sum(layer latencies) + per_mega_element_ms * (output activations / 1e6)
+              + per_layer_ms * layers + offset_ms
+
+    Isolated layers each pay the runtime's per-call overhead and layout / (de)quantize conversions that
+    a whole graph pays once or fuses away (per_layer_ms is then negative); the activation term prices
+    the ops between layers (adds, activations, pooling) that the table does not hold.
+    """
 
     scale: float = 1.0
     offset_ms: float = 0.0
     per_mega_element_ms: float = 0.0
+    per_layer_ms: float = 0.0
     fitted_on: int = 0  # how many measured whole models
     precision: str = "all"  # the subset of models this calibration was fitted on ("all", "fp32", "int8")
+
+    def apply(self, latency_sum_ms, activation_elements, layers):
+        return (self.scale * latency_sum_ms + self.per_mega_element_ms * activation_elements / 1e6
+                + self.per_layer_ms * layers + self.offset_ms)
 
 
 class ValidationResult(_Strict):
