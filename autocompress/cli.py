@@ -104,7 +104,7 @@ def _suites(args: argparse.Namespace) -> list:
 def _bar(desc: str):
     from tqdm import tqdm
 
-    bar = tqdm(desc=desc, unit="sig", dynamic_ncols=True)
+    bar = tqdm(desc=desc, dynamic_ncols=True)
 
     def update(done: int, total: int, eta_s: float | None = None) -> None:
         bar.total = total

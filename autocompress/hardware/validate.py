@@ -94,17 +94,41 @@ def _runner(profile: HardwareProfile, model: nn.Module, input_shape: tuple[int, 
     raise ProfileError(f"profile runtime {profile.runtime!r} cannot be measured on this machine")
 
 
+#: calibration forms, simplest first: columns of (layer sum, activations / 1e6, layers, 1) each one uses
+CALIBRATION_FORMS = {"a*sum+b": (0, 3), "a*sum+c*layers+b": (0, 2, 3), "a*sum+d*act+c*layers+b": (0, 1, 2, 3)}
+
+
 def fit_calibration(features: np.ndarray, measured: np.ndarray, precision: str) -> Calibration:
-    """Least squares of measured latency on (layer sum, activations, layers, 1)."""
-    if len(measured) < 4:
-        raise ProfileError(f"need at least 4 calibration models for {precision}, got {len(measured)}")
-    design = np.column_stack([features[:, 0], features[:, 1] / 1e6, features[:, 2], np.ones(len(measured))])
-    coef, *_ = np.linalg.lstsq(design, measured, rcond=None)
-    if coef[0] <= 0:  # degenerate spread of the calibration set: fall back to a * sum + b
+    """Least squares of measured latency on the layer sum and, where the data supports it, more terms.
+
+    Each form is scored by leave-one-out median absolute % error and the best
+    one kept, so a small calibration set never buys an over-fitted formula.
+    """
+    n = len(measured)
+    if n < 4:
+        raise ProfileError(f"need at least 4 calibration models for {precision}, got {n}")
+    design = np.column_stack([features[:, 0], features[:, 1] / 1e6, features[:, 2], np.ones(n)])
+    best: tuple[float, np.ndarray] | None = None
+    for columns in CALIBRATION_FORMS.values():
+        if n < 3 * len(columns):
+            continue
+        errors = []
+        for i in range(n):
+            keep = np.arange(n) != i
+            coef, *_ = np.linalg.lstsq(design[keep][:, columns], measured[keep], rcond=None)
+            errors.append(abs(design[i, columns] @ coef - measured[i]) / measured[i])
+        coef, *_ = np.linalg.lstsq(design[:, columns], measured, rcond=None)
+        full = np.zeros(4)
+        full[list(columns)] = coef
+        score = float(np.median(errors))
+        if full[0] > 0 and (best is None or score < best[0]):
+            best = (score, full)
+    if best is None:
         a, b = np.polyfit(features[:, 0], measured, 1)
-        coef = np.array([a, 0.0, 0.0, b])
+        best = (float("nan"), np.array([a, 0.0, 0.0, b]))
+    coef = best[1]
     return Calibration(scale=float(coef[0]), per_mega_element_ms=float(coef[1]), per_layer_ms=float(coef[2]),
-                       offset_ms=float(coef[3]), fitted_on=len(measured), precision=precision)
+                       offset_ms=float(coef[3]), fitted_on=n, precision=precision)
 
 
 def fidelity(predicted: np.ndarray, measured: np.ndarray, repeat: np.ndarray) -> dict[str, float]:

@@ -1,0 +1,95 @@
+"""Measuring and validating profiles for real: ONNX Runtime sessions, subprocesses killed with SIGKILL."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from autocompress.hardware import CostModel, HardwareProfile, required_signatures
+from autocompress.hardware.profiler import ProfileSettings, build_profile, measure_signatures, partial_path
+from autocompress.hardware.validate import Suite, validate_profile
+from tests.helpers import zoo_model
+
+LENET = ["--models", "lenet5", "--input-shape", "1x28x28"]
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "autocompress.cli", "profile", *args]
+
+
+def test_measure_then_price_lenet(tmp_path):
+    model, graph = zoo_model("lenet5")
+    from autocompress.space import SearchSpace
+
+    space = SearchSpace.from_yaml(graph, "lenet")
+    keys = required_signatures(space, ["fp32", "int8"])
+    settings = ProfileSettings(rounds=1, reps=2, warmup=1, chunk=64)
+    calls = []
+    entries = measure_signatures(keys, tmp_path / "p.json", settings, progress=lambda *a: calls.append(a))
+    assert set(entries) == set(keys) and all(e.latency_ms > 0 for e in entries.values())
+    assert calls and calls[-1][0] == len(keys)
+    profile = build_profile("t", entries, settings, command="test", versions={})
+    costs = CostModel(profile, space)
+    assert costs.predict(space.uniform(keep=0.5, w_bits=8, a_bits=8)).latency_ms < costs.reference().latency_ms * 1.5
+
+
+def test_sigkill_then_resume_measures_nothing_twice(tmp_path):
+    out = tmp_path / "lenet.json"
+    args = _cli(*LENET, "--rounds", "3", "--reps", "10", "--chunk", "8", "--out", str(out))
+    partial = partial_path(out)
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if partial.exists() and len(partial.read_text().splitlines()) >= 16:
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, "the measurement finished before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = {json.loads(line)["key"]: json.loads(line)["entry"]
+              for line in partial.read_text().splitlines() if line.strip()}
+    assert 16 <= len(before) and not out.exists()
+    with partial.open("a") as fh:
+        fh.write('{"key": "conv:in1:out6')  # a line torn by the kill must not break the resume
+
+    done = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"resuming: {len(before)} of" in done.stdout + done.stderr
+    profile = HardwareProfile.load(out)
+    for key, entry in before.items():  # finished entries were kept, not measured again
+        assert profile.entries[key].latency_ms == entry["latency_ms"]
+    assert not partial.exists()
+
+
+def test_validate_stores_calibration_and_fidelity(tmp_path):
+    model, graph = zoo_model("lenet5")
+    from autocompress.space import SearchSpace
+
+    space = SearchSpace.from_yaml(graph, "lenet")
+    settings = ProfileSettings(rounds=1, reps=3, warmup=1)
+    entries = measure_signatures(required_signatures(space, ["fp32", "int8"]), tmp_path / "p.json", settings)
+    profile = build_profile("t", entries, settings, command="test", versions={})
+    updated, report = validate_profile(profile, [Suite("lenet5", model, space)], n_validate=8, n_calibrate=16,
+                                       seed=0, rounds=2, reps=5)
+    assert set(updated.calibrations) == {"fp32", "int8"}
+    assert all(c.scale > 0 and c.fitted_on == 8 for c in updated.calibrations.values())
+    subsets = {v.subset for v in updated.validation}
+    assert subsets == {"fp32-only", "int8-containing", "all"}
+    for v in updated.validation:
+        assert -1 <= v.spearman <= 1 and v.median_abs_pct_error >= 0 and 0 <= v.within_10pct <= 1
+        assert v.noise_floor_pct >= 0
+    assert len(report["samples"]) == 8 and all(s["measured_ms"] > 0 for s in report["samples"])
+    saved = updated.save(tmp_path / "validated.json")
+    assert HardwareProfile.load(saved).validation == updated.validation
+
+
+@pytest.mark.parametrize("bad", [["--runtime", "tflite"], ["--input-shape", "32x32"]])
+def test_profile_cli_rejects_bad_options(tmp_path, bad):
+    done = subprocess.run(_cli(*LENET, *bad, "--out", str(tmp_path / "x.json")), capture_output=True, text=True)
+    assert done.returncode == 2 and "error" in done.stderr
+    assert not Path(tmp_path / "x.json").exists()
