@@ -129,7 +129,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
         profile = HardwareProfile.load(args.profile)
         bar, update = _bar("timing whole models")
         profile, report = validate_profile(profile, _suites(args), n_validate=args.n, n_calibrate=args.calibrate,
-                                           seed=args.seed, rounds=args.rounds, reps=args.reps, command=command,
+                                           seed=args.seed, rounds=args.rounds, reps=args.reps,
+                                           sessions=args.sessions, command=command,
                                            progress=update)
         bar.close()
         out = Path(args.out or args.profile)
@@ -169,7 +170,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
         raise SpaceError(f"--runtime {args.runtime!r}: expected one of {sorted(RUNTIMES)}")
     precisions = args.precisions or list(RUNTIMES[args.runtime]["precisions"])
     settings = ProfileSettings(runtime=args.runtime, threads=args.threads, rounds=args.rounds, reps=args.reps,
-                               warmup=args.warmup, chunk=args.chunk, seed=args.seed)
+                               warmup=args.warmup, chunk=args.chunk, sessions=args.sessions, seed=args.seed)
     keys = sorted({k for s in suites for k in required_signatures(s.space, precisions)})
     print(f"{len(keys)} layer signatures to measure for {', '.join(args.models)} ({', '.join(precisions)})")
     bar, update = _bar("measuring layers")
@@ -191,10 +192,10 @@ def describe_profile(profile) -> str:
              f"  device: {profile.device.name} ({profile.device.cpu or profile.device.gpu or profile.device.notes})",
              "  precisions: " + "; ".join(f"{k}: {v}" for k, v in profile.precisions.items()),
              f"  energy: {profile.energy.method}" + (f" ({profile.energy.notes})" if profile.energy.notes else "")]
-    for name, cal in (profile.calibrations or {"all": profile.calibration}).items():
-        lines.append(f"  calibration[{name}]: {cal.scale:.3f} x sum {cal.per_layer_ms:+.4f} ms/layer "
-                     f"{cal.per_mega_element_ms:+.4f} ms/M activations {cal.offset_ms:+.4f} ms "
-                     f"(fitted on {cal.fitted_on} models)")
+    for name, cal in {"pooled": profile.calibration, **profile.model_calibrations}.items():
+        terms = " ".join(f"{c:+.4g}*{f}" for f, c in cal.coefficients.items())
+        lines.append(f"  calibration[{name}]: {terms} {cal.offset_ms:+.4f} ms "
+                     f"({cal.form}, fitted on {cal.fitted_on} models)")
     if profile.validation:
         lines.append(f"  {'models':32s} {'subset':16s} {'n':>4s} {'spearman':>9s} {'med err%':>9s} "
                      f"{'p90 err%':>9s} {'<=10%':>7s} {'noise%':>7s}")
@@ -251,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     prof.add_argument("--reps", type=int, default=20)
     prof.add_argument("--warmup", type=int, default=3)
     prof.add_argument("--chunk", type=int, default=48, help="signatures per resumable chunk")
+    prof.add_argument("--sessions", type=int, default=2, help="sessions per measured model; the fastest counts")
     prof.add_argument("--n", type=int, default=50, help="validate: held-out candidates per model")
     prof.add_argument("--calibrate", type=int, default=20, help="validate: calibration candidates per model")
     prof.add_argument("--seed", type=int, default=0)

@@ -14,7 +14,13 @@ import statistics
 import time
 
 from autocompress.graph import ModelGraph
-from autocompress.hardware import HOROWITZ_45NM, CostModel, HardwareProfile, analytic_profile, required_signatures
+from autocompress.hardware import (
+    HOROWITZ_45NM,
+    CostModel,
+    HardwareProfile,
+    analytic_profile,
+    required_signatures,
+)
 from autocompress.models import create_model, model_info
 from autocompress.space import SearchSpace
 

@@ -81,7 +81,7 @@ def test_compression_lowers_every_cost(resnet20_costs):
     _, space, _, costs = resnet20_costs
     ref = costs.reference()
     small = costs.predict(space.uniform(keep=0.5, w_bits=8, a_bits=8, sparsity=0.5))
-    assert small.precision == "int8" and ref.precision == "fp32"
+    assert small.quantized_layers > 0 and ref.quantized_layers == 0
     for field in ("latency_ms", "energy_mj", "size_bytes", "macs", "bitops"):
         assert getattr(small, field) < getattr(ref, field), field
     assert small.energy_method == "modelled"
@@ -110,9 +110,13 @@ def test_calibration_applies_per_precision(resnet20_costs):
     _, space, profile, _ = resnet20_costs
     from autocompress.hardware.profile import Calibration
 
-    calibrated = profile.model_copy(update={"calibrations": {
-        "fp32": Calibration(scale=0.5, offset_ms=1.0), "int8": Calibration(scale=2.0, offset_ms=0.0)}})
+    pooled = Calibration(coefficients={"sum_float_ms": 0.5, "sum_quant_ms": 2.0}, offset_ms=1.0)
+    own = Calibration(coefficients={"sum_float_ms": 0.9, "layers_float": -0.001, "layers_quant": -0.002})
+    calibrated = profile.model_copy(update={"calibration": pooled, "model_calibrations": {"resnet20": own}})
     base, cal = CostModel(profile, space), CostModel(calibrated, space)
+    mine = CostModel(calibrated, space, model="resnet20")
     fp32, int8 = space.uniform(keep=0.5), space.uniform(keep=0.5, w_bits=8, a_bits=8)
     assert cal.predict(fp32).latency_ms == pytest.approx(0.5 * base.predict(fp32).latency_ms + 1.0)
-    assert cal.predict(int8).latency_ms == pytest.approx(2.0 * base.predict(int8).latency_ms)
+    assert cal.predict(int8).latency_ms == pytest.approx(2.0 * base.predict(int8).latency_ms + 1.0)
+    layers = sum(len(leaf_signatures(c, "fp32")) for c in space.layer_configs(fp32))
+    assert mine.predict(fp32).latency_ms == pytest.approx(0.9 * base.predict(fp32).latency_ms - 0.001 * layers)

@@ -22,15 +22,15 @@ import numpy as np
 
 from autocompress.graph import kept_channels
 from autocompress.hardware.energy import EnergyTable, energy_mj_arrays
-from autocompress.hardware.profile import HardwareProfile, ProfileError
+from autocompress.hardware.profile import CALIBRATION_FEATURES, HardwareProfile, ProfileError
 from autocompress.hardware.signature import LayerSignature, leaf_signatures
 from autocompress.space import IDENTITY, Candidate, CandidateError, SearchSpace
 
 log = logging.getLogger(__name__)
 
-#: summed over units; latency is calibrated afterwards
-_RAW = ("latency_sum_ms", "activation_elements", "energy_mj", "size_bytes", "macs", "bitops", "int8_leaves",
-        "leaves")
+#: summed over units; the first six are the calibration features, latency is calibrated afterwards
+_RAW = (*CALIBRATION_FEATURES, "energy_mj", "size_bytes", "macs", "bitops")
+_F = {name: i for i, name in enumerate(_RAW)}
 FLOAT_PRECISION = "fp32"
 
 
@@ -42,7 +42,7 @@ class Costs:
     macs: float  # effective multiply-accumulates (dense MACs x weight density)
     bitops: float
     energy_method: str
-    precision: str  # "fp32" or "int8": which calibration priced it
+    quantized_layers: int  # leaf layers on quantized kernels (0: an all-float model)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -64,9 +64,10 @@ class _UnitTable:
 class CostModel:
     """Prices candidates of one space on one profile."""
 
-    def __init__(self, profile: HardwareProfile, space: SearchSpace):
+    def __init__(self, profile: HardwareProfile, space: SearchSpace, *, model: str | None = None):
         self.profile = profile
         self.space = space
+        self.calibration = profile.calibration_for(model)
         self.interpolated: set[str] = set()
         self._energy_table = (EnergyTable.from_dict(profile.energy.table)
                               if profile.energy.method == "modelled" and profile.energy.table else None)
@@ -190,23 +191,27 @@ class CostModel:
                     sig = replace(leaf, precision=precision, sparsity=float(s) if self.profile.sparse_kernels else 0.0)
                     latency[pi, si] = self._latency(sig, missing)
                     energy_lut[pi, si] = self._lut_energy.get(sig.key, np.nan)
-            out[..., 0] += latency[prec, sp_index]
-            out[..., 1] += leaf.output_elements
+            quant = prec != unique_prec.index(FLOAT_PRECISION) if FLOAT_PRECISION in unique_prec else np.ones_like(prec, bool)
+            lat = latency[prec, sp_index]
+            out[..., _F["sum_float_ms"]] += np.where(quant, 0.0, lat)
+            out[..., _F["sum_quant_ms"]] += np.where(quant, lat, 0.0)
+            out[..., _F["layers_float"]] += ~quant
+            out[..., _F["layers_quant"]] += quant
+            out[..., _F["mact_float"]] += np.where(quant, 0.0, leaf.output_elements / 1e6)
+            out[..., _F["mact_quant"]] += np.where(quant, leaf.output_elements / 1e6, 0.0)
             if self._energy_table is not None:
-                out[..., 2] += energy_mj_arrays(
+                out[..., _F["energy_mj"]] += energy_mj_arrays(
                     self._energy_table, macs=macs, weight_bytes=weight_bytes,
                     activation_bytes=(leaf.input_elements + leaf.output_elements) * act_bytes,
                     precision=np.asarray(unique_prec)[prec],
                 )
             else:
-                out[..., 2] += energy_lut[prec, sp_index]
+                out[..., _F["energy_mj"]] += energy_lut[prec, sp_index]
             bitmap = np.where(SP > 0, math.ceil(params / 8), 0)
             bias = 4 * leaf.out_channels if i == len(leaves) - 1 else 0  # folded BN gives every layer a bias
-            out[..., 3] += weight_bytes + bitmap + bias
-            out[..., 4] += macs
-            out[..., 5] += macs * W * A
-            out[..., 6] += precisions[:, :, None] != FLOAT_PRECISION
-            out[..., 7] += 1
+            out[..., _F["size_bytes"]] += weight_bytes + bitmap + bias
+            out[..., _F["macs"]] += macs
+            out[..., _F["bitops"]] += macs * W * A
         return out
 
     def _latency(self, sig: LayerSignature, missing: set[str]) -> float:
@@ -250,23 +255,18 @@ class CostModel:
         raw = np.zeros((indices.shape[0], len(_RAW)))
         for t in self._tables:
             raw += t.flat[indices[:, t.columns] @ t.strides]
-        int8 = raw[:, 6] > 0
-        latency = np.empty(len(raw))
-        for flag, precision in ((False, FLOAT_PRECISION), (True, "int8")):
-            cal = self.profile.calibration_for(precision)
-            sel = int8 == flag
-            latency[sel] = cal.apply(raw[sel, 0], raw[sel, 1], raw[sel, 7])
-        return {"latency_ms": latency, "latency_sum_ms": raw[:, 0], "activation_elements": raw[:, 1],
-                "leaves": raw[:, 7],
-                "energy_mj": raw[:, 2], "size_bytes": raw[:, 3], "macs": raw[:, 4], "bitops": raw[:, 5],
-                "int8": int8}
+        features = {name: raw[:, _F[name]] for name in CALIBRATION_FEATURES}
+        out = {name: raw[:, _F[name]] for name in _RAW}
+        out["latency_ms"] = self.calibration.apply(features)
+        out["latency_sum_ms"] = features["sum_float_ms"] + features["sum_quant_ms"]
+        return out
 
     def predict(self, candidate: Candidate) -> Costs:
         out = self.predict_batch(self.encode([candidate]))
         return Costs(
             latency_ms=float(out["latency_ms"][0]), energy_mj=float(out["energy_mj"][0]),
             size_bytes=float(out["size_bytes"][0]), macs=float(out["macs"][0]), bitops=float(out["bitops"][0]),
-            energy_method=self.profile.energy.method, precision="int8" if out["int8"][0] else FLOAT_PRECISION,
+            energy_method=self.profile.energy.method, quantized_layers=int(out["layers_quant"][0]),
         )
 
     def reference(self) -> Costs:

@@ -66,27 +66,38 @@ class PrecisionRule(_Strict):
     precision: str
 
 
+#: what a calibration can weigh: summed isolated-layer latencies, layer counts and output activations
+#: (millions), each split between float kernels and quantized kernels
+CALIBRATION_FEATURES = ("sum_float_ms", "sum_quant_ms", "layers_float", "layers_quant", "mact_float", "mact_quant")
+
+
 class Calibration(_Strict):
     """From the sum of isolated layer timings to whole-model latency.
 
-    latency = scale * sum(layer latencies) + per_mega_element_ms * (output activations / 1e6)
-              + per_layer_ms * layers + offset_ms
-
-    Isolated layers each pay the runtime's per-call overhead and layout / (de)quantize conversions that
-    a whole graph pays once or fuses away (per_layer_ms is then negative); the activation term prices
-    the ops between layers (adds, activations, pooling) that the table does not hold.
+    latency = sum(coefficients[f] * feature f) + offset_ms, features in CALIBRATION_FEATURES.
+    Isolated layers each pay the runtime's per-call overhead and the layout and
+    (de)quantize conversions that a whole graph pays once or fuses away (layer
+    terms come out negative); activation terms price what the table does not
+    hold (adds, activations, pooling, conversions between float and int8 parts).
     """
 
-    scale: float = 1.0
+    coefficients: dict[str, float] = {"sum_float_ms": 1.0, "sum_quant_ms": 1.0}
     offset_ms: float = 0.0
-    per_mega_element_ms: float = 0.0
-    per_layer_ms: float = 0.0
+    form: str = "identity"
     fitted_on: int = 0  # how many measured whole models
-    precision: str = "all"  # the subset of models this calibration was fitted on ("all", "fp32", "int8")
+    models: list[str] = []  # the models it was fitted on
 
-    def apply(self, latency_sum_ms, activation_elements, layers):
-        return (self.scale * latency_sum_ms + self.per_mega_element_ms * activation_elements / 1e6
-                + self.per_layer_ms * layers + self.offset_ms)
+    @field_validator("coefficients")
+    @classmethod
+    def _known_features(cls, v: dict[str, float]) -> dict[str, float]:
+        unknown = set(v) - set(CALIBRATION_FEATURES)
+        if unknown:
+            raise ValueError(f"unknown calibration feature(s) {sorted(unknown)}; known: {list(CALIBRATION_FEATURES)}")
+        return v
+
+    def apply(self, features):
+        """``features``: mapping of feature name -> value or array."""
+        return sum(c * features[name] for name, c in self.coefficients.items()) + self.offset_ms
 
 
 class ValidationResult(_Strict):
@@ -127,8 +138,8 @@ class HardwareProfile(_Strict):
     sparse_kernels: bool = False  # False: sparsity saves size and modelled energy, not latency
     interpolation: Literal["none", "channels"] = "none"
     entries: dict[str, Entry]
-    calibration: Calibration = Calibration()
-    calibrations: dict[str, Calibration] = {}  # per precision subset ("fp32", "int8"), when fitted apart
+    calibration: Calibration = Calibration()  # fitted on all validated models together
+    model_calibrations: dict[str, Calibration] = {}  # fitted on one model's candidates, by model name
     energy: EnergySpec = EnergySpec()
     validation: list[ValidationResult] = []
     provenance: Provenance
@@ -157,8 +168,9 @@ class HardwareProfile(_Strict):
                 return rule.precision
         return "fp32"
 
-    def calibration_for(self, precision: str) -> Calibration:
-        return self.calibrations.get(precision, self.calibration)
+    def calibration_for(self, model: str | None = None) -> Calibration:
+        """The model's own calibration when the profile has one, else the pooled one."""
+        return self.model_calibrations.get(model, self.calibration) if model else self.calibration
 
     # -- files ----------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:

@@ -25,6 +25,7 @@ from torch import nn
 from autocompress.compress import deploy_copy, materialize
 from autocompress.hardware.cost_model import FLOAT_PRECISION, CostModel
 from autocompress.hardware.profile import (
+    CALIBRATION_FEATURES,
     Calibration,
     HardwareProfile,
     ProfileError,
@@ -52,7 +53,7 @@ class Sample:
     role: str  # "calibrate" | "validate"
     subset: str
     candidate: Candidate
-    features: np.ndarray  # latency_sum_ms, activation_elements, leaves
+    features: np.ndarray  # CALIBRATION_FEATURES, in order
     measured_ms: float = float("nan")
     repeat_ms: float = float("nan")
 
@@ -94,41 +95,45 @@ def _runner(profile: HardwareProfile, model: nn.Module, input_shape: tuple[int, 
     raise ProfileError(f"profile runtime {profile.runtime!r} cannot be measured on this machine")
 
 
-#: calibration forms, simplest first: columns of (layer sum, activations / 1e6, layers, 1) each one uses
-CALIBRATION_FORMS = {"a*sum+b": (0, 3), "a*sum+c*layers+b": (0, 2, 3), "a*sum+d*act+c*layers+b": (0, 1, 2, 3)}
+#: calibration forms, simplest first, as the features each one weighs (plus an offset)
+CALIBRATION_FORMS = {
+    "sums": ("sum_float_ms", "sum_quant_ms"),
+    "sums+layers": ("sum_float_ms", "sum_quant_ms", "layers_float", "layers_quant"),
+    "sums+layers+activations": CALIBRATION_FEATURES,
+}
 
 
-def fit_calibration(features: np.ndarray, measured: np.ndarray, precision: str) -> Calibration:
-    """Least squares of measured latency on the layer sum and, where the data supports it, more terms.
+def fit_calibration(features: np.ndarray, measured: np.ndarray, models: Sequence[str]) -> Calibration:
+    """Least squares of measured latency on the layer sums and, where the data supports it, more terms.
 
-    Each form is scored by leave-one-out median absolute % error and the best
-    one kept, so a small calibration set never buys an over-fitted formula.
+    ``features`` has one column per CALIBRATION_FEATURES entry. Each form is
+    scored by leave-one-out median absolute % error and the best one kept, so a
+    small calibration set never buys an over-fitted formula.
     """
     n = len(measured)
     if n < 4:
-        raise ProfileError(f"need at least 4 calibration models for {precision}, got {n}")
-    design = np.column_stack([features[:, 0], features[:, 1] / 1e6, features[:, 2], np.ones(n)])
-    best: tuple[float, np.ndarray] | None = None
-    for columns in CALIBRATION_FORMS.values():
-        if n < 3 * len(columns):
+        raise ProfileError(f"need at least 4 calibration models, got {n}")
+    best: tuple[float, str, np.ndarray] | None = None
+    for form, names in CALIBRATION_FORMS.items():
+        columns = [CALIBRATION_FEATURES.index(f) for f in names]
+        design = np.column_stack([features[:, columns], np.ones(n)])
+        if n < 3 * design.shape[1]:
             continue
         errors = []
         for i in range(n):
             keep = np.arange(n) != i
-            coef, *_ = np.linalg.lstsq(design[keep][:, columns], measured[keep], rcond=None)
-            errors.append(abs(design[i, columns] @ coef - measured[i]) / measured[i])
-        coef, *_ = np.linalg.lstsq(design[:, columns], measured, rcond=None)
-        full = np.zeros(4)
-        full[list(columns)] = coef
+            coef, *_ = np.linalg.lstsq(design[keep], measured[keep], rcond=None)
+            errors.append(abs(design[i] @ coef - measured[i]) / measured[i])
+        coef, *_ = np.linalg.lstsq(design, measured, rcond=None)
         score = float(np.median(errors))
-        if full[0] > 0 and (best is None or score < best[0]):
-            best = (score, full)
+        if best is None or score < best[0]:
+            best = (score, form, coef)
     if best is None:
-        a, b = np.polyfit(features[:, 0], measured, 1)
-        best = (float("nan"), np.array([a, 0.0, 0.0, b]))
-    coef = best[1]
-    return Calibration(scale=float(coef[0]), per_mega_element_ms=float(coef[1]), per_layer_ms=float(coef[2]),
-                       offset_ms=float(coef[3]), fitted_on=n, precision=precision)
+        raise ProfileError(f"too few calibration models ({n}) for even the simplest calibration form")
+    _, form, coef = best
+    names = CALIBRATION_FORMS[form]
+    return Calibration(coefficients={f: float(c) for f, c in zip(names, coef[:-1], strict=True)},
+                       offset_ms=float(coef[-1]), form=form, fitted_on=n, models=sorted(set(models)))
 
 
 def fidelity(predicted: np.ndarray, measured: np.ndarray, repeat: np.ndarray) -> dict[str, float]:
@@ -153,6 +158,7 @@ def validate_profile(
     rounds: int = 5,
     reps: int = 20,
     warmup: int = 3,
+    sessions: int = 2,
     command: str = "",
     workdir: str | Path | None = None,
     progress: Callable[[int, int], None] | None = None,
@@ -172,67 +178,70 @@ def validate_profile(
     root = Path(workdir or tmp.name)
     try:
         for suite in suites:
-            costs = CostModel(profile.model_copy(update={"calibration": Calibration(), "calibrations": {}}),
-                              suite.space)
+            costs = CostModel(profile, suite.space)
             for subset in subsets:
                 per_role = {"calibrate": n_calibrate // len(subsets), "validate": n_validate // len(subsets)}
                 drawn = draw_candidates(suite.space, sum(per_role.values()), subset, rng)
                 roles = ["calibrate"] * per_role["calibrate"] + ["validate"] * per_role["validate"]
                 raw = costs.predict_batch(costs.encode(drawn))
                 for i, (candidate, role) in enumerate(zip(drawn, roles, strict=False)):
-                    features = np.array([raw["latency_sum_ms"][i], raw["activation_elements"][i], raw["leaves"][i]])
+                    features = np.array([raw[f][i] for f in CALIBRATION_FEATURES])
                     samples.append(Sample(suite.name, role, subset, candidate, features))
                     built = materialize(suite.model, candidate, suite.space).eval()
                     shape = (suite.space.graph.input_shape[0], *suite.space.input_resolution(candidate))
                     runners[len(samples) - 1] = _runner(profile, built, shape,
                                                         root / f"{suite.name}-{len(samples)}.onnx", seed)
                     log.info("validation: prepared %d models", len(samples))
+        # one measurement = the fastest of `sessions` sessions of the model (sessions of the same model
+        # can differ by tens of percent for their whole life); the repeat is an independent second one
         fns = {}
         for i, open_session in runners.items():
-            fns[f"{i}"] = open_session()
-            if samples[i].role == "validate":
-                fns[f"{i}-repeat"] = open_session()
+            for repeat in ("a", "b") if samples[i].role == "validate" else ("a",):
+                for k in range(sessions):
+                    fns[f"{i}/{repeat}/{k}"] = open_session()
         timings = time_callables(fns, rounds=rounds, reps=reps, warmup=warmup, seed=seed, progress=progress)
     finally:
         if tmp is not None:
             tmp.cleanup()
     for i, sample in enumerate(samples):
-        sample.measured_ms = timings[f"{i}"].value_ms
+        sample.measured_ms = min(timings[f"{i}/a/{k}"].value_ms for k in range(sessions))
         if sample.role == "validate":
-            sample.repeat_ms = timings[f"{i}-repeat"].value_ms
+            sample.repeat_ms = min(timings[f"{i}/b/{k}"].value_ms for k in range(sessions))
 
-    calibrations: dict[str, Calibration] = {}
-    for subset in subsets:
-        fit = [s for s in samples if s.role == "calibrate" and s.subset == subset]
-        precision = FLOAT_PRECISION if subset == "fp32-only" else "int8"
-        calibrations[precision] = fit_calibration(np.array([s.features for s in fit]),
-                                                  np.array([s.measured_ms for s in fit]), precision)
+    fit = [s for s in samples if s.role == "calibrate"]
+    pooled = fit_calibration(np.array([s.features for s in fit]), np.array([s.measured_ms for s in fit]),
+                             [s.suite for s in fit])
+    own: dict[str, Calibration] = {}
+    for suite in suites:
+        mine = [s for s in fit if s.suite == suite.name]
+        own[suite.name] = fit_calibration(np.array([s.features for s in mine]),
+                                          np.array([s.measured_ms for s in mine]), [suite.name])
     date = datetime.now(timezone.utc).isoformat(timespec="seconds")
     results, report_rows = [], []
-    held_out = [s for s in samples if s.role == "validate"]
-    for s in held_out:
-        cal = calibrations[FLOAT_PRECISION if s.subset == "fp32-only" else "int8"]
-        s_pred = float(cal.apply(*s.features))
-        report_rows.append({"model": s.suite, "subset": s.subset, "predicted_ms": s_pred,
-                            "measured_ms": s.measured_ms, "repeat_ms": s.repeat_ms,
-                            "candidate": s.candidate.to_dict()})
+    for s in (s for s in samples if s.role == "validate"):
+        features = dict(zip(CALIBRATION_FEATURES, s.features, strict=True))
+        report_rows.append({"model": s.suite, "subset": s.subset, "predicted_ms": float(own[s.suite].apply(features)),
+                            "pooled_predicted_ms": float(pooled.apply(features)), "measured_ms": s.measured_ms,
+                            "repeat_ms": s.repeat_ms, "candidate": s.candidate.to_dict()})
     model_groups = [[s.name] for s in suites] + ([[s.name for s in suites]] if len(suites) > 1 else [])
     for models in model_groups:
         for subset in (*subsets, "all"):
             rows = [r for r in report_rows if r["model"] in models and subset in ("all", r["subset"])]
             if not rows:
                 continue
-            metrics = fidelity(np.array([r["predicted_ms"] for r in rows]),
-                               np.array([r["measured_ms"] for r in rows]), np.array([r["repeat_ms"] for r in rows]))
-            precision = "int8" if subset == "int8-containing" else FLOAT_PRECISION
+            # one model: its own calibration (what a search on it uses); several: the pooled one
+            key = "predicted_ms" if len(models) == 1 else "pooled_predicted_ms"
+            metrics = fidelity(np.array([r[key] for r in rows]), np.array([r["measured_ms"] for r in rows]),
+                               np.array([r["repeat_ms"] for r in rows]))
             results.append(ValidationResult(date=date, command=command, models=models, subset=subset,
-                                            calibration=calibrations[precision], **metrics))
+                                            calibration=own[models[0]] if len(models) == 1 else pooled, **metrics))
     updated = profile.model_copy(update={
-        "calibrations": calibrations,
-        "calibration": calibrations[FLOAT_PRECISION],
+        "calibration": pooled,
+        "model_calibrations": {**profile.model_calibrations, **own},
         "validation": [*profile.validation, *results],
     })
     report = {"results": [r.model_dump() for r in results], "samples": report_rows,
               "calibration_samples": [{"model": s.suite, "subset": s.subset, "measured_ms": s.measured_ms,
-                                       "features": s.features.tolist()} for s in samples if s.role == "calibrate"]}
+                                       "features": dict(zip(CALIBRATION_FEATURES, s.features.tolist(), strict=True))}
+                                      for s in samples if s.role == "calibrate"]}
     return updated, report
