@@ -132,7 +132,7 @@ class CostModel:
     def _scaling_at(self, combo: dict[int, int]) -> dict[str, float]:
         picked = {dim: self.choices[col][combo[col]] for col, (owner, dim) in enumerate(self.columns)
                   if owner == "scaling" and col in combo}
-        return self.space._scaling_from(picked)
+        return self.space.scaling_for(picked)
 
     def _build(self, unit: str, missing: set[str]) -> _UnitTable:
         graph, space = self.space.graph, self.space
@@ -292,7 +292,7 @@ def required_signatures(space: SearchSpace, precisions: Iterable[str], *, sparse
     h0, w0 = graph.input_shape[1:]
     scaling_keys = list(space.scaling_choices)
     for scale_combo in itertools.product(*(space.scaling_choices[k] for k in scaling_keys)):
-        scale = space._scaling_from(dict(zip(scaling_keys, scale_combo, strict=True)))
+        scale = space.scaling_for(dict(zip(scaling_keys, scale_combo, strict=True)))
         res = space.input_resolution(Candidate({}, scale))
         dropped = graph.dropped_units(scale["depth"])
         for unit in graph.units:

@@ -225,3 +225,24 @@ def this_machine(name: str = "") -> DeviceInfo:
         pass
     return DeviceInfo(name=name or platform.node() or "this machine", cpu=cpu, cores=os.cpu_count(),
                       os=platform.platform())
+
+
+def shipped_profiles_dir() -> Path:
+    """``hw_profiles/`` of a source checkout, or its copy inside an installed wheel."""
+    here = Path(__file__).resolve().parents[1]
+    for candidate in (here / "_shipped" / "hw_profiles", here.parent / "hw_profiles"):
+        if candidate.is_dir():
+            return candidate
+    raise ProfileError("no hw_profiles/ folder found beside the autocompress package")
+
+
+def find_profile(path_or_name: str | Path) -> HardwareProfile:
+    """Load a profile by path, or by name from the shipped ``hw_profiles/``."""
+    path = Path(path_or_name)
+    if not path.exists() and not path.suffix:
+        path = shipped_profiles_dir() / f"{path_or_name}.json"
+        if not path.exists():
+            names = sorted(p.stem for p in shipped_profiles_dir().glob("*.json"))
+            raise ProfileError(f"unknown hardware profile {str(path_or_name)!r}; shipped profiles: {names}, "
+                               "or give a JSON path")
+    return HardwareProfile.load(path)

@@ -187,7 +187,7 @@ class SearchSpace:
         s = self.spec.scaling
         return {"phi": phi, "depth": s.alpha ** phi, "width": s.beta ** phi, "resolution": s.gamma ** phi}
 
-    def _scaling_from(self, picked: Mapping[str, float]) -> dict[str, float]:
+    def scaling_for(self, picked: Mapping[str, float]) -> dict[str, float]:
         if "phi" in self.scaling_choices:
             return self.multipliers(picked["phi"])
         return {k: picked.get(k, 1.0) for k in ("depth", "width", "resolution")}
@@ -202,7 +202,7 @@ class SearchSpace:
         rng = np.random.default_rng(rng) if isinstance(rng, int) else rng
         layers = {u: {d: c[int(rng.integers(len(c)))] for d, c in dims.items()} for u, dims in self.choices.items()}
         picked = {k: c[int(rng.integers(len(c)))] for k, c in self.scaling_choices.items()}
-        return Candidate(layers, self._scaling_from(picked))
+        return Candidate(layers, self.scaling_for(picked))
 
     def uniform(self, **values: float) -> Candidate:
         """The same value for a dimension everywhere it is free (closest allowed choice elsewhere).
@@ -223,7 +223,7 @@ class SearchSpace:
         }
         identity_scale = {"phi": 0.0, "depth": 1.0, "width": 1.0, "resolution": 1.0}
         picked = {k: closest(c, values.get(k, identity_scale[k])) for k, c in self.scaling_choices.items()}
-        return Candidate(layers, self._scaling_from(picked))
+        return Candidate(layers, self.scaling_for(picked))
 
     def identity(self) -> Candidate:
         """The uncompressed reference, whether or not the space contains it."""

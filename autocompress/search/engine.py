@@ -1,0 +1,194 @@
+"""The search loop: propose, price, filter by budget, evaluate, record.
+
+``run_search`` drives an Optuna study with ask/tell. Every proposed candidate
+is priced by the cost model first; one that breaks a budget is recorded as
+filtered (its violations teach constrained samplers) and costs no training.
+The rest are materialized and scored by the evaluator (a short distillation
+fine-tune by default). The study holds everything, so killing the process and
+running the same search again continues to the requested number of trials.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import optuna
+from torch import nn
+
+from autocompress.compress import materialize
+from autocompress.hardware import CostModel
+from autocompress.search.budget import Budget, BudgetError, check_reachable, feasible
+from autocompress.search.strategies import Strategy, enqueue_params, make_sampler, suggest_candidate
+from autocompress.search.study import WORKER, TrialRecord, fail_stale_trials, records
+from autocompress.space import Candidate, SearchSpace
+
+log = logging.getLogger(__name__)
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+#: cost objectives a Pareto search can trade accuracy against (cost-model array names)
+COST_OBJECTIVES = ("latency_ms", "energy_mj", "size_bytes", "macs", "bitops")
+#: consecutive over-budget proposals tolerated before the search gives up on the sampler
+MAX_FILTERED_IN_A_ROW = 2000
+
+Evaluate = Callable[[nn.Module, Candidate], tuple[float, dict[str, Any]]]
+
+
+@dataclass
+class Progress:
+    """What a progress bar shows; updated after every trial."""
+
+    target: int
+    evaluated: int = 0
+    filtered: int = 0
+    best_accuracy: float | None = None
+    front_size: int = 0
+    started: float = field(default_factory=time.perf_counter)
+    evaluated_this_run: int = 0
+
+    @property
+    def eta_s(self) -> float | None:
+        if not self.evaluated_this_run:
+            return None
+        per_trial = (time.perf_counter() - self.started) / self.evaluated_this_run
+        return per_trial * max(0, self.target - self.evaluated)
+
+
+def pareto_front(trials: Sequence[TrialRecord], costs: Sequence[str]) -> list[TrialRecord]:
+    """Feasible, evaluated trials no other one beats on accuracy and every cost at once."""
+    pool = [t for t in trials if t.feasible and t.evaluated and t.accuracy is not None]
+    front = []
+    for t in pool:
+        dominated = any(
+            o.accuracy >= t.accuracy and all(o.costs[c] <= t.costs[c] for c in costs)
+            and (o.accuracy > t.accuracy or any(o.costs[c] < t.costs[c] for c in costs))
+            for o in pool
+        )
+        if not dominated:
+            front.append(t)
+    return sorted(front, key=lambda t: t.costs[costs[0]] if costs else -t.accuracy)
+
+
+def reachability_probe(costs: CostModel, space: SearchSpace, budgets: list[Budget], seed: int) -> None:
+    """Fail early, with the cheapest reachable cost, when no candidate can meet the budgets."""
+    corners = [space.uniform(**{d: 0.0 for d in ("keep", "rank")}, w_bits=2, a_bits=2, sparsity=0.99, phi=-99,
+                             depth=0.0, width=0.0, resolution=0.0)]
+    encoded = np.vstack([costs.encode(corners), costs.random_indices(20_000, rng=seed)])
+    check_reachable(budgets, costs.predict_batch(encoded))
+
+
+def run_search(
+    *,
+    base_model: nn.Module,
+    space: SearchSpace,
+    costs: CostModel,
+    budgets: list[Budget],
+    evaluate: Evaluate,
+    study: optuna.Study,
+    objective: str = "constrained",
+    objective_costs: Sequence[str] = ("latency_ms",),
+    n_trials: int = 20,
+    timeout_s: float | None = None,
+    strategy: Strategy | None = None,
+    on_trial: Callable[[Progress, TrialRecord], None] | None = None,
+    seed: int = 0,
+) -> list[TrialRecord]:
+    """Evaluate candidates until ``n_trials`` have been evaluated in the study (or time runs out).
+
+    Returns the feasible Pareto front (accuracy against ``objective_costs``).
+    """
+    for name in objective_costs:
+        if name not in COST_OBJECTIVES:
+            raise ValueError(f"unknown cost objective {name!r}; expected some of {COST_OBJECTIVES}")
+    fail_stale_trials(study)
+    history = records(study)
+    progress = Progress(target=n_trials, evaluated=sum(t.evaluated for t in history),
+                        filtered=sum(not t.feasible for t in history))
+    _refresh(progress, history, objective_costs)
+    deadline = None if timeout_s is None else time.perf_counter() + timeout_s
+    filtered_in_a_row = 0
+    while progress.evaluated < n_trials and (deadline is None or time.perf_counter() < deadline):
+        if strategy is not None:
+            proposal = strategy.propose(history)
+            if proposal is None:
+                log.info("strategy %s has nothing more to propose", strategy.name)
+                break
+            study.enqueue_trial(enqueue_params(proposal, space), skip_if_exists=False)
+        trial = study.ask()
+        trial.set_user_attr("worker", WORKER)
+        candidate = suggest_candidate(trial, space)
+        predicted = costs.predict_batch(costs.encode([candidate]))
+        cost_values = {k: float(predicted[k][0]) for k in COST_OBJECTIVES}
+        violations = [float(b.violation(predicted)[0]) for b in budgets] or [0.0]
+        ok = bool(feasible(budgets, predicted)[0])
+        trial.set_user_attr("candidate", candidate.to_json())
+        trial.set_user_attr("costs", cost_values)
+        trial.set_user_attr("constraints", violations)
+        trial.set_user_attr("feasible", ok)
+        if not ok:
+            trial.set_user_attr("evaluated", False)
+            study.tell(trial, _values(objective, 0.0, cost_values, objective_costs))
+            progress.filtered += 1
+            filtered_in_a_row += 1
+            history.append(TrialRecord(trial.number, candidate, cost_values, False, False, None, None, None))
+            if filtered_in_a_row >= MAX_FILTERED_IN_A_ROW:
+                raise BudgetError(f"the last {filtered_in_a_row} proposals all broke the budget(s) "
+                                  f"{', '.join(map(str, budgets))}; the space has few feasible points")
+            continue
+        filtered_in_a_row = 0
+        started = time.perf_counter()
+        model = materialize(base_model, candidate, space)
+        accuracy, details = evaluate(model, candidate)
+        seconds = time.perf_counter() - started
+        trial.set_user_attr("evaluated", True)
+        trial.set_user_attr("accuracy", float(accuracy))
+        trial.set_user_attr("fidelity", details.get("fidelity", "proxy"))
+        trial.set_user_attr("seconds", seconds)
+        for key, value in details.items():
+            if key not in ("fidelity",) and isinstance(value, int | float | str):
+                trial.set_user_attr(f"eval_{key}", value)
+        study.tell(trial, _values(objective, float(accuracy), cost_values, objective_costs))
+        record = TrialRecord(trial.number, candidate, cost_values, True, True, float(accuracy),
+                             details.get("fidelity", "proxy"), seconds)
+        history.append(record)
+        progress.evaluated += 1
+        progress.evaluated_this_run += 1
+        _refresh(progress, history, objective_costs)
+        log.info("trial %d: accuracy %.4f, %s, %.1f s", record.number, accuracy,
+                 ", ".join(f"{k} {cost_values[k]:.4g}" for k in objective_costs), seconds)
+        if on_trial is not None:
+            on_trial(progress, record)
+    return pareto_front(records(study), list(objective_costs))
+
+
+def _values(objective: str, accuracy: float, costs: dict[str, float], objective_costs: Sequence[str]) -> list[float]:
+    if objective == "constrained":
+        return [accuracy]
+    return [accuracy, *(costs[c] for c in objective_costs)]
+
+
+def _refresh(progress: Progress, history: Sequence[TrialRecord], objective_costs: Sequence[str]) -> None:
+    feasible_acc = [t.accuracy for t in history if t.feasible and t.evaluated and t.accuracy is not None]
+    progress.best_accuracy = max(feasible_acc) if feasible_acc else None
+    progress.front_size = len(pareto_front(history, list(objective_costs)))
+
+
+def directions(objective: str, objective_costs: Sequence[str]) -> list[str]:
+    if objective == "constrained":
+        return ["maximize"]
+    if objective == "pareto":
+        return ["maximize"] + ["minimize"] * len(objective_costs)
+    raise ValueError(f"unknown objective {objective!r}; expected 'constrained' or 'pareto'")
+
+
+def create_study(storage, name: str, *, objective: str, objective_costs: Sequence[str], strategy: str,
+                 seed: int) -> optuna.Study:
+    dirs = directions(objective, objective_costs)
+    sampler = make_sampler(strategy if strategy in ("tpe", "nsga2", "random", "qmc") else "random",
+                           seed=seed, n_objectives=len(dirs))
+    return optuna.create_study(study_name=name, storage=storage, directions=dirs, sampler=sampler,
+                               load_if_exists=True)

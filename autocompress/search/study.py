@@ -1,0 +1,137 @@
+"""The durable record of a search: an Optuna study plus what rebuilds every trial.
+
+Each trial stores its Candidate (JSON), predicted costs, whether it met the
+budgets, and — for trained trials — accuracy, fidelity and timing, as Optuna
+user attributes, so optuna-dashboard shows it and any trial can be rebuilt
+into the exact model it scored. The study's own attributes hold the resolved
+search configuration. Storage: a local journal file by default (safe for
+several local worker processes), or any Optuna database URL.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import FrozenTrial, TrialState
+
+from autocompress.space import Candidate
+
+log = logging.getLogger(__name__)
+WORKER = f"{socket.gethostname()}:{os.getpid()}"
+
+
+class StudyError(ValueError):
+    """A study that cannot be opened, or that does not match the search asking for it."""
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """What strategies and the exporter see of one finished trial (a read-only view)."""
+
+    number: int
+    candidate: Candidate
+    costs: dict[str, float]
+    feasible: bool
+    evaluated: bool
+    accuracy: float | None
+    fidelity: str | None
+    seconds: float | None
+
+    @classmethod
+    def from_trial(cls, trial: FrozenTrial) -> TrialRecord:
+        attrs = trial.user_attrs
+        return cls(
+            number=trial.number,
+            candidate=Candidate.from_json(attrs["candidate"]),
+            costs=dict(attrs.get("costs", {})),
+            feasible=bool(attrs.get("feasible", False)),
+            evaluated=bool(attrs.get("evaluated", False)),
+            accuracy=attrs.get("accuracy"),
+            fidelity=attrs.get("fidelity"),
+            seconds=attrs.get("seconds"),
+        )
+
+
+def open_storage(storage: str | Path) -> optuna.storages.BaseStorage:
+    """A journal file path (the default, local) or a database URL (``sqlite:///...``, ``postgresql://...``)."""
+    text = str(storage)
+    if "://" in text:
+        try:
+            return optuna.storages.get_storage(text)
+        except Exception as exc:
+            raise StudyError(f"cannot open study storage {text!r}: {exc}") from exc
+    path = Path(text)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return JournalStorage(JournalFileBackend(str(path)))
+    except Exception as exc:  # a torn or foreign file: say which, never overwrite it
+        raise StudyError(f"{path}: not a readable Optuna journal (corrupted or not a study file): {exc}") from exc
+
+
+def load_study(storage: str | Path, name: str) -> optuna.Study:
+    try:
+        return optuna.load_study(study_name=name, storage=open_storage(storage))
+    except KeyError:
+        raise StudyError(f"{storage}: no study named {name!r}") from None
+    except StudyError:
+        raise
+    except Exception as exc:
+        raise StudyError(f"{storage}: cannot read study {name!r}: {exc}") from exc
+
+
+def study_names(storage: str | Path) -> list[str]:
+    return [s.study_name for s in optuna.get_all_study_summaries(open_storage(storage))]
+
+
+def records(study: optuna.Study) -> list[TrialRecord]:
+    """Finished trials with a candidate, oldest first."""
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return [TrialRecord.from_trial(t) for t in done if "candidate" in t.user_attrs]
+
+
+def fail_stale_trials(study: optuna.Study) -> int:
+    """Trials left RUNNING by a local worker that no longer exists (killed) are marked FAIL."""
+    host = socket.gethostname()
+    stale = 0
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker = trial.user_attrs.get("worker", "")
+        worker_host, _, pid = worker.rpartition(":")
+        if worker_host == host and pid.isdigit() and not _alive(int(pid)):
+            study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+            stale += 1
+    if stale:
+        log.info("marked %d trial(s) of a killed worker as failed", stale)
+    return stale
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def check_config(study: optuna.Study, config: dict[str, Any], keys: Sequence[str]) -> None:
+    """A resumed study must be the same search: same model, data, space, profile, budgets, seed."""
+    stored = study.user_attrs.get("config")
+    if stored is None:
+        study.set_user_attr("config", json.loads(json.dumps(config, default=str)))
+        return
+    changed = [k for k in keys if json.dumps(stored.get(k), default=str) != json.dumps(config.get(k), default=str)]
+    if changed:
+        details = "; ".join(f"{k}: study has {stored.get(k)!r}, now {config.get(k)!r}" for k in changed)
+        raise StudyError(f"study {study.study_name!r} was created for a different search ({details}); "
+                         "use another --study name to start a new one")
