@@ -20,9 +20,12 @@ from autocompress.data import DataError
 from autocompress.graph import GraphError
 from autocompress.hardware.profile import ProfileError
 from autocompress.models import ModelError
+from autocompress.search.budget import BudgetError
+from autocompress.search.study import StudyError
 from autocompress.space import CandidateError, SpaceError
 
-USER_ERRORS = (DataError, GraphError, ModelError, SpaceError, CandidateError, ProfileError, FileNotFoundError)
+USER_ERRORS = (DataError, GraphError, ModelError, SpaceError, CandidateError, ProfileError, BudgetError, StudyError,
+               FileNotFoundError)
 DEFAULT_CACHE = Path(os.environ.get("AUTOCOMPRESS_CACHE", Path.home() / ".cache" / "autocompress"))
 
 
@@ -151,7 +154,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
             precision, _, value = item.partition("=")
             rates[precision.strip()] = float(value) * 1e9
         keys = sorted({k for s in suites for k in required_signatures(s.space, rates)})
-        profile = analytic_profile(keys, name=args.name or Path(args.out).stem, device=args.device,
+        profile = analytic_profile(keys, name=args.name or Path(args.out).stem,
+                                   device=args.device or "analytic accelerator",
                                    peak_macs_per_s=rates, bandwidth_bytes_per_s=args.bandwidth_gbs * 1e9,
                                    energy_table=HOROWITZ_45NM, layer_overhead_ms=args.layer_overhead_us / 1e3,
                                    command=command)
@@ -172,12 +176,23 @@ def cmd_profile(args: argparse.Namespace) -> int:
     settings = ProfileSettings(runtime=args.runtime, threads=args.threads, rounds=args.rounds, reps=args.reps,
                                warmup=args.warmup, chunk=args.chunk, sessions=args.sessions, seed=args.seed)
     keys = sorted({k for s in suites for k in required_signatures(s.space, precisions)})
+    existing = HardwareProfile.load(args.out) if Path(args.out).exists() else None
+    if existing is not None:  # extend a profile: measure only what it lacks, keep its calibration
+        if (existing.runtime, existing.threads) != (settings.runtime, settings.threads):
+            raise ProfileError(f"{args.out}: measured with {existing.runtime}/{existing.threads} thread(s); "
+                               f"cannot extend it with {settings.runtime}/{settings.threads}")
+        keys = [k for k in keys if k not in existing.entries]
     print(f"{len(keys)} layer signatures to measure for {', '.join(args.models)} ({', '.join(precisions)})")
     bar, update = _bar("measuring layers")
     entries = measure_signatures(keys, args.out, settings, progress=update)
     bar.close()
-    profile = build_profile(args.name or Path(args.out).stem, entries, settings, command=command,
-                            versions=versions())
+    if existing is not None:
+        provenance = existing.provenance.model_copy(
+            update={"command": existing.provenance.command + " ; extended by: " + command})
+        profile = existing.model_copy(update={"entries": {**existing.entries, **entries}, "provenance": provenance})
+    else:
+        profile = build_profile(args.name or Path(args.out).stem, entries, settings, command=command,
+                                versions=versions(), device=args.device)
     profile.save(args.out)
     from autocompress.hardware.profiler import partial_path
 
@@ -204,6 +219,125 @@ def describe_profile(profile) -> str:
                          f"{v.median_abs_pct_error:9.2f} {v.p90_abs_pct_error:9.2f} {v.within_10pct:7.0%} "
                          f"{v.noise_floor_pct:7.2f}")
     return "\n".join(lines)
+
+
+def load_experiment(path: str | None, overrides: dict[str, Any]):
+    """An experiment YAML merged with command-line flags (flags win) into a SearchConfig."""
+    import dataclasses
+
+    import yaml
+
+    from autocompress.search import SearchConfig
+
+    data: dict[str, Any] = {}
+    if path:
+        source = Path(path)
+        if not source.exists():
+            raise FileNotFoundError(f"{source}: no such experiment file")
+        try:
+            data = yaml.safe_load(source.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise SpaceError(f"{source}: not valid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise SpaceError(f"{source}: expected a mapping of search options at the top level")
+        unknown = sorted(set(data) - set(SearchConfig.fields()))
+        if unknown:
+            raise SpaceError(f"{source}: unknown field(s) {unknown}; expected some of {SearchConfig.fields()}")
+        if isinstance(data.get("budgets"), str):
+            data["budgets"] = [data["budgets"]]
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    types = {f.name: f.type for f in dataclasses.fields(SearchConfig)}
+    for key, value in data.items():
+        want = str(types[key])
+        if ("list" in want and not isinstance(value, list)) or (want.startswith("int") and isinstance(value, bool)):
+            raise SpaceError(f"{path or 'options'}: field {key}: expected {want}, got {value!r}")
+    try:
+        return SearchConfig(**data)
+    except (TypeError, ValueError) as exc:
+        raise SpaceError(f"{path or 'options'}: {exc}") from None
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from autocompress.search import search
+
+    overrides = {k: getattr(args, k) for k in ("model", "data", "space", "profile", "objective", "strategy",
+                                               "seed", "study", "storage", "out", "weights", "base_epochs",
+                                               "proxy_epochs", "final_epochs", "max_train", "cache_dir",
+                                               "timeout_s")}
+    overrides["budgets"] = args.budget
+    overrides["objective_costs"] = args.objective_costs
+    overrides["n_trials"] = args.trials
+    config = load_experiment(args.experiment, overrides)
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(out / "search.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger("autocompress").addHandler(handler)
+    write_run_dir(out, config.to_dict(), {})
+
+    bar = tqdm(total=config.n_trials, desc="search", unit="trial", dynamic_ncols=True, disable=args.quiet)
+
+    def on_trial(progress, record) -> None:
+        bar.n = progress.evaluated
+        best = "-" if progress.best_accuracy is None else f"{progress.best_accuracy:.4f}"
+        eta = "-" if progress.eta_s is None else f"{progress.eta_s / 60:.1f} min"
+        bar.set_postfix_str(f"best {best}, front {progress.front_size}, filtered {progress.filtered}, ETA {eta}")
+
+    result = search(config, on_trial=on_trial, progress=not args.quiet)
+    bar.close()
+    summary = {"study": result.study_name, "storage": result.storage, "budgets": result.budgets,
+               "reference": result.reference, "base_model": result.base_info,
+               "front": [{"trial": t.number, "accuracy": t.accuracy, "costs": t.costs} for t in result.front]}
+    (out / "front.json").write_text(json.dumps(summary, indent=2, default=str))
+    print(f"study {result.study_name!r} in {result.storage}: {len(result.front)} Pareto member(s) under "
+          f"{', '.join(result.budgets)}")
+    ref = result.reference
+    print(f"  reference: latency {ref['latency_ms']:.3f} ms, energy {ref['energy_mj']:.4f} mJ (modelled), "
+          f"size {ref['size_bytes'] / 1024:.1f} KB, val accuracy {result.base_info.get('val_accuracy', float('nan')):.4f}")
+    for t in result.front:
+        c = t.costs
+        print(f"  trial {t.number:4d}: accuracy {t.accuracy:.4f}, latency {c['latency_ms']:.3f} ms, "
+              f"energy {c['energy_mj']:.4f} mJ, size {c['size_bytes'] / 1024:.1f} KB")
+    if not args.no_export and result.front:
+        from autocompress.export import export_front
+        from autocompress.search import load_study, prepare
+
+        manifest = export_front(prepare(config, progress=not args.quiet), load_study(result.storage, result.study_name),
+                                out / "export", progress=not args.quiet)
+        print_manifest(manifest, out / "export")
+    return 0
+
+
+def print_manifest(manifest: dict[str, Any], out: Path) -> None:
+    print(f"exported {len(manifest['members'])} model(s) to {out}:")
+    for m in manifest["members"]:
+        met = all(b.get("met_measured", b.get("met_predicted")) for b in m["budgets"])
+        print(f"  trial {m['trial']:4d}: test accuracy {m['accuracy_test']:.4f}, latency predicted "
+              f"{m['predicted']['latency_ms']:.3f} ms / measured {m['measured']['latency_ms']:.3f} ms, "
+              f"budgets {'met' if met else 'MISSED (see manifest notes)'}")
+    print(f"  manifest: {out / 'manifest.json'}")
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from autocompress.export import export_front
+    from autocompress.search import SearchConfig, load_study, prepare
+    from autocompress.search.study import study_names
+
+    storage = Path(args.study)
+    if storage.is_dir():
+        storage = storage / "study.journal"
+    names = study_names(storage)
+    name = args.study_name or (names[0] if len(names) == 1 else None)
+    if name is None:
+        raise SpaceError(f"{storage}: holds studies {names}; choose one with --study-name")
+    study = load_study(storage, name)
+    config = SearchConfig(**{k: v for k, v in study.user_attrs["config"].items() if k in SearchConfig.fields()})
+    manifest = export_front(prepare(config, progress=not args.quiet), study, Path(args.out), trials=args.trial,
+                            final_epochs=args.final_epochs, progress=not args.quiet)
+    print_manifest(manifest, Path(args.out))
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -258,11 +392,47 @@ def build_parser() -> argparse.ArgumentParser:
     prof.add_argument("--seed", type=int, default=0)
     prof.add_argument("--name", default=None)
     prof.add_argument("--out", default=None, help="profile JSON to write (validate: default in place)")
-    prof.add_argument("--device", default="analytic accelerator", help="analytic: device description")
+    prof.add_argument("--device", default=None, help="a name for the device (default: this host's name)")
     prof.add_argument("--peak-gmacs", default="fp32=100,int8=400", help="analytic: peak GMAC/s per precision")
     prof.add_argument("--bandwidth-gbs", type=float, default=25.0, help="analytic: memory bandwidth, GB/s")
     prof.add_argument("--layer-overhead-us", type=float, default=2.0, help="analytic: fixed cost per layer")
     prof.set_defaults(func=cmd_profile)
+
+    srch = sub.add_parser("search", help="search for the best models under a device budget, then export the front")
+    srch.add_argument("experiment", nargs="?", help="experiment YAML (flags override its fields)")
+    srch.add_argument("--model", default=None)
+    srch.add_argument("--data", default=None)
+    srch.add_argument("--space", default=None)
+    srch.add_argument("--profile", default=None, help="shipped profile name or JSON path")
+    srch.add_argument("--budget", action="append", default=None,
+                      help="e.g. latency<=0.5x, latency_ms<=2.5, energy_mj<=1, size_kb<=200 (repeatable)")
+    srch.add_argument("--objective", default=None, help="pareto | constrained")
+    srch.add_argument("--objective-costs", nargs="+", default=None, help="costs a Pareto search trades against")
+    srch.add_argument("--strategy", default=None, help="tpe | nsga2 | random | qmc")
+    srch.add_argument("--trials", type=int, default=None, help="evaluated trials in total (a resumed study continues)")
+    srch.add_argument("--timeout-s", type=float, default=None)
+    srch.add_argument("--seed", type=int, default=None)
+    srch.add_argument("--study", default=None, help="study name")
+    srch.add_argument("--storage", default=None, help="journal file or database URL (default <out>/study.journal)")
+    srch.add_argument("--out", default=None, help="run directory (default runs/search)")
+    srch.add_argument("--weights", default=None, help="trained reference weights (weights_only=True)")
+    srch.add_argument("--base-epochs", type=float, default=None)
+    srch.add_argument("--proxy-epochs", type=float, default=None)
+    srch.add_argument("--final-epochs", type=float, default=None)
+    srch.add_argument("--max-train", type=int, default=None)
+    srch.add_argument("--cache-dir", default=str(DEFAULT_CACHE))
+    srch.add_argument("--no-export", action="store_true", help="stop after the search")
+    srch.add_argument("--quiet", action="store_true")
+    srch.set_defaults(func=cmd_search)
+
+    exp = sub.add_parser("export", help="export a study's feasible Pareto front (or chosen trials)")
+    exp.add_argument("study", help="run directory or study storage (journal file / database URL)")
+    exp.add_argument("--study-name", default=None)
+    exp.add_argument("--out", required=True)
+    exp.add_argument("--trial", type=int, action="append", default=None, help="export this trial (repeatable)")
+    exp.add_argument("--final-epochs", type=float, default=None)
+    exp.add_argument("--quiet", action="store_true")
+    exp.set_defaults(func=cmd_export)
     return parser
 
 

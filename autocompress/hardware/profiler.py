@@ -151,10 +151,11 @@ def build_profile(
     *,
     command: str,
     versions: dict[str, str],
+    device: str | None = None,
 ) -> HardwareProfile:
     runtime = RUNTIMES[settings.runtime]
     return HardwareProfile(
-        name=name, kind="measured", device=this_machine(), runtime=settings.runtime,
+        name=name, kind="measured", device=this_machine(device or ""), runtime=settings.runtime,
         threads=settings.threads, batch_size=1, repetitions=settings.describe(),
         precisions=runtime["precisions"], precision_rules=runtime["rules"],
         sparse_kernels=False, interpolation="channels", entries=entries,

@@ -1,0 +1,208 @@
+"""The search engine for real: Optuna studies on disk, trained models, a killed and resumed search."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from autocompress.data import load_data
+from autocompress.hardware import HOROWITZ_45NM, analytic_profile, required_signatures
+from autocompress.search import (
+    BudgetError,
+    SearchConfig,
+    load_study,
+    parse_budget,
+    parse_budgets,
+    prepare,
+    records,
+    search,
+)
+from autocompress.search.engine import pareto_front
+from autocompress.search.study import TrialRecord
+from autocompress.space import Candidate, SearchSpace
+from tests.helpers import zoo_model
+
+REFERENCE = {"latency_ms": 2.0, "energy_mj": 0.5, "size_bytes": 4096.0, "macs": 1e6, "bitops": 1e9}
+
+
+@pytest.fixture(scope="module")
+def lenet_profile(tmp_path_factory):
+    """An analytic profile that prices every LeNet-5 signature (deterministic, no timing noise)."""
+    _, graph = zoo_model("lenet5")
+    space = SearchSpace.from_yaml(graph, "lenet")
+    profile = analytic_profile(required_signatures(space, ["fp32", "int8"]), name="lenet-roofline",
+                               device="test", peak_macs_per_s={"fp32": 2e9, "int8": 8e9},
+                               bandwidth_bytes_per_s=4e9, energy_table=HOROWITZ_45NM, layer_overhead_ms=0.003)
+    return str(profile.save(tmp_path_factory.mktemp("profiles") / "lenet.json"))
+
+
+def _config(tmp_path, profile, **kw):
+    base = dict(model="lenet5", data="mnist5k", profile=profile, budgets=["latency<=0.6x"], n_trials=4,
+                base_epochs=2, proxy_epochs=0.1, proxy_train_limit=256, proxy_eval_limit=200, strategy="nsga2",
+                out=str(tmp_path / "run"), cache_dir=str(tmp_path.parent / "cache"), seed=0)
+    base.update(kw)
+    return SearchConfig(**base)
+
+
+def test_budget_syntax_and_units():
+    assert parse_budget("latency_ms<=2.5").limit == 2.5
+    rel = parse_budget("latency<=0.5x", REFERENCE)
+    assert rel.metric == "latency_ms" and rel.limit == 1.0 and rel.relative == 0.5
+    kb = parse_budget("size_kb<=2")
+    assert kb.values({"size_bytes": np.array([4096.0])})[0] == 4.0
+    flops = parse_budget("flops<=1e6")
+    assert flops.values({"macs": np.array([1e6])})[0] == 2e6
+    assert len(parse_budgets(["latency<=0.5x,size_kb<=200", "energy_mj<=1"], REFERENCE)) == 3
+    for bad, message in [("latency<0.5", "expected METRIC<=NUMBER"), ("speed_ms<=3", "unknown metric 'speed_ms'"),
+                         ("latency<=2.5", "did you mean latency_ms"), ("size_kb<=-1", "expected METRIC<=NUMBER"),
+                         ("latency<=0x", "must be positive")]:
+        with pytest.raises(BudgetError, match=message):
+            parse_budget(bad, REFERENCE)
+    with pytest.raises(BudgetError, match="needs the uncompressed model"):
+        parse_budget("latency<=0.5x")
+
+
+def test_pareto_front_keeps_only_non_dominated():
+    c = Candidate({})
+    trials = [TrialRecord(i, c, {"latency_ms": lat}, feas, True, acc, "proxy", 1.0)
+              for i, (acc, lat, feas) in enumerate([(0.9, 1.0, True), (0.8, 2.0, True), (0.95, 3.0, True),
+                                                    (0.99, 0.5, False), (0.9, 1.0, True)])]
+    front = pareto_front(trials, ["latency_ms"])
+    assert [t.number for t in front] == [0, 4, 2]  # 1 is dominated, 3 broke the budget
+
+
+def test_search_filters_by_budget_and_records_everything(tmp_path, lenet_profile):
+    config = _config(tmp_path, lenet_profile)
+    result = search(config, progress=False)
+    study = load_study(config.storage_path, config.study_name)
+    done = records(study)
+    evaluated = [t for t in done if t.evaluated]
+    assert len(evaluated) == 4
+    limit = next(iter(result.budgets))
+    assert "latency<=0.6x" in limit
+    for t in done:  # nothing over budget was trained; everything trained is within budget
+        assert t.evaluated == t.feasible
+        assert (t.costs["latency_ms"] <= 0.6 * result.reference["latency_ms"] + 1e-12) == t.feasible
+    assert all(0 <= t.accuracy <= 1 for t in evaluated)
+    assert result.front and all(t.feasible for t in result.front)
+    # every trial rebuilds into the model it scored: the stored candidate is valid for the space
+    setup = prepare(config, progress=False)
+    for t in evaluated:
+        setup.space.validate(t.candidate)
+    assert study.user_attrs["config"]["model"] == "lenet5"
+
+
+def test_user_model_data_and_evaluation_function(tmp_path, lenet_profile):
+    data = load_data("mnist5k", seed=0, max_train=500)
+    model, _ = zoo_model("lenet5")
+    seen = []
+
+    def evaluate(built, candidate):
+        seen.append(candidate)
+        return 0.5, {"fidelity": "custom"}
+
+    config = _config(tmp_path, lenet_profile, n_trials=3, strategy="random")
+    result = search(config, model=model, data=data, evaluate=evaluate, progress=False)
+    assert len(seen) == 3 and all(t.fidelity == "custom" for t in result.front)
+
+
+def test_infeasible_budget_states_the_cheapest_reachable_cost(tmp_path, lenet_profile):
+    config = _config(tmp_path, lenet_profile, budgets=["latency_ms<=0.00001"])
+    with pytest.raises(BudgetError, match=r"latency_ms<=0.00001: cheapest reachable \d"):
+        search(config, progress=False)
+
+
+def _cli(*args):
+    return [sys.executable, "-m", "autocompress.cli", "search", *args]
+
+
+def _cli_args(tmp_path, profile, trials):
+    return ["--model", "lenet5", "--data", "mnist5k", "--profile", profile, "--budget", "latency<=0.6x",
+            "--trials", str(trials), "--base-epochs", "2", "--proxy-epochs", "0.3", "--strategy", "tpe",
+            "--out", str(tmp_path / "run"), "--cache-dir", str(tmp_path.parent / "cache"), "--no-export", "--quiet",
+            "--seed", "1"]
+
+
+def _evaluated(storage, name):
+    try:
+        return [t for t in records(load_study(storage, name)) if t.evaluated]
+    except Exception:
+        return []
+
+
+def test_sigkill_then_resume_keeps_every_trial_once(tmp_path, lenet_profile):
+    args = _cli(*_cli_args(tmp_path, lenet_profile, 6))
+    storage = tmp_path / "run" / "study.journal"
+    name = "lenet5-mnist5k-latency<=0.6x"
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and len(_evaluated(storage, name)) < 2:
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.stdout.read().decode()[-2000:]
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = {t.number: (t.candidate, t.accuracy) for t in _evaluated(storage, name)}
+    assert 2 <= len(before) < 6
+
+    done = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    after = _evaluated(storage, name)
+    assert len(after) == 6
+    assert len({t.number for t in after}) == 6
+    for t in after:  # trials finished before the kill are kept as they were
+        if t.number in before:
+            assert (t.candidate, t.accuracy) == before[t.number]
+    study = load_study(storage, name)
+    assert all(t.state.name != "RUNNING" for t in study.trials)
+    summary = json.loads((tmp_path / "run" / "front.json").read_text())
+    assert summary["front"]
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (["--model", "resnet999"], "unknown model 'resnet999'"),
+    (["--data", "mnist6k"], "mnist6k"),
+    (["--profile", "no-such-profile"], "unknown hardware profile 'no-such-profile'"),
+    (["--space", "no_such_space"], "unknown search space 'no_such_space'"),
+    (["--budget", "latency<0.5"], "expected METRIC<=NUMBER"),
+    (["--budget", "latency_ms<=0.000001"], "cheapest reachable"),
+])
+def test_bad_input_gets_a_clear_error(tmp_path, lenet_profile, change, message):
+    args = _cli_args(tmp_path, lenet_profile, 1)
+    for i in range(0, len(change), 2):  # replace the flag's value (budgets: the only budget)
+        j = args.index(change[i])
+        args[j + 1] = change[i + 1]
+    done = subprocess.run(_cli(*args), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stdout[-1000:] + done.stderr[-1000:]
+    assert message in done.stderr
+
+
+def test_corrupted_study_file_is_reported_not_overwritten(tmp_path, lenet_profile):
+    run = tmp_path / "run"
+    run.mkdir()
+    journal = run / "study.journal"
+    journal.write_text('{"op_code": 0, "worker_id": "x", "study_name": "s", "directions": [1]}\n{"op_code": 5, "trunc')
+    before = journal.read_text()
+    done = subprocess.run(_cli(*_cli_args(tmp_path, lenet_profile, 1)), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "study" in done.stderr.lower()
+    assert journal.read_text() == before
+
+
+def test_experiment_yaml_with_flag_overrides(tmp_path, lenet_profile):
+    from autocompress.cli import load_experiment
+    from autocompress.space import SpaceError
+
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(f"model: lenet5\ndata: mnist5k\nprofile: {lenet_profile}\nbudgets: latency<=0.5x\nn_trials: 7\n")
+    config = load_experiment(str(exp), {"n_trials": 3, "seed": 5})
+    assert (config.model, config.n_trials, config.seed, config.budgets) == ("lenet5", 3, 5, ["latency<=0.5x"])
+    exp.write_text("model: lenet5\ntrials: 7\n")
+    with pytest.raises(SpaceError, match=r"exp.yaml: unknown field\(s\) \['trials'\]"):
+        load_experiment(str(exp), {})
+    exp.write_text("model: lenet5\nobjective: fastest\n")
+    with pytest.raises(SpaceError, match="objective: expected 'pareto' or 'constrained'"):
+        load_experiment(str(exp), {})
