@@ -145,7 +145,6 @@ def cmd_profile(args: argparse.Namespace) -> int:
         return 0
     if not args.out:
         raise SpaceError("--out: where to write the profile JSON is required")
-    suites = _suites(args)
     if args.action == "analytic":
         from autocompress.hardware import HOROWITZ_45NM, analytic_profile
 
@@ -153,8 +152,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
         for item in args.peak_gmacs.split(","):
             precision, _, value = item.partition("=")
             rates[precision.strip()] = float(value) * 1e9
-        keys = sorted({k for s in suites for k in required_signatures(s.space, rates)})
-        profile = analytic_profile(keys, name=args.name or Path(args.out).stem,
+        profile = analytic_profile(name=args.name or Path(args.out).stem,
                                    device=args.device or "analytic accelerator",
                                    peak_macs_per_s=rates, bandwidth_bytes_per_s=args.bandwidth_gbs * 1e9,
                                    energy_table=HOROWITZ_45NM, layer_overhead_ms=args.layer_overhead_us / 1e3,
@@ -173,6 +171,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     if args.runtime not in RUNTIMES:
         raise SpaceError(f"--runtime {args.runtime!r}: expected one of {sorted(RUNTIMES)}")
     precisions = args.precisions or list(RUNTIMES[args.runtime]["precisions"])
+    suites = _suites(args)
     settings = ProfileSettings(runtime=args.runtime, threads=args.threads, rounds=args.rounds, reps=args.reps,
                                warmup=args.warmup, chunk=args.chunk, sessions=args.sessions, seed=args.seed)
     keys = sorted({k for s in suites for k in required_signatures(s.space, precisions)})

@@ -19,7 +19,6 @@ from autocompress.hardware import (
     CostModel,
     HardwareProfile,
     analytic_profile,
-    required_signatures,
 )
 from autocompress.models import create_model, model_info
 from autocompress.space import SearchSpace
@@ -40,7 +39,7 @@ def main() -> None:
     if args.profile:
         profile = HardwareProfile.load(args.profile)
     else:
-        profile = analytic_profile(required_signatures(space, ["fp32", "int8"]), name="roofline", device="bench",
+        profile = analytic_profile(name="roofline", device="bench",
                                    peak_macs_per_s={"fp32": 1e11, "int8": 4e11}, bandwidth_bytes_per_s=2.5e10,
                                    energy_table=HOROWITZ_45NM)
     start = time.perf_counter()

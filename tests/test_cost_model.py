@@ -16,21 +16,32 @@ from autocompress.hardware import (
     roofline_ms,
 )
 from autocompress.hardware.energy import layer_energy
+from autocompress.hardware.profile import Entry
 from tests.helpers import shipped_space, zoo_model
 
 RATES = {"fp32": 2e10, "int8": 8e10}
 
 
-def _profile(keys, **kwargs):
-    return analytic_profile(keys, name="test-roofline", device="test accelerator", peak_macs_per_s=RATES,
+def _profile(**kwargs):
+    return analytic_profile(name="test-roofline", device="test accelerator", peak_macs_per_s=RATES,
                             bandwidth_bytes_per_s=2e10, energy_table=HOROWITZ_45NM, layer_overhead_ms=0.002, **kwargs)
+
+
+def _tabulated(profile, space):
+    """The same device as a lookup table, as a measured profile would hold it."""
+    r = profile.roofline
+    entries = {k: Entry(latency_ms=roofline_ms(LayerSignature.parse(k), peak_macs_per_s=r.peak_macs_per_s,
+                                               bandwidth_bytes_per_s=r.bandwidth_bytes_per_s,
+                                               layer_overhead_ms=r.layer_overhead_ms))
+               for k in required_signatures(space, ["fp32", "int8"])}
+    return profile.model_copy(update={"roofline": None, "entries": entries})
 
 
 @pytest.fixture(scope="module")
 def resnet20_costs():
     model, graph = zoo_model("resnet20")
     space = shipped_space("resnet20", graph)
-    profile = _profile(required_signatures(space, ["fp32", "int8"]))
+    profile = _tabulated(_profile(), space)
     return model, space, profile, CostModel(profile, space)
 
 
@@ -61,6 +72,14 @@ def test_costs_match_layer_by_layer_pricing_and_the_built_model(resnet20_costs):
         folded_bias = sum(4 * cfg.out_channels for cfg in space.layer_configs(candidate)
                           if model.get_submodule(cfg.name).bias is None)
         assert predicted.size_bytes == pytest.approx(sum(layer.size_bytes for layer in counted.layers) + folded_bias)
+
+
+def test_analytic_profile_prices_without_a_table(resnet20_costs):
+    _, space, tabulated, costs = resnet20_costs
+    analytic = CostModel(_profile(), space)
+    for seed in range(5):
+        candidate = space.sample(seed)
+        assert analytic.predict(candidate).latency_ms == pytest.approx(costs.predict(candidate).latency_ms)
 
 
 def test_vectorized_equals_one_by_one(resnet20_costs):

@@ -10,18 +10,18 @@ figures). The profile says ``kind: analytic`` and its energy method says
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from datetime import datetime, timezone
 
 from autocompress.hardware.energy import PRECISION_BITS, EnergyTable
 from autocompress.hardware.profile import (
     DeviceInfo,
     EnergySpec,
-    Entry,
     HardwareProfile,
     PrecisionRule,
     ProfileError,
     Provenance,
+    Roofline,
 )
 from autocompress.hardware.signature import LayerSignature
 
@@ -37,7 +37,6 @@ def roofline_ms(sig: LayerSignature, *, peak_macs_per_s: Mapping[str, float], ba
 
 
 def analytic_profile(
-    keys: Iterable[str],
     *,
     name: str,
     device: str,
@@ -49,12 +48,7 @@ def analytic_profile(
     sparse_kernels: bool = False,
     command: str = "",
 ) -> HardwareProfile:
-    entries = {}
-    for key in keys:
-        sig = LayerSignature.parse(key)
-        entries[key] = Entry(latency_ms=roofline_ms(sig, peak_macs_per_s=peak_macs_per_s,
-                                                    bandwidth_bytes_per_s=bandwidth_bytes_per_s,
-                                                    layer_overhead_ms=layer_overhead_ms))
+    """A profile that prices every signature from a roofline: no table, any space."""
     rates = ", ".join(f"{p} {r / 1e9:g} GMAC/s" for p, r in peak_macs_per_s.items())
     return HardwareProfile(
         name=name, kind="analytic",
@@ -64,7 +58,9 @@ def analytic_profile(
         precisions={p: f"modelled at {r / 1e9:g} GMAC/s" for p, r in peak_macs_per_s.items()},
         precision_rules=precision_rules if precision_rules is not None else
         [PrecisionRule(max_w_bits=8, max_a_bits=8, precision="int8")],
-        sparse_kernels=sparse_kernels, interpolation="none", entries=entries,
+        sparse_kernels=sparse_kernels, interpolation="none",
+        roofline=Roofline(peak_macs_per_s=dict(peak_macs_per_s), bandwidth_bytes_per_s=bandwidth_bytes_per_s,
+                          layer_overhead_ms=layer_overhead_ms),
         energy=EnergySpec(method="modelled", table=energy_table.to_dict(),
                           notes=f"energy modelled from {energy_table.source}"),
         provenance=Provenance(command=command, date=datetime.now(timezone.utc).isoformat(timespec="seconds"),

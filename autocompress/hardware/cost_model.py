@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from autocompress.graph import kept_channels
+from autocompress.hardware.analytic import roofline_ms
 from autocompress.hardware.energy import EnergyTable, energy_mj_arrays
 from autocompress.hardware.profile import CALIBRATION_FEATURES, HardwareProfile, ProfileError
 from autocompress.hardware.signature import LayerSignature, leaf_signatures
@@ -218,6 +219,10 @@ class CostModel:
         value = self._lut.get(sig.key)
         if value is not None:
             return value
+        if self.profile.roofline is not None:
+            r = self.profile.roofline
+            return roofline_ms(sig, peak_macs_per_s=r.peak_macs_per_s, bandwidth_bytes_per_s=r.bandwidth_bytes_per_s,
+                               layer_overhead_ms=r.layer_overhead_ms)
         if self.profile.interpolation == "channels":
             value = self._interpolate(sig)
             if value is not None:

@@ -116,6 +116,14 @@ class ValidationResult(_Strict):
     calibration: Calibration
 
 
+class Roofline(_Strict):
+    """An analytic device: latency = max(MACs / peak rate, bytes moved / bandwidth) + per-layer overhead."""
+
+    peak_macs_per_s: dict[str, Annotated[float, Field(gt=0)]]
+    bandwidth_bytes_per_s: Annotated[float, Field(gt=0)]
+    layer_overhead_ms: NonNegative = 0.0
+
+
 class EnergySpec(_Strict):
     """Where energy figures come from; every figure the cost model returns carries ``method``."""
 
@@ -137,7 +145,8 @@ class HardwareProfile(_Strict):
     precision_rules: list[PrecisionRule] = []  # first match wins; otherwise "fp32"
     sparse_kernels: bool = False  # False: sparsity saves size and modelled energy, not latency
     interpolation: Literal["none", "channels"] = "none"
-    entries: dict[str, Entry]
+    entries: dict[str, Entry] = {}
+    roofline: Roofline | None = None  # analytic profiles price any signature from this instead of a table
     calibration: Calibration = Calibration()  # fitted on all validated models together
     model_calibrations: dict[str, Calibration] = {}  # fitted on one model's candidates, by model name
     energy: EnergySpec = EnergySpec()

@@ -72,6 +72,7 @@ def layer_callable(sig: LayerSignature, settings: ProfileSettings) -> Callable[[
         name = session.get_inputs()[0].name
         return ort_callable(session, {name: rng.standard_normal(shape).astype(np.float32)})
     if settings.runtime == "torch-eager":
+        torch.set_num_threads(settings.threads)  # the profile's thread count, not torch's default
         if sig.precision != "fp32":
             raise ProfileError(f"torch eager has no {sig.precision} kernels on this CPU; profile fp32 only")
         if sig.op == "conv":

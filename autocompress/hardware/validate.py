@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from scipy import stats
 from torch import nn
 
@@ -90,6 +91,7 @@ def _runner(profile: HardwareProfile, model: nn.Module, input_shape: tuple[int, 
             return ort_callable(session, {session.get_inputs()[0].name: x})
         return open_session
     if profile.runtime == "torch-eager":
+        torch.set_num_threads(profile.threads)
         deployed = deploy_copy(model)
         return lambda: torch_callable(deployed, input_shape, seed=seed)
     raise ProfileError(f"profile runtime {profile.runtime!r} cannot be measured on this machine")

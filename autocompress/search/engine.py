@@ -49,6 +49,9 @@ class Progress:
     front_size: int = 0
     started: float = field(default_factory=time.perf_counter)
     evaluated_this_run: int = 0
+    scoring_s: float = 0.0  # cost-model pricing and budget checks, this run
+    building_s: float = 0.0  # materialize, this run
+    evaluating_s: float = 0.0  # fine-tuning and accuracy, this run
 
     @property
     def eta_s(self) -> float | None:
@@ -121,10 +124,12 @@ def run_search(
         trial = study.ask()
         trial.set_user_attr("worker", WORKER)
         candidate = suggest_candidate(trial, space)
+        tick = time.perf_counter()
         predicted = costs.predict_batch(costs.encode([candidate]))
         cost_values = {k: float(predicted[k][0]) for k in COST_OBJECTIVES}
         violations = [float(b.violation(predicted)[0]) for b in budgets] or [0.0]
         ok = bool(feasible(budgets, predicted)[0])
+        progress.scoring_s += time.perf_counter() - tick
         trial.set_user_attr("candidate", candidate.to_json())
         trial.set_user_attr("costs", cost_values)
         trial.set_user_attr("constraints", violations)
@@ -142,8 +147,11 @@ def run_search(
         filtered_in_a_row = 0
         started = time.perf_counter()
         model = materialize(base_model, candidate, space)
+        built = time.perf_counter()
         accuracy, details = evaluate(model, candidate)
         seconds = time.perf_counter() - started
+        progress.building_s += built - started
+        progress.evaluating_s += seconds - (built - started)
         trial.set_user_attr("evaluated", True)
         trial.set_user_attr("accuracy", float(accuracy))
         trial.set_user_attr("fidelity", details.get("fidelity", "proxy"))

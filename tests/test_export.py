@@ -1,0 +1,194 @@
+"""The exporter for real: a tiny LeNet-5 search on a profile measured here, exported, re-measured, rebuilt."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from autocompress.export import (
+    ExportError,
+    budget_rows,
+    export_front,
+    load_manifest,
+    noise_band,
+    rebuild,
+)
+from autocompress.hardware import HardwareProfile, required_signatures
+from autocompress.hardware.onnx_runtime import ort_session
+from autocompress.hardware.profile import Calibration, ValidationResult
+from autocompress.hardware.profiler import ProfileSettings, build_profile, measure_signatures
+from autocompress.search import SearchConfig, load_study, parse_budgets, prepare, records, search
+from autocompress.space import Candidate, SearchSpace
+from tests.helpers import zoo_model
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """``(setup, study, manifest, out)`` of one search + export, shared by the tests below."""
+    tmp = tmp_path_factory.mktemp("export")
+    _, graph = zoo_model("lenet5")  # 1x28x28, as mnist5k
+    space = SearchSpace.from_yaml(graph, "lenet")
+    settings = ProfileSettings(rounds=1, reps=2, warmup=1, chunk=256)
+    entries = measure_signatures(required_signatures(space, ["fp32", "int8"]), tmp / "lenet-tiny.json", settings)
+    profile_path = build_profile("lenet-tiny", entries, settings, command="test", versions={}).save(
+        tmp / "lenet-tiny.json")
+    config = SearchConfig(model="lenet5", data="mnist5k", profile=str(profile_path), budgets=["latency<=0.9x"],
+                          n_trials=4, base_epochs=2, proxy_epochs=0.2, out=str(tmp), cache_dir=str(tmp / "cache"))
+    search(config, progress=False)
+    setup = prepare(config, progress=False)
+    study = load_study(config.storage_path, config.study_name)
+    manifest = export_front(setup, study, tmp / "export", final_epochs=0.2, rounds=1, reps=3, progress=False)
+    return setup, study, manifest, tmp / "export"
+
+
+def _int8_expected(space: SearchSpace, candidate: dict) -> bool:
+    return any(cfg.w_bits <= 8 and cfg.a_bits <= 8 for cfg in space.layer_configs(Candidate.from_dict(candidate)))
+
+
+def test_manifest_says_what_was_exported_and_measured(exported):
+    setup, study, manifest, out = exported
+    assert load_manifest(out) == json.loads(json.dumps(manifest))
+    assert manifest["study"]["name"] == study.study_name and manifest["study"]["storage"] == setup.config.storage_path
+    assert manifest["config"]["model"] == "lenet5" and manifest["date"]
+    assert manifest["profile"]["name"] == "lenet-tiny" and manifest["profile"]["runtime"] == "onnxruntime"
+    assert manifest["profile"]["kind"] == "measured"
+    assert {"torch", "onnxruntime"} <= set(manifest["versions"])
+    assert manifest["energy_method"] == "modelled"
+    ref = manifest["reference"]
+    assert ref["predicted"]["energy_method"] == "modelled" and ref["predicted"]["latency_ms"] > 0
+    assert ref["measured"]["latency_ms"] > 0 and ref["accuracy_val"] == setup.base_info["val_accuracy"]
+    assert (out / ref["files"]["model.onnx"]).is_file()
+    # the front of the study, in the manifest's order
+    from autocompress.search import pareto_front
+
+    front = [t.number for t in pareto_front(records(study), setup.config.objective_costs)]
+    assert [m["trial"] for m in manifest["members"]] == front
+    for m in manifest["members"]:
+        assert 0 <= m["accuracy_val"] <= 1 and 0 <= m["accuracy_test"] <= 1 and m["accuracy_proxy"] is not None
+        assert m["predicted"]["energy_method"] == "modelled"
+        assert set(m["predicted"]) >= {"latency_ms", "energy_mj", "size_bytes", "macs", "bitops"}
+        measured = m["measured"]
+        assert measured["latency_ms"] > 0 and len(measured["latency_sessions_ms"]) == 2
+        assert measured["size_bytes"] > 0 and measured["macs"] > 0 and measured["bitops"] > 0
+        assert measured["onnx_fp32_max_abs_diff"] < 1e-3
+        [row] = m["budgets"]
+        assert row["text"] == "latency<=0.9x" and row["met_predicted"] is True  # the front is feasible
+        assert row["measured"] == measured["latency_ms"]
+        assert row["measured_limit"] == pytest.approx(0.9 * ref["measured"]["latency_ms"])  # measured vs measured
+        assert row["met_measured"] == (row["measured"] <= row["measured_limit"] * (1 + row["noise_band_pct"] / 100))
+        assert row["noise_band_pct"] == 5.0  # the tiny profile was never validated
+        assert ("MISSED" in row["note"]) == (not row["met_measured"]) and row["note"]
+        for name, rel in m["files"].items():
+            assert (out / rel).is_file() and (out / rel).stat().st_size > 0, name
+        assert set(m["files"]) >= {"model.onnx", "weights.pt", "candidate.json"}
+        assert ("model.int8.onnx" in m["files"]) == _int8_expected(setup.space, m["candidate"])
+
+
+def test_onnx_files_run_in_onnxruntime(exported):
+    setup, _, manifest, out = exported
+    for m in manifest["members"]:
+        x = setup.data.loader("test", batch_size=1, shuffle=False, augment=False)
+        image = next(iter(x))[0].numpy()
+        for name in ("model.onnx", "model.int8.onnx"):
+            if name not in m["files"]:
+                continue
+            session = ort_session(out / m["files"][name])
+            (logits,) = session.run(None, {session.get_inputs()[0].name: image})
+            assert logits.shape == (1, 10) and np.isfinite(logits).all()
+            if name == "model.int8.onnx":
+                import onnx
+
+                ops = {n.op_type for n in onnx.load(str(out / m["files"][name])).graph.node}
+                assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
+                assert m["measured"]["onnx_int8_accuracy_test"] > 0.5
+
+
+def test_rebuild_reproduces_the_exported_model(exported):
+    setup, _, manifest, out = exported
+    for m in manifest["members"]:
+        model = rebuild(out / m["dir"], setup)  # checks the stored probe logits itself (allclose)
+        info = json.loads((out / m["files"]["candidate.json"]).read_text())
+        assert info["trial"] == m["trial"] and Candidate.from_dict(info["candidate"]).to_dict() == m["candidate"]
+        x = next(iter(setup.data.loader("test", batch_size=4, shuffle=False, augment=False)))[0]
+        with torch.no_grad():
+            assert torch.equal(model(x), torch.tensor(info["probe"]["logits"]))  # identical outputs
+        state = torch.load(out / m["files"]["weights.pt"], weights_only=True)
+        assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+    # a tampered weights file is caught
+    m = manifest["members"][0]
+    state = torch.load(out / m["files"]["weights.pt"], weights_only=True)
+    key = next(k for k, v in state.items() if v.is_floating_point() and v.numel() > 10)
+    state[key] = state[key] + 1.0
+    bad = out / "tampered"
+    bad.mkdir(exist_ok=True)
+    torch.save(state, bad / "weights.pt")
+    (bad / "candidate.json").write_text((out / m["files"]["candidate.json"]).read_text())
+    with pytest.raises(ExportError, match="does not reproduce"):
+        rebuild(bad, setup)
+
+
+def test_plots_are_written_and_not_blank(exported):
+    import matplotlib.image as mpimg
+
+    _, _, manifest, out = exported
+    for name in ("front", "policy"):
+        path = out / manifest["plots"][name]
+        assert path.suffix == ".png" and path.stat().st_size > 20_000
+        image = mpimg.imread(path)
+        assert image.shape[0] > 300 and image.shape[1] > 600 and image[..., :3].std() > 0.05
+
+
+def test_bad_trial_numbers_are_refused_by_number(exported, tmp_path):
+    setup, study, _, _ = exported
+    with pytest.raises(ExportError, match="trial 999 does not exist"):
+        export_front(setup, study, tmp_path, trials=[999], progress=False)
+    filtered = [t.number for t in records(study) if not t.feasible]
+    if filtered:
+        with pytest.raises(ExportError, match=f"trial {filtered[0]} .*broke a budget"):
+            export_front(setup, study, tmp_path, trials=[filtered[0]], progress=False)
+    assert not (tmp_path / "manifest.json").exists()
+
+
+# -- budget checks on given numbers (no model needed) --------------------------------------------------
+
+
+def _profile_with_validation(noise: float) -> HardwareProfile:
+    from autocompress.hardware.profile import DeviceInfo, Provenance
+
+    v = ValidationResult(date="2025-01-01", models=["lenet5"], subset="all", n_candidates=8, spearman=0.9,
+                         median_abs_pct_error=3, p90_abs_pct_error=8, within_10pct=0.9, noise_floor_pct=noise,
+                         calibration=Calibration())
+    other = v.model_copy(update={"models": ["resnet20"], "noise_floor_pct": 50.0})
+    return HardwareProfile(name="p", kind="measured", device=DeviceInfo(name="d"), runtime="onnxruntime", threads=1,
+                           batch_size=1, precisions={"fp32": "x"}, entries={}, validation=[other, v],
+                           provenance=Provenance(command="c", date="d"))
+
+
+def test_noise_band_comes_from_the_models_validation():
+    profile = _profile_with_validation(2.5)
+    assert noise_band(profile, "lenet5")[0] == 2.5
+    assert noise_band(profile, "mobilenetv2_cifar")[0] == 5.0
+
+
+def test_budget_rows_compare_measured_with_measured():
+    reference = {"latency_ms": 1.0, "energy_mj": 1.0, "size_bytes": 4000.0, "macs": 1e6, "bitops": 1e9}
+    budgets = parse_budgets(["latency<=0.5x", "latency_ms<=0.3", "energy<=0.5x", "size_kb<=1"], reference)
+    predicted = {"latency_ms": 0.45, "energy_mj": 0.4, "size_bytes": 900.0, "macs": 5e5, "bitops": 1e8,
+                 "energy_method": "modelled"}
+    ref_measured = {"latency_ms": 2.0, "size_bytes": 5000.0}
+    within = budget_rows(budgets, predicted, {"latency_ms": 1.04, "size_bytes": 1100.0}, ref_measured,
+                         noise_pct=5.0, energy_method="modelled")
+    rel, absolute, energy, size = within
+    assert rel["measured_limit"] == 1.0 and rel["met_measured"] and "noise band" in rel["note"]
+    assert absolute["met_measured"] is False and absolute["note"].startswith("MISSED")
+    assert energy["met_measured"] is None and "modelled" in energy["note"] and energy["energy_method"] == "modelled"
+    assert size["met_measured"] is False and size["noise_band_pct"] == 0.0  # counted exactly: no band
+    over = budget_rows(budgets, predicted, {"latency_ms": 1.2, "size_bytes": 900.0}, ref_measured, noise_pct=5.0,
+                       energy_method="modelled")
+    assert over[0]["met_measured"] is False and "MISSED" in over[0]["note"] and over[3]["met_measured"]
+    untimed = budget_rows(budgets, predicted, {"size_bytes": 900.0}, {"size_bytes": 5000.0}, noise_pct=5.0,
+                          energy_method="modelled", timing_note="runtime 'simulator' cannot run here")
+    assert untimed[0]["met_measured"] is None and "simulator" in untimed[0]["note"]
