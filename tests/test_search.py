@@ -23,7 +23,7 @@ from autocompress.search import (
     search,
 )
 from autocompress.search.engine import pareto_front
-from autocompress.search.study import TrialRecord
+from autocompress.search.study import TrialRecord, study_names
 from autocompress.space import Candidate
 from tests.helpers import zoo_model
 
@@ -56,7 +56,7 @@ def test_budget_syntax_and_units():
     assert flops.values({"macs": np.array([1e6])})[0] == 2e6
     assert len(parse_budgets(["latency<=0.5x,size_kb<=200", "energy_mj<=1"], REFERENCE)) == 3
     for bad, message in [("latency<0.5", "expected METRIC<=NUMBER"), ("speed_ms<=3", "unknown metric 'speed_ms'"),
-                         ("latency<=2.5", "did you mean latency_ms"), ("size_kb<=-1", "expected METRIC<=NUMBER"),
+                         ("latency<=2.5", "did you mean latency_ms"), ("size_kb<=-1", "must be positive"),
                          ("latency<=0x", "must be positive")]:
         with pytest.raises(BudgetError, match=message):
             parse_budget(bad, REFERENCE)
@@ -170,9 +170,11 @@ def test_sigkill_then_resume_keeps_every_trial_once(tmp_path, lenet_profile):
 ])
 def test_bad_input_gets_a_clear_error(tmp_path, lenet_profile, change, message):
     args = _cli_args(tmp_path, lenet_profile, 1)
-    for i in range(0, len(change), 2):  # replace the flag's value (budgets: the only budget)
-        j = args.index(change[i])
-        args[j + 1] = change[i + 1]
+    flag, value = change
+    if flag in args:  # replace the flag's value (budgets: the only budget)
+        args[args.index(flag) + 1] = value
+    else:
+        args += [flag, value]
     done = subprocess.run(_cli(*args), capture_output=True, text=True, timeout=300)
     assert done.returncode == 2, done.stdout[-1000:] + done.stderr[-1000:]
     assert message in done.stderr
@@ -182,11 +184,24 @@ def test_corrupted_study_file_is_reported_not_overwritten(tmp_path, lenet_profil
     run = tmp_path / "run"
     run.mkdir()
     journal = run / "study.journal"
-    journal.write_text('{"op_code": 0, "worker_id": "x", "study_name": "s", "directions": [1]}\n{"op_code": 5, "trunc')
+    journal.write_text("this is not a journal\n\x00\x01{{{\n")
     before = journal.read_text()
     done = subprocess.run(_cli(*_cli_args(tmp_path, lenet_profile, 1)), capture_output=True, text=True, timeout=300)
-    assert done.returncode == 2 and "study" in done.stderr.lower()
+    assert done.returncode == 2 and "line 1 is not an Optuna journal record" in done.stderr
     assert journal.read_text() == before
+
+
+def test_torn_last_record_is_cut_and_kept_aside(tmp_path, lenet_profile):
+    run = tmp_path / "run"
+    run.mkdir()
+    journal = run / "study.journal"
+    complete = '{"op_code": 0, "worker_id": "x", "study_name": "other", "directions": [1]}\n'
+    journal.write_text(complete + '{"op_code": 5, "trunc')
+    done = subprocess.run(_cli(*_cli_args(tmp_path, lenet_profile, 1)), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert journal.read_text().startswith(complete)
+    assert (run / "study.journal.torn").read_text() == '{"op_code": 5, "trunc'
+    assert "other" in study_names(journal)
 
 
 def test_experiment_yaml_with_flag_overrides(tmp_path, lenet_profile):

@@ -39,6 +39,7 @@ _TO_PANEL = {"latency_ms": 1.0, "energy_mj": 1.0, "size_bytes": 1 / 1024, "size_
 MEMBER_COLOR = "tab:red"
 MEASURED_COLOR = "tab:blue"
 REFERENCE_COLOR = "goldenrod"
+MISSED_COLOR = "crimson"
 
 
 def _finite(values) -> list[float]:
@@ -74,21 +75,25 @@ def plot_front(manifest: dict[str, Any], study_records: Sequence[TrialRecord], p
             ax.plot([x, x], [m["accuracy_proxy"], m["accuracy_val"]], ls=":", color=MEMBER_COLOR, lw=1, zorder=3)
             ax.scatter([x], [m["accuracy_proxy"]], s=60, color=MEMBER_COLOR, edgecolors="black", linewidths=0.6,
                        zorder=4)
-            ax.scatter([x], [m["accuracy_val"]], s=55, marker="D", color="white", edgecolors=MEMBER_COLOR,
-                       linewidths=1.5, zorder=4)
+            ax.scatter([x], [m["accuracy_val"]], s=70, marker="D", facecolors="none", edgecolors=MEMBER_COLOR,
+                       linewidths=1.5, zorder=5)
             ax.annotate(f"#{m['trial']}", (x, m["accuracy_proxy"]), xytext=(5, -11), textcoords="offset points",
                         fontsize=8, color="darkred", zorder=6)
             measured = m["measured"].get(array) if name == "latency_ms" else None
             if measured is not None:
+                missed = any(r["met_measured"] is False and r["metric"] == "latency_ms" for r in m["budgets"])
                 ax.scatter([measured], [m["accuracy_val"]], s=55, marker="s", facecolors="none",
-                           edgecolors=MEASURED_COLOR, linewidths=1.5, zorder=5)
+                           edgecolors=MISSED_COLOR if missed else MEASURED_COLOR, linewidths=1.5, zorder=5)
+                if missed:
+                    ax.annotate("missed budget", (measured, m["accuracy_val"]), xytext=(0, -12),
+                                textcoords="offset points", fontsize=7, color=MISSED_COLOR, ha="center", zorder=6)
                 ax.plot([x, measured], [m["accuracy_val"]] * 2, color=MEASURED_COLOR, lw=0.8, alpha=0.6, zorder=3)
         ref_x = reference["predicted"].get(array)
         if ref_x is not None and ref_acc is not None and math.isfinite(ref_x):
             ax.scatter([ref_x * factor], [ref_acc], s=220, marker="*", color=REFERENCE_COLOR, edgecolors="black",
                        linewidths=0.7, zorder=6)
-            ax.annotate(f"reference\n{ref_acc:.3f}", (ref_x * factor, ref_acc), xytext=(-8, 8),
-                        textcoords="offset points", fontsize=8, ha="right", zorder=6)
+            ax.annotate(f"reference ({ref_acc:.3f})", (ref_x * factor, ref_acc), xytext=(-10, -3),
+                        textcoords="offset points", fontsize=8, ha="right", va="top", zorder=6)
             ref_measured = reference["measured"].get(array) if name == "latency_ms" else None
             if ref_measured is not None:
                 ax.scatter([ref_measured], [ref_acc], s=200, marker="*", facecolors="none",
@@ -97,6 +102,7 @@ def plot_front(manifest: dict[str, Any], study_records: Sequence[TrialRecord], p
         ax.set_xlabel(label + ("  [x: predicted; blue: measured]" if name == "latency_ms" else "  [predicted]"),
                       fontsize=9)
         ax.grid(True, alpha=0.3)
+        ax.margins(x=0.08, y=0.1)
         lo = _finite(xs + [m["predicted"][array] * factor for m in members]
                      + ([ref_x * factor] if ref_x is not None else []))
         if lo and min(lo) > 0 and max(lo) / min(lo) > 30:
@@ -111,6 +117,8 @@ def plot_front(manifest: dict[str, Any], study_records: Sequence[TrialRecord], p
                label="re-measured latency"),
         Line2D([], [], marker="*", ls="", color=REFERENCE_COLOR, markeredgecolor="black", markersize=13,
                label="uncompressed reference (val)"),
+        Line2D([], [], marker="*", ls="", color="none", markeredgecolor=MEASURED_COLOR, markersize=13,
+               label="reference, re-measured"),
         Line2D([], [], ls="--", color="tab:purple", label="budget (predicted limit)"),
         Line2D([], [], ls=":", color=MEASURED_COLOR, label="budget (x measured reference)"),
     ]
@@ -134,14 +142,15 @@ def _budget_lines(ax, panel: str, manifest: dict[str, Any]) -> None:
         scale = _TO_PANEL[row["metric"]]
         limit = row["limit"] * scale
         ax.axvline(limit, ls="--", color="tab:purple", lw=1.2, zorder=1)
-        ax.annotate(row["text"], (limit, 1.0), xycoords=("data", "axes fraction"), xytext=(3, -12),
-                    textcoords="offset points", fontsize=8, color="tab:purple", rotation=0)
+        ax.annotate(row["text"], (limit, 0.98), xycoords=("data", "axes fraction"), xytext=(-3, 0),
+                    textcoords="offset points", fontsize=8, color="tab:purple", rotation=90, ha="right",
+                    va="top")
         if row.get("relative") is not None and row.get("measured_limit") is not None and panel == "latency_ms":
             measured_limit = row["measured_limit"] * scale
             ax.axvline(measured_limit, ls=":", color=MEASURED_COLOR, lw=1.2, zorder=1)
-            ax.annotate(f"{row['relative']:g}x measured ref", (measured_limit, 0.0),
-                        xycoords=("data", "axes fraction"), xytext=(3, 4), textcoords="offset points", fontsize=8,
-                        color=MEASURED_COLOR)
+            ax.annotate(f"{row['relative']:g} x measured reference", (measured_limit, 0.98),
+                        xycoords=("data", "axes fraction"), xytext=(-3, 0), textcoords="offset points", fontsize=8,
+                        color=MEASURED_COLOR, rotation=90, ha="right", va="top")
 
 
 def plot_policy(manifest: dict[str, Any], space: SearchSpace, path: str | Path) -> Path:
@@ -168,9 +177,14 @@ def plot_policy(manifest: dict[str, Any], space: SearchSpace, path: str | Path) 
             values["rank"][label].append(float(candidate.get(unit, "rank")) if cfg else 0.0)
             values["sparsity"][label].append(cfg.sparsity if cfg else math.nan)
 
+    if any(v == 0.0 for ys in values["keep"].values() for v in ys):
+        titles["keep"] += "; no bar: layer dropped by depth scaling"
     n_members = max(1, len(members))
     width = min(28.0, max(8.0, 1.5 + len(units) * (0.35 + 0.12 * n_members)))
-    fig, axes = plt.subplots(len(rows), 1, figsize=(width, 1.9 * len(rows) + 2.4), sharex=True)
+    legend_cols = min(n_members, 3)
+    header_in = 0.3 + 0.22 * math.ceil(n_members / legend_cols)  # title + legend rows, inches
+    height = 1.9 * len(rows) + 1.4 + header_in
+    fig, axes = plt.subplots(len(rows), 1, figsize=(width, height), sharex=True)
     colors = plt.get_cmap("tab10").colors
     bar_w = 0.8 / n_members
     for ax, r in zip(axes, rows, strict=True):
@@ -186,8 +200,9 @@ def plot_policy(manifest: dict[str, Any], space: SearchSpace, path: str | Path) 
         if r in ("w_bits", "a_bits"):
             ax.set_yscale("log", base=2)
             ax.set_ylim(1, 48)
-            ax.set_yticks([2, 4, 8, 32])
-            ax.set_yticklabels(["2", "4", "8", "32 (float)"])
+            ax.set_yticks([2, 4, 6, 8, 32])
+            ax.set_yticklabels(["2", "4", "6", "8", "32 (float)"])
+            ax.minorticks_off()
             ax.axhline(8, color="0.5", lw=0.6, ls=":")
         elif r == "sparsity":
             ax.set_ylim(0, 1)
@@ -200,10 +215,11 @@ def plot_policy(manifest: dict[str, Any], space: SearchSpace, path: str | Path) 
     axes[-1].set_xticklabels(units, rotation=45, ha="right", fontsize=8)
     axes[-1].set_xlabel("layer (execution order)")
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 4), fontsize=8, frameon=False,
-               bbox_to_anchor=(0.5, 0.995))
-    fig.suptitle(f"per-layer policy of the exported models ({manifest['study']['name']})", fontsize=10, y=0.955)
-    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    fig.suptitle(f"per-layer policy of the exported models ({manifest['study']['name']})", fontsize=10,
+                 y=1 - 0.12 / height, va="top")
+    fig.legend(handles, labels, loc="upper center", ncol=legend_cols, fontsize=8, frameon=False,
+               bbox_to_anchor=(0.5, 1 - 0.4 / height))
+    fig.tight_layout(rect=(0, 0, 1, 1 - header_in / height))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)

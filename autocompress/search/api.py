@@ -33,7 +33,7 @@ from autocompress.search.engine import (
     run_search,
 )
 from autocompress.search.strategies import SAMPLERS, Strategy
-from autocompress.search.study import TrialRecord, check_config, open_storage
+from autocompress.search.study import StudyError, TrialRecord, check_config, open_storage
 from autocompress.space import Candidate, SearchSpace
 from autocompress.train import Evaluator, FitConfig
 
@@ -180,9 +180,13 @@ def search(
     setup = prepare(config, model=model, data=data, progress=progress)
     reachability_probe(setup.costs, setup.space, setup.budgets, config.seed)
     storage = open_storage(config.storage_path)
-    study = create_study(storage, config.study_name, objective=config.objective,
-                         objective_costs=config.objective_costs,
-                         strategy=config.strategy if config.strategy in SAMPLERS else "random", seed=config.seed)
+    try:
+        study = create_study(storage, config.study_name, objective=config.objective,
+                             objective_costs=config.objective_costs,
+                             strategy=config.strategy if config.strategy in SAMPLERS else "random", seed=config.seed)
+    except Exception as exc:  # Optuna replays the journal here: a corrupted file fails in many ways
+        raise StudyError(f"{config.storage_path}: cannot open study {config.study_name!r} (corrupted or "
+                         f"not an autocompress study file; it was left as it is): {type(exc).__name__}: {exc}") from exc
     check_config(study, config.to_dict(), SearchConfig.IDENTITY_KEYS)
     study.set_user_attr("reference", setup.reference)
     study.set_user_attr("budgets_resolved", [str(b) for b in setup.budgets])

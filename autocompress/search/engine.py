@@ -132,7 +132,8 @@ def run_search(
         progress.scoring_s += time.perf_counter() - tick
         trial.set_user_attr("candidate", candidate.to_json())
         trial.set_user_attr("costs", cost_values)
-        trial.set_user_attr("constraints", violations)
+        for budget, violation in zip(budgets, violations, strict=False):
+            trial.set_constraint(budget.text, violation)
         trial.set_user_attr("feasible", ok)
         if not ok:
             trial.set_user_attr("evaluated", False)

@@ -15,7 +15,6 @@ from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
 import optuna
-from optuna.trial import FrozenTrial
 
 from autocompress.search.study import TrialRecord
 from autocompress.space import Candidate, SearchSpace
@@ -31,16 +30,10 @@ class Strategy(Protocol):
         """The next candidate to try, or None when the strategy is finished."""
 
 
-def _constraints(trial: FrozenTrial) -> Sequence[float]:
-    """Budget violations Optuna's constrained samplers read (<= 0 means the budget holds)."""
-    return trial.user_attrs.get("constraints", [0.0])
-
-
+# Budget violations reach the constrained samplers (TPE, NSGA-II) through Trial.set_constraint.
 SAMPLERS: dict[str, Callable[[int, int], optuna.samplers.BaseSampler]] = {
-    "tpe": lambda seed, n_obj: optuna.samplers.TPESampler(seed=seed, constraints_func=_constraints,
-                                                          multivariate=True, n_startup_trials=8),
-    "nsga2": lambda seed, n_obj: optuna.samplers.NSGAIISampler(seed=seed, constraints_func=_constraints,
-                                                               population_size=16),
+    "tpe": lambda seed, n_obj: optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=8),
+    "nsga2": lambda seed, n_obj: optuna.samplers.NSGAIISampler(seed=seed, population_size=16),
     "random": lambda seed, n_obj: optuna.samplers.RandomSampler(seed=seed),
     "qmc": lambda seed, n_obj: optuna.samplers.QMCSampler(seed=seed, scramble=True, warn_independent_sampling=False),
 }

@@ -72,10 +72,39 @@ def open_storage(storage: str | Path) -> optuna.storages.BaseStorage:
             raise StudyError(f"cannot open study storage {text!r}: {exc}") from exc
     path = Path(text)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        _check_journal(path)
     try:
         return JournalStorage(JournalFileBackend(str(path)))
     except Exception as exc:  # a torn or foreign file: say which, never overwrite it
         raise StudyError(f"{path}: not a readable Optuna journal (corrupted or not a study file): {exc}") from exc
+
+
+def _check_journal(path: Path) -> None:
+    """Refuse a file that is not an Optuna journal; cut a last record torn by a killed writer.
+
+    A torn tail (no newline, not JSON) is what SIGKILL during a write leaves; Optuna
+    would append the next record onto it. The torn bytes are kept in a backup file
+    beside the journal, and every complete record stays.
+    """
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    for number, line in enumerate(lines[:-1], start=1):
+        try:
+            json.loads(line)
+        except ValueError:
+            raise StudyError(f"{path}: line {number} is not an Optuna journal record (corrupted or not a "
+                             "study file); it was left as it is") from None
+    tail = lines[-1]
+    if tail.strip():
+        try:
+            json.loads(tail)
+        except ValueError:
+            backup = path.with_name(path.name + ".torn")
+            backup.write_bytes(tail)
+            with path.open("r+b") as fh:
+                fh.truncate(len(data) - len(tail))
+            log.warning("%s: removed a torn last record (an interrupted write); its bytes are in %s", path, backup)
 
 
 def load_study(storage: str | Path, name: str) -> optuna.Study:
