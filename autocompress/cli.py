@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from autocompress.data import DataError
+from autocompress.export.exporter import ExportError
 from autocompress.graph import GraphError
 from autocompress.hardware.profile import ProfileError
 from autocompress.models import ModelError
@@ -25,7 +26,7 @@ from autocompress.search.study import StudyError
 from autocompress.space import CandidateError, SpaceError
 
 USER_ERRORS = (DataError, GraphError, ModelError, SpaceError, CandidateError, ProfileError, BudgetError, StudyError,
-               FileNotFoundError)
+               ExportError, FileNotFoundError)
 DEFAULT_CACHE = Path(os.environ.get("AUTOCOMPRESS_CACHE", Path.home() / ".cache" / "autocompress"))
 
 
@@ -311,12 +312,19 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 def print_manifest(manifest: dict[str, Any], out: Path) -> None:
     print(f"exported {len(manifest['members'])} model(s) to {out}:")
+    ref = manifest["reference"]
+    print(f"  reference : test accuracy {ref['accuracy_test']:.4f}, latency "
+          f"{_ms(ref['predicted'].get('latency_ms'))} predicted / {_ms(ref['measured'].get('latency_ms'))} measured")
     for m in manifest["members"]:
-        met = all(b.get("met_measured", b.get("met_predicted")) for b in m["budgets"])
-        print(f"  trial {m['trial']:4d}: test accuracy {m['accuracy_test']:.4f}, latency predicted "
-              f"{m['predicted']['latency_ms']:.3f} ms / measured {m['measured']['latency_ms']:.3f} ms, "
-              f"budgets {'met' if met else 'MISSED (see manifest notes)'}")
-    print(f"  manifest: {out / 'manifest.json'}")
+        missed = [b["text"] for b in m["budgets"] if b.get("met_measured") is False]
+        print(f"  trial {m['trial']:4d}: test accuracy {m['accuracy_test']:.4f}, latency "
+              f"{_ms(m['predicted'].get('latency_ms'))} predicted / {_ms(m['measured'].get('latency_ms'))} measured, "
+              + (f"MISSED on measurement: {', '.join(missed)}" if missed else "budgets met"))
+    print(f"  manifest: {out / 'manifest.json'}; plots: {out / 'front.png'}, {out / 'policy.png'}")
+
+
+def _ms(value: float | None) -> str:
+    return "not measured" if value is None else f"{value:.3f} ms"
 
 
 def cmd_export(args: argparse.Namespace) -> int:

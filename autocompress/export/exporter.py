@@ -555,7 +555,7 @@ def budget_rows(budgets: list[Budget], predicted: dict[str, Any], measured: dict
         value = measured.get(array)
         ref_value = reference_measured.get(array)
         if value is None or (budget.relative is not None and ref_value is None):
-            row["note"] = (f"not measured: {timing_note}" if timing_note else f"not measured ({array} unavailable)")
+            row["note"] = timing_note or f"not measured ({array} unavailable)"
             rows.append(row)
             continue
         value = float(value) * factor

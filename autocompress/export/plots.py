@@ -85,22 +85,26 @@ def plot_front(manifest: dict[str, Any], study_records: Sequence[TrialRecord], p
                 ax.scatter([measured], [m["accuracy_val"]], s=55, marker="s", facecolors="none",
                            edgecolors=MISSED_COLOR if missed else MEASURED_COLOR, linewidths=1.5, zorder=5)
                 if missed:
-                    ax.annotate("missed budget", (measured, m["accuracy_val"]), xytext=(0, -12),
-                                textcoords="offset points", fontsize=7, color=MISSED_COLOR, ha="center", zorder=6)
+                    ax.annotate("missed budget", (measured, m["accuracy_val"]), xytext=(6, 5),
+                                textcoords="offset points", fontsize=7, color=MISSED_COLOR, ha="left", zorder=6)
                 ax.plot([x, measured], [m["accuracy_val"]] * 2, color=MEASURED_COLOR, lw=0.8, alpha=0.6, zorder=3)
         ref_x = reference["predicted"].get(array)
         if ref_x is not None and ref_acc is not None and math.isfinite(ref_x):
             ax.scatter([ref_x * factor], [ref_acc], s=220, marker="*", color=REFERENCE_COLOR, edgecolors="black",
                        linewidths=0.7, zorder=6)
-            ax.annotate(f"reference ({ref_acc:.3f})", (ref_x * factor, ref_acc), xytext=(-10, -3),
-                        textcoords="offset points", fontsize=8, ha="right", va="top", zorder=6)
+            ax.annotate(f"reference ({ref_acc:.3f})", (ref_x * factor, ref_acc), xytext=(0, -10),
+                        textcoords="offset points", fontsize=8, ha="center", va="top", zorder=6)
             ref_measured = reference["measured"].get(array) if name == "latency_ms" else None
             if ref_measured is not None:
                 ax.scatter([ref_measured], [ref_acc], s=200, marker="*", facecolors="none",
                            edgecolors=MEASURED_COLOR, linewidths=1.2, zorder=6)
         _budget_lines(ax, name, manifest)
-        ax.set_xlabel(label + ("  [x: predicted; blue: measured]" if name == "latency_ms" else "  [predicted]"),
-                      fontsize=9)
+        if name == "latency_ms":
+            timed = manifest.get("timing", {}).get("measured", False)
+            label += "  [x: predicted; blue: measured]" if timed else "  [predicted; not re-measured here]"
+        else:
+            label += "  [predicted]"
+        ax.set_xlabel(label, fontsize=9)
         ax.grid(True, alpha=0.3)
         ax.margins(x=0.08, y=0.1)
         lo = _finite(xs + [m["predicted"][array] * factor for m in members]
