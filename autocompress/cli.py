@@ -313,7 +313,8 @@ def cmd_search(args: argparse.Namespace) -> int:
 def print_manifest(manifest: dict[str, Any], out: Path) -> None:
     print(f"exported {len(manifest['members'])} model(s) to {out}:")
     ref = manifest["reference"]
-    print(f"  reference : test accuracy {ref['accuracy_test']:.4f}, latency "
+    print(f"  reference : test accuracy {ref['accuracy_test']:.4f} "
+          f"({ref['accuracy_test_same_fine_tune']:.4f} after the members' final fine-tune), latency "
           f"{_ms(ref['predicted'].get('latency_ms'))} predicted / {_ms(ref['measured'].get('latency_ms'))} measured")
     for m in manifest["members"]:
         missed = [b["text"] for b in m["budgets"] if b.get("met_measured") is False]
