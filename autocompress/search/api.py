@@ -32,7 +32,7 @@ from autocompress.search.engine import (
     reachability_probe,
     run_search,
 )
-from autocompress.search.strategies import SAMPLERS, Strategy
+from autocompress.search.strategies import SAMPLERS, Strategy, enqueue_params
 from autocompress.search.study import StudyError, TrialRecord, check_config, open_storage
 from autocompress.space import Candidate, SearchSpace
 from autocompress.train import Evaluator, FitConfig
@@ -63,9 +63,10 @@ class SearchConfig:
     base_lr: float = 0.05
     proxy_epochs: float = 1.0
     proxy_lr: float = 0.01
-    proxy_train_limit: int | None = 2000
+    proxy_train_limit: int | None = None
     proxy_eval_limit: int | None = 500
     final_epochs: float = 4.0
+    warm_start: bool = True  # first evaluate uniform candidates (same keep ratio and precision everywhere)
     max_train: int | None = None
     cache_dir: str | None = None
 
@@ -156,6 +157,24 @@ def default_evaluator(setup: SearchSetup, *, progress: bool = False) -> Evaluate
     return evaluate
 
 
+def warm_start_candidates(space: SearchSpace) -> list[Candidate]:
+    """Uniform width cuts at float and at 8-bit precision: sane first points for any sampler.
+
+    A sampler's first generation is random, and random points of a joint space
+    mix every kind of compression at once; these give it (and the Pareto front)
+    well-behaved anchors at several compression levels.
+    """
+    keeps = sorted({k for dims in space.choices.values() for k in dims.get("keep", ())} - {1.0}, reverse=True)
+    picked = keeps[:: max(1, len(keeps) // 4)][:4]
+    out = []
+    for bits in (8, 32):
+        for keep in picked:
+            candidate = space.uniform(keep=keep, w_bits=bits, a_bits=bits)
+            if candidate not in out:
+                out.append(candidate)
+    return out
+
+
 @dataclass
 class SearchResult:
     front: list[TrialRecord]
@@ -188,6 +207,9 @@ def search(
         raise StudyError(f"{config.storage_path}: cannot open study {config.study_name!r} (corrupted or "
                          f"not an autocompress study file; it was left as it is): {type(exc).__name__}: {exc}") from exc
     check_config(study, config.to_dict(), SearchConfig.IDENTITY_KEYS)
+    if config.warm_start and strategy is None and not study.trials:
+        for candidate in warm_start_candidates(setup.space):
+            study.enqueue_trial(enqueue_params(candidate, setup.space), skip_if_exists=True)
     study.set_user_attr("reference", setup.reference)
     study.set_user_attr("budgets_resolved", [str(b) for b in setup.budgets])
     study.set_user_attr("base_model", json.loads(json.dumps(setup.base_info, default=str)))
