@@ -131,12 +131,21 @@ def cmd_profile(args: argparse.Namespace) -> int:
         from autocompress.hardware.validate import validate_profile
 
         profile = HardwareProfile.load(args.profile)
-        bar, update = _bar("timing whole models")
-        profile, report = validate_profile(profile, _suites(args), n_validate=args.n, n_calibrate=args.calibrate,
-                                           seed=args.seed, rounds=args.rounds, reps=args.reps,
-                                           sessions=args.sessions, command=command,
-                                           progress=update)
-        bar.close()
+        if args.from_report:  # recalibrate on the timings of an earlier run instead of measuring again
+            from autocompress.hardware.validate import samples_from_report, score_samples
+
+            suites = _suites(args)
+            samples = samples_from_report(profile, suites, json.loads(Path(args.from_report).read_text()))
+            profile = profile.model_copy(update={"validation": []})
+            profile, report = score_samples(profile, suites, samples, sorted({s.subset for s in samples}),
+                                            command=command)
+        else:
+            bar, update = _bar("timing whole models")
+            profile, report = validate_profile(profile, _suites(args), n_validate=args.n,
+                                               n_calibrate=args.calibrate, seed=args.seed, rounds=args.rounds,
+                                               reps=args.reps, sessions=args.sessions, command=command,
+                                               progress=update)
+            bar.close()
         out = Path(args.out or args.profile)
         profile.save(out)
         report_path = out.with_name(out.stem + ".validation.json")
@@ -397,6 +406,8 @@ def build_parser() -> argparse.ArgumentParser:
     prof.add_argument("--sessions", type=int, default=2, help="sessions per measured model; the fastest counts")
     prof.add_argument("--n", type=int, default=50, help="validate: held-out candidates per model")
     prof.add_argument("--calibrate", type=int, default=20, help="validate: calibration candidates per model")
+    prof.add_argument("--from-report", default=None,
+                      help="validate: recalibrate on the measured timings of an earlier validation report")
     prof.add_argument("--seed", type=int, default=0)
     prof.add_argument("--name", default=None)
     prof.add_argument("--out", default=None, help="profile JSON to write (validate: default in place)")

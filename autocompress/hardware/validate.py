@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 from scipy import stats
+from scipy.optimize import lsq_linear
 from torch import nn
 
 from autocompress.compress import deploy_copy, materialize
@@ -105,6 +106,12 @@ CALIBRATION_FORMS = {
 }
 
 
+def _bounds(names: Sequence[str]) -> tuple[list[float], list[float]]:
+    """Physically sensible signs: layer sums and activation terms add time; layer counts may remove it."""
+    low = [0.0 if not name.startswith("layers") else -np.inf for name in names] + [-np.inf]
+    return low, [np.inf] * (len(names) + 1)
+
+
 def fit_calibration(features: np.ndarray, measured: np.ndarray, models: Sequence[str]) -> Calibration:
     """Least squares of measured latency on the layer sums and, where the data supports it, more terms.
 
@@ -121,14 +128,16 @@ def fit_calibration(features: np.ndarray, measured: np.ndarray, models: Sequence
         design = np.column_stack([features[:, columns], np.ones(n)])
         if n < 3 * design.shape[1]:
             continue
+        bounds = _bounds(names)
         errors = []
         for i in range(n):
             keep = np.arange(n) != i
-            coef, *_ = np.linalg.lstsq(design[keep], measured[keep], rcond=None)
+            coef = lsq_linear(design[keep], measured[keep], bounds=bounds).x
             errors.append(abs(design[i] @ coef - measured[i]) / measured[i])
-        coef, *_ = np.linalg.lstsq(design, measured, rcond=None)
+        coef = lsq_linear(design, measured, bounds=bounds).x
         score = float(np.median(errors))
-        if best is None or score < best[0]:
+        # a richer form must earn its terms: 10% lower leave-one-out error than the simpler one
+        if best is None or score < 0.9 * best[0]:
             best = (score, form, coef)
     if best is None:
         raise ProfileError(f"too few calibration models ({n}) for even the simplest calibration form")
@@ -210,6 +219,12 @@ def validate_profile(
         if sample.role == "validate":
             sample.repeat_ms = min(timings[f"{i}/b/{k}"].value_ms for k in range(sessions))
 
+    return score_samples(profile, suites, samples, subsets, command=command)
+
+
+def score_samples(profile: HardwareProfile, suites: Sequence[Suite], samples: list[Sample], subsets: Sequence[str],
+                  *, command: str = "") -> tuple[HardwareProfile, dict[str, Any]]:
+    """Fit the calibrations on the calibration samples and score them on the held-out ones."""
     fit = [s for s in samples if s.role == "calibrate"]
     pooled = fit_calibration(np.array([s.features for s in fit]), np.array([s.measured_ms for s in fit]),
                              [s.suite for s in fit])
@@ -244,6 +259,28 @@ def validate_profile(
     })
     report = {"results": [r.model_dump() for r in results], "samples": report_rows,
               "calibration_samples": [{"model": s.suite, "subset": s.subset, "measured_ms": s.measured_ms,
-                                       "features": dict(zip(CALIBRATION_FEATURES, s.features.tolist(), strict=True))}
+                                       "features": dict(zip(CALIBRATION_FEATURES, s.features.tolist(), strict=True)),
+                                       "candidate": s.candidate.to_dict()}
                                       for s in samples if s.role == "calibrate"]}
     return updated, report
+
+
+def samples_from_report(profile: HardwareProfile, suites: Sequence[Suite], report: dict[str, Any]) -> list[Sample]:
+    """The measured samples of an earlier validation, to recalibrate without measuring again."""
+    by_name = {s.name: s for s in suites}
+    costs = {s.name: CostModel(profile, s.space) for s in suites}
+    samples = []
+    for role, rows in (("calibrate", report["calibration_samples"]), ("validate", report["samples"])):
+        for row in rows:
+            suite = by_name.get(row["model"])
+            if suite is None:
+                raise ProfileError(f"the report has samples of {row['model']!r}; pass that model too")
+            candidate = Candidate.from_dict(row["candidate"]) if "candidate" in row else Candidate({})
+            if "candidate" in row:  # features from today's table and cost model
+                raw = costs[suite.name].predict_batch(costs[suite.name].encode([candidate]))
+                features = np.array([raw[f][0] for f in CALIBRATION_FEATURES])
+            else:
+                features = np.array([row["features"][f] for f in CALIBRATION_FEATURES])
+            samples.append(Sample(suite.name, role, row["subset"], candidate, features,
+                                  row["measured_ms"], row.get("repeat_ms", float("nan"))))
+    return samples

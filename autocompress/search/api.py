@@ -158,20 +158,23 @@ def default_evaluator(setup: SearchSetup, *, progress: bool = False) -> Evaluate
 
 
 def warm_start_candidates(space: SearchSpace) -> list[Candidate]:
-    """Uniform width cuts at float and at 8-bit precision: sane first points for any sampler.
+    """Uniform candidates (one keep ratio, one precision, one scaling everywhere): sane first points.
 
     A sampler's first generation is random, and random points of a joint space
     mix every kind of compression at once; these give it (and the Pareto front)
-    well-behaved anchors at several compression levels.
+    well-behaved anchors across compression levels. Over-budget ones are
+    filtered like any other proposal and cost no training.
     """
     keeps = sorted({k for dims in space.choices.values() for k in dims.get("keep", ())} - {1.0}, reverse=True)
-    picked = keeps[:: max(1, len(keeps) // 4)][:4]
-    out = []
-    for bits in (8, 32):
-        for keep in picked:
-            candidate = space.uniform(keep=keep, w_bits=bits, a_bits=bits)
-            if candidate not in out:
-                out.append(candidate)
+    keeps = keeps[:: max(1, len(keeps) // 3)][:3]
+    scalings = [{"phi": phi} for phi in sorted(space.scaling_choices.get("phi", (0.0,)), reverse=True)] or [{}]
+    out: list[Candidate] = []
+    for scaling in scalings:
+        for bits in (8, 32):
+            for keep in keeps:
+                candidate = space.uniform(keep=keep, w_bits=bits, a_bits=bits, **scaling)
+                if candidate not in out:
+                    out.append(candidate)
     return out
 
 
