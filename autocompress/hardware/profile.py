@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from autocompress.hardware.signature import LayerSignature, SignatureError
+from autocompress.shipped import shipped_dir
 
 SCHEMA_VERSION = 1
 NonNegative = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
@@ -237,12 +238,10 @@ def this_machine(name: str = "") -> DeviceInfo:
 
 
 def shipped_profiles_dir() -> Path:
-    """``hw_profiles/`` of a source checkout, or its copy inside an installed wheel."""
-    here = Path(__file__).resolve().parents[1]
-    for candidate in (here / "_shipped" / "hw_profiles", here.parent / "hw_profiles"):
-        if candidate.is_dir():
-            return candidate
-    raise ProfileError("no hw_profiles/ folder found beside the autocompress package")
+    folder = shipped_dir("hw_profiles")
+    if folder is None:
+        raise ProfileError("no hw_profiles/ folder found beside the autocompress package")
+    return folder
 
 
 def find_profile(path_or_name: str | Path) -> HardwareProfile:

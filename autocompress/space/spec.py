@@ -20,6 +20,8 @@ from pydantic import (
     field_validator,
 )
 
+from autocompress.shipped import shipped_dir
+
 VALID_BITS = (2, 3, 4, 5, 6, 7, 8, 32)
 
 
@@ -168,12 +170,10 @@ def parse_spec(data: Any, source: str) -> SpaceSpec:
 
 
 def shipped_spaces_dir() -> Path:
-    """``search_spaces/`` of a source checkout, or its copy inside an installed wheel."""
-    here = Path(__file__).resolve().parents[1]
-    for candidate in (here / "_shipped" / "search_spaces", here.parent / "search_spaces"):
-        if candidate.is_dir():
-            return candidate
-    raise SpaceError("no search_spaces/ folder found beside the autocompress package")
+    folder = shipped_dir("search_spaces")
+    if folder is None:
+        raise SpaceError("no search_spaces/ folder found beside the autocompress package")
+    return folder
 
 
 def read_spec(path_or_name: str | Path) -> tuple[SpaceSpec, str]:
