@@ -31,6 +31,7 @@ from autocompress.search.engine import (
     create_study,
     reachability_probe,
     run_search,
+    warm_start_candidates,
 )
 from autocompress.search.strategies import SAMPLERS, Strategy, enqueue_params
 from autocompress.search.study import StudyError, TrialRecord, check_config, open_storage
@@ -155,27 +156,6 @@ def default_evaluator(setup: SearchSetup, *, progress: bool = False) -> Evaluate
         result = evaluator(model, resolution=None if size == native else size)
         return result.accuracy, {"fidelity": result.fidelity, "fine_tune_steps": result.fine_tune_steps}
     return evaluate
-
-
-def warm_start_candidates(space: SearchSpace) -> list[Candidate]:
-    """Uniform candidates (one keep ratio, one precision, one scaling everywhere): sane first points.
-
-    A sampler's first generation is random, and random points of a joint space
-    mix every kind of compression at once; these give it (and the Pareto front)
-    well-behaved anchors across compression levels. Over-budget ones are
-    filtered like any other proposal and cost no training.
-    """
-    keeps = sorted({k for dims in space.choices.values() for k in dims.get("keep", ())} - {1.0}, reverse=True)
-    keeps = keeps[:: max(1, len(keeps) // 3)][:3]
-    scalings = [{"phi": phi} for phi in sorted(space.scaling_choices.get("phi", (0.0,)), reverse=True)] or [{}]
-    out: list[Candidate] = []
-    for scaling in scalings:
-        for bits in (8, 32):
-            for keep in keeps:
-                candidate = space.uniform(keep=keep, w_bits=bits, a_bits=bits, **scaling)
-                if candidate not in out:
-                    out.append(candidate)
-    return out
 
 
 @dataclass

@@ -77,11 +77,39 @@ def pareto_front(trials: Sequence[TrialRecord], costs: Sequence[str]) -> list[Tr
 
 
 def reachability_probe(costs: CostModel, space: SearchSpace, budgets: list[Budget], seed: int) -> None:
-    """Fail early, with the cheapest reachable cost, when no candidate can meet the budgets."""
-    corners = [space.uniform(**{d: 0.0 for d in ("keep", "rank")}, w_bits=2, a_bits=2, sparsity=0.99, phi=-99,
-                             depth=0.0, width=0.0, resolution=0.0)]
-    encoded = np.vstack([costs.encode(corners), costs.random_indices(20_000, rng=seed)])
+    """Fail early, with the cheapest reachable cost, when no candidate can meet the budgets.
+
+    "Most compressed" is not always cheapest on real kernels (int8 conversions,
+    channel padding), so uniform corners at every bit-width and rank extreme
+    are priced beside the warm-start points and many random candidates.
+    """
+    bits = sorted({b for dims in space.choices.values() for b in dims.get("w_bits", ())})
+    corners = [space.uniform(keep=0.0, rank=rank, w_bits=b, a_bits=b, sparsity=0.99, phi=-99, depth=0.0,
+                             width=0.0, resolution=0.0) for b in bits for rank in (0.0, 1.0)]
+    encoded = np.vstack([costs.encode(corners + warm_start_candidates(space)),
+                         costs.random_indices(20_000, rng=seed)])
     check_reachable(budgets, costs.predict_batch(encoded))
+
+
+def warm_start_candidates(space: SearchSpace) -> list[Candidate]:
+    """Uniform candidates (one keep ratio, one precision, one scaling everywhere): sane first points.
+
+    A sampler's first generation is random, and random points of a joint space
+    mix every kind of compression at once; these give it (and the Pareto front)
+    well-behaved anchors across compression levels. Over-budget ones are
+    filtered like any other proposal and cost no training.
+    """
+    keeps = sorted({k for dims in space.choices.values() for k in dims.get("keep", ())} - {1.0}, reverse=True)
+    keeps = keeps[:: max(1, len(keeps) // 3)][:3]
+    scalings = [{"phi": phi} for phi in sorted(space.scaling_choices.get("phi", (0.0,)), reverse=True)] or [{}]
+    out: list[Candidate] = []
+    for scaling in scalings:
+        for bits in (8, 32):
+            for keep in keeps:
+                candidate = space.uniform(keep=keep, w_bits=bits, a_bits=bits, **scaling)
+                if candidate not in out:
+                    out.append(candidate)
+    return out
 
 
 def run_search(
