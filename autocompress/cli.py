@@ -190,7 +190,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
         if (existing.runtime, existing.threads) != (settings.runtime, settings.threads):
             raise ProfileError(f"{args.out}: measured with {existing.runtime}/{existing.threads} thread(s); "
                                f"cannot extend it with {settings.runtime}/{settings.threads}")
-        keys = [k for k in keys if k not in existing.entries]
+        if not args.remeasure:
+            keys = [k for k in keys if k not in existing.entries]
     print(f"{len(keys)} layer signatures to measure for {', '.join(args.models)} ({', '.join(precisions)})")
     bar, update = _bar("measuring layers")
     entries = measure_signatures(keys, args.out, settings, progress=update)
@@ -404,6 +405,8 @@ def build_parser() -> argparse.ArgumentParser:
     prof.add_argument("--warmup", type=int, default=3)
     prof.add_argument("--chunk", type=int, default=48, help="signatures per resumable chunk")
     prof.add_argument("--sessions", type=int, default=2, help="sessions per measured model; the fastest counts")
+    prof.add_argument("--remeasure", action="store_true",
+                      help="measure: re-measure these models' signatures even where the profile has them")
     prof.add_argument("--n", type=int, default=50, help="validate: held-out candidates per model")
     prof.add_argument("--calibrate", type=int, default=20, help="validate: calibration candidates per model")
     prof.add_argument("--from-report", default=None,
