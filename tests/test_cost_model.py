@@ -117,7 +117,8 @@ def test_missing_signature_is_named(resnet20_costs):
 
 def test_declared_interpolation_fills_gaps(resnet20_costs):
     _, space, profile, full = resnet20_costs
-    entries = {k: v for i, (k, v) in enumerate(sorted(profile.entries.items())) if i % 3}
+    # drop every third 3x3 convolution: each dropped one keeps measured neighbours of other widths
+    entries = {k: v for i, (k, v) in enumerate(sorted(profile.entries.items())) if i % 3 or ":k3x3:" not in k}
     sparse = CostModel(profile.model_copy(update={"entries": entries, "interpolation": "channels"}), space)
     assert sparse.interpolated
     indices = full.random_indices(200, rng=2)
