@@ -215,6 +215,9 @@ def test_experiment_yaml_with_flag_overrides(tmp_path, lenet_profile):
     exp.write_text("model: lenet5\ntrials: 7\n")
     with pytest.raises(SpaceError, match=r"exp.yaml: unknown field\(s\) \['trials'\]"):
         load_experiment(str(exp), {})
+    exp.write_text("model: lenet5\nstrategy: tpee\n")
+    with pytest.raises(SpaceError, match="strategy: unknown 'tpee'"):
+        load_experiment(str(exp), {})
     exp.write_text("model: lenet5\nobjective: fastest\n")
     with pytest.raises(SpaceError, match="objective: expected 'pareto' or 'constrained'"):
         load_experiment(str(exp), {})

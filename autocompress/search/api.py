@@ -81,6 +81,8 @@ class SearchConfig:
         for name in self.objective_costs:
             if name not in COST_OBJECTIVES:
                 raise ValueError(f"objective_costs: unknown cost {name!r}; expected some of {list(COST_OBJECTIVES)}")
+        if self.strategy not in SAMPLERS:
+            raise ValueError(f"strategy: unknown {self.strategy!r}; expected one of {sorted(SAMPLERS)}")
         if self.n_trials < 1:
             raise ValueError(f"n_trials: expected a positive number, got {self.n_trials}")
 
@@ -185,7 +187,7 @@ def search(
     try:
         study = create_study(storage, config.study_name, objective=config.objective,
                              objective_costs=config.objective_costs,
-                             strategy=config.strategy if config.strategy in SAMPLERS else "random", seed=config.seed)
+                             strategy=config.strategy, seed=config.seed)
     except Exception as exc:  # Optuna replays the journal here: a corrupted file fails in many ways
         raise StudyError(f"{config.storage_path}: cannot open study {config.study_name!r} (corrupted or "
                          f"not an autocompress study file; it was left as it is): {type(exc).__name__}: {exc}") from exc

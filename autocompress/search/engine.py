@@ -226,7 +226,6 @@ def directions(objective: str, objective_costs: Sequence[str]) -> list[str]:
 def create_study(storage, name: str, *, objective: str, objective_costs: Sequence[str], strategy: str,
                  seed: int) -> optuna.Study:
     dirs = directions(objective, objective_costs)
-    sampler = make_sampler(strategy if strategy in ("tpe", "nsga2", "random", "qmc") else "random",
-                           seed=seed, n_objectives=len(dirs))
+    sampler = make_sampler(strategy, seed=seed, n_objectives=len(dirs))
     return optuna.create_study(study_name=name, storage=storage, directions=dirs, sampler=sampler,
                                load_if_exists=True)
