@@ -87,6 +87,7 @@ class CostModel:
                             if entry.energy_mj is not None}
         missing: set[str] = set()
         self._priced: dict[tuple, np.ndarray] = {}
+        self._scaling_states: dict[tuple, tuple] = {}
         self._tables = [self._build(unit, missing) for unit in space.graph.units]
         if missing:
             shown = ", ".join(sorted(missing)[:5])
@@ -130,10 +131,16 @@ class CostModel:
         return np.stack(cols, axis=1)
 
     # -- tables ---------------------------------------------------------------------------
-    def _scaling_at(self, combo: dict[int, int]) -> dict[str, float]:
-        picked = {dim: self.choices[col][combo[col]] for col, (owner, dim) in enumerate(self.columns)
-                  if owner == "scaling" and col in combo}
-        return self.space.scaling_for(picked)
+    def _scaling_at(self, combo: dict[int, int]) -> tuple[dict[str, float], tuple[float, float], set[str]]:
+        """Multipliers, input-resolution scale and dropped units of one scaling choice (computed once)."""
+        picked = tuple((dim, self.choices[col][combo[col]]) for col, (owner, dim) in enumerate(self.columns)
+                       if owner == "scaling" and col in combo)
+        if picked not in self._scaling_states:
+            scale = self.space.scaling_for(dict(picked))
+            h, w = self.space.input_resolution(Candidate({}, scale))
+            h0, w0 = self.space.graph.input_shape[1:]
+            self._scaling_states[picked] = (scale, (h / h0, w / w0), self.space.graph.dropped_units(scale["depth"]))
+        return self._scaling_states[picked]
 
     def _build(self, unit: str, missing: set[str]) -> _UnitTable:
         graph, space = self.space.graph, self.space
@@ -152,18 +159,16 @@ class CostModel:
 
         shape_sizes = [len(self.choices[c]) for c in shape_cols]
         table = np.zeros((*shape_sizes, len(w_opts), len(a_opts), len(sp_opts), len(_RAW)))
-        h0, w0 = graph.input_shape[1:]
         for combo_idx in itertools.product(*(range(n) for n in shape_sizes)):
             combo = dict(zip(shape_cols, combo_idx, strict=True))
-            scale = self._scaling_at(combo)
-            if unit in graph.dropped_units(scale["depth"]):
+            scale, resolution_scale, dropped = self._scaling_at(combo)
+            if unit in dropped:
                 continue
             kept = {g: kept_channels(graph.groups[g].channels,
                                      self.choices[col][combo[col]] * scale["width"], space.channel_divisor)
                     for g, col in zip(groups, group_cols, strict=True)}
-            res = space.input_resolution(Candidate({}, {k: v for k, v in scale.items()}))
             rank_ratio = self.choices[own["rank"]][combo[own["rank"]]] if "rank" in own else 1.0
-            cfg = space.unit_config(unit, kept, (res[0] / h0, res[1] / w0), rank_ratio=rank_ratio)
+            cfg = space.unit_config(unit, kept, resolution_scale, rank_ratio=rank_ratio)
             leaves = tuple(leaf_signatures(cfg, FLOAT_PRECISION))
             memo_key = (leaves, tuple(w_opts), tuple(a_opts), tuple(sp_opts))
             if memo_key not in self._priced:  # repeated blocks share shapes: price each shape once
