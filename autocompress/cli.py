@@ -430,7 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="e.g. latency<=0.5x, latency_ms<=2.5, energy_mj<=1, size_kb<=200 (repeatable)")
     srch.add_argument("--objective", default=None, help="pareto | constrained")
     srch.add_argument("--objective-costs", nargs="+", default=None, help="costs a Pareto search trades against")
-    srch.add_argument("--strategy", default=None, help="tpe | nsga2 | random | qmc")
+    srch.add_argument("--strategy", default=None, help="tpe | nsga2 | random | qmc | ddpg | netadapt")
     srch.add_argument("--trials", type=int, default=None, help="evaluated trials in total (a resumed study continues)")
     srch.add_argument("--timeout-s", type=float, default=None)
     srch.add_argument("--seed", type=int, default=None)

@@ -33,7 +33,13 @@ from autocompress.search.engine import (
     run_search,
     warm_start_candidates,
 )
-from autocompress.search.strategies import SAMPLERS, Strategy, enqueue_params
+from autocompress.search.strategies import (
+    LAYERWISE_STRATEGIES,
+    STRATEGY_NAMES,
+    Strategy,
+    enqueue_params,
+    make_strategy,
+)
 from autocompress.search.study import StudyError, TrialRecord, check_config, open_storage
 from autocompress.space import Candidate, SearchSpace
 from autocompress.train import Evaluator, FitConfig
@@ -52,7 +58,8 @@ class SearchConfig:
     budgets: list[str] = field(default_factory=lambda: ["latency<=0.5x"])
     objective: str = "pareto"  # "pareto" (accuracy vs costs) or "constrained" (max accuracy)
     objective_costs: list[str] = field(default_factory=lambda: ["latency_ms"])
-    strategy: str = "nsga2"
+    strategy: str = "nsga2"  # an Optuna sampler (tpe, nsga2, random, qmc) or a layerwise strategy (ddpg, netadapt)
+    strategy_options: dict[str, Any] = field(default_factory=dict)  # ddpg / netadapt: DDPGConfig / NetAdaptConfig
     n_trials: int = 20
     timeout_s: float | None = None
     seed: int = 0
@@ -81,8 +88,8 @@ class SearchConfig:
         for name in self.objective_costs:
             if name not in COST_OBJECTIVES:
                 raise ValueError(f"objective_costs: unknown cost {name!r}; expected some of {list(COST_OBJECTIVES)}")
-        if self.strategy not in SAMPLERS:
-            raise ValueError(f"strategy: unknown {self.strategy!r}; expected one of {sorted(SAMPLERS)}")
+        if self.strategy not in STRATEGY_NAMES:
+            raise ValueError(f"strategy: unknown {self.strategy!r}; expected one of {list(STRATEGY_NAMES)}")
         if self.n_trials < 1:
             raise ValueError(f"n_trials: expected a positive number, got {self.n_trials}")
 
@@ -192,6 +199,10 @@ def search(
         raise StudyError(f"{config.storage_path}: cannot open study {config.study_name!r} (corrupted or "
                          f"not an autocompress study file; it was left as it is): {type(exc).__name__}: {exc}") from exc
     check_config(study, config.to_dict(), SearchConfig.IDENTITY_KEYS)
+    if strategy is None and config.strategy in LAYERWISE_STRATEGIES:
+        strategy = make_strategy(config.strategy, setup.costs, setup.budgets, seed=config.seed,
+                                 reference_accuracy=setup.base_info.get("val_accuracy"),
+                                 options=config.strategy_options)
     if config.warm_start and strategy is None and not study.trials:
         for candidate in warm_start_candidates(setup.space):
             study.enqueue_trial(enqueue_params(candidate, setup.space), skip_if_exists=True)

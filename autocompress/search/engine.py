@@ -164,7 +164,7 @@ def run_search(
         for budget, violation in zip(budgets, violations, strict=False):
             trial.set_constraint(budget.text, violation)
         trial.set_user_attr("feasible", ok)
-        if not ok:
+        if not ok and not getattr(strategy, "evaluates_over_budget", False):
             trial.set_user_attr("evaluated", False)
             study.tell(trial, _values(objective, 0.0, cost_values, objective_costs))
             progress.filtered += 1
@@ -190,7 +190,7 @@ def run_search(
             if key not in ("fidelity",) and isinstance(value, int | float | str):
                 trial.set_user_attr(f"eval_{key}", value)
         study.tell(trial, _values(objective, float(accuracy), cost_values, objective_costs))
-        record = TrialRecord(trial.number, candidate, cost_values, True, True, float(accuracy),
+        record = TrialRecord(trial.number, candidate, cost_values, ok, True, float(accuracy),
                              details.get("fidelity", "proxy"), seconds)
         history.append(record)
         progress.evaluated += 1

@@ -11,11 +11,14 @@ study itself, and keep no state that a resume could not rebuild from it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Protocol, runtime_checkable
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 import optuna
 
+from autocompress.hardware import CostModel
+from autocompress.search.budget import Budget
 from autocompress.search.study import TrialRecord
 from autocompress.space import Candidate, SearchSpace
 
@@ -25,6 +28,8 @@ class Strategy(Protocol):
     """A proposer of candidates that learns from finished trials."""
 
     name: str
+    # A strategy whose path runs through over-budget models (NetAdapt) sets ``evaluates_over_budget = True``:
+    # the engine then fine-tunes its proposals even when they break a budget (they never enter the front).
 
     def propose(self, history: Sequence[TrialRecord]) -> Candidate | None:
         """The next candidate to try, or None when the strategy is finished."""
@@ -39,9 +44,44 @@ SAMPLERS: dict[str, Callable[[int, int], optuna.samplers.BaseSampler]] = {
 }
 
 
+#: strategies of our own, built from the search's cost model and budgets (their trials use a random sampler
+#: only as the carrier of the enqueued values)
+LAYERWISE_STRATEGIES = ("ddpg", "netadapt")
+STRATEGY_NAMES = (*sorted(SAMPLERS), *LAYERWISE_STRATEGIES)
+
+
+def make_strategy(name: str, costs: CostModel, budgets: Sequence[Budget], *, seed: int,
+                  reference_accuracy: float | None = None, options: Mapping[str, Any] | None = None) -> Strategy:
+    """A layerwise strategy by name (``ddpg`` or ``netadapt``); ``options`` are fields of its config class."""
+    if name == "ddpg":
+        from autocompress.search.ddpg import DDPGConfig, DDPGStrategy
+
+        return DDPGStrategy(costs, budgets, seed=seed, config=_config(DDPGConfig, options))
+    if name == "netadapt":
+        from autocompress.search.netadapt import NetAdaptConfig, NetAdaptStrategy
+
+        return NetAdaptStrategy(costs, budgets, reference_accuracy=reference_accuracy,
+                                config=_config(NetAdaptConfig, options))
+    raise ValueError(f"unknown strategy {name!r}; expected one of {list(LAYERWISE_STRATEGIES)}")
+
+
+def _config(cls: type, options: Mapping[str, Any] | None):
+    options = dict(options or {})
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ValueError(f"strategy_options: unknown key(s) {unknown} for {cls.__name__}; expected some of "
+                         f"{sorted(known)}")
+    if "dims" in options:
+        options["dims"] = tuple(options["dims"])
+    return cls(**options)
+
+
 def make_sampler(strategy: str, *, seed: int, n_objectives: int) -> optuna.samplers.BaseSampler:
+    if strategy in LAYERWISE_STRATEGIES:
+        strategy = "random"
     if strategy not in SAMPLERS:
-        raise ValueError(f"unknown strategy {strategy!r}; expected one of {sorted(SAMPLERS)}")
+        raise ValueError(f"unknown strategy {strategy!r}; expected one of {list(STRATEGY_NAMES)}")
     return SAMPLERS[strategy](seed, n_objectives)
 
 
