@@ -13,6 +13,7 @@ from autocompress.search.budget import BudgetError, feasible
 from autocompress.search.ddpg import DDPG, DDPGConfig, DDPGStrategy, ReplayBuffer, truncated_normal
 from autocompress.search.layerwise import Layerwise
 from autocompress.search.netadapt import NetAdaptConfig, NetAdaptStrategy
+from autocompress.search.strategies import Strategy, make_strategy
 from autocompress.search.study import TrialRecord
 from autocompress.space import SearchSpace
 
@@ -78,6 +79,28 @@ def test_clip_keeps_a_feasible_wish_and_moves_an_infeasible_one(resnet_costs):
 def test_unreachable_budget_is_refused_up_front(resnet_costs):
     with pytest.raises(BudgetError, match="no compressed corner"):
         DDPGStrategy(resnet_costs, _budgets(resnet_costs, ["latency<=0.01x"]))
+
+
+@pytest.mark.parametrize("name", ["ddpg", "netadapt"])
+def test_strategy_contract(lenet_costs, name):
+    """What every strategy owes the engine: candidates of the space, and the same answer from the same history."""
+    budgets = _budgets(lenet_costs, ["latency<=0.6x"])
+    make = lambda: make_strategy(name, lenet_costs, budgets, seed=5, options={"warmup_episodes": 1, "batch_size": 4}
+                                 if name == "ddpg" else {"max_proposals": 2})  # noqa: E731
+    strategy = make()
+    assert isinstance(strategy, Strategy) and strategy.name == name
+    history = []
+    state = torch.random.get_rng_state()
+    for number in range(4):
+        candidate = strategy.propose(history)
+        if candidate is None:
+            break
+        assert lenet_costs.space.contains(candidate)
+        assert make().propose(history) == candidate  # rebuilt from the history alone
+        history.append(_record(number, lenet_costs, candidate, 0.5 + 0.1 * number, budgets))
+    assert torch.equal(torch.random.get_rng_state(), state)  # the global RNG is not touched
+    with pytest.raises(ValueError, match="unknown key"):
+        make_strategy(name, lenet_costs, budgets, seed=0, options={"nope": 1})
 
 
 # -- DDPG pieces ----------------------------------------------------------------------------------

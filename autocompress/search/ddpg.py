@@ -118,12 +118,13 @@ class DDPG:
     """Actor, critic and their target networks."""
 
     def __init__(self, state_dim: int, action_dim: int, config: DDPGConfig, seed: int):
-        torch.manual_seed(seed)
         self.config = config
-        self.actor = nn.Sequential(_mlp(state_dim, config.hidden, action_dim), nn.Sigmoid())
-        self.critic = _mlp(state_dim + action_dim, config.hidden, 1)
-        self.actor_target = nn.Sequential(_mlp(state_dim, config.hidden, action_dim), nn.Sigmoid())
-        self.critic_target = _mlp(state_dim + action_dim, config.hidden, 1)
+        with torch.random.fork_rng(devices=[]):  # seeded initial weights, the caller's global RNG left alone
+            torch.manual_seed(seed)
+            self.actor = nn.Sequential(_mlp(state_dim, config.hidden, action_dim), nn.Sigmoid())
+            self.critic = _mlp(state_dim + action_dim, config.hidden, 1)
+            self.actor_target = nn.Sequential(_mlp(state_dim, config.hidden, action_dim), nn.Sigmoid())
+            self.critic_target = _mlp(state_dim + action_dim, config.hidden, 1)
         self.actor_target.load_state_dict(self.actor.state_dict())
         self.critic_target.load_state_dict(self.critic.state_dict())
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=config.actor_lr)
@@ -246,7 +247,6 @@ class DDPGStrategy:
         self.episodes += 1
         if self.episodes > c.warmup_episodes and self.buffer.size >= c.batch_size:
             rng = np.random.default_rng([self.seed, self.episodes, 1])
-            torch.manual_seed(int(rng.integers(2**31)))
             losses = [self.agent.update(self.buffer.sample(c.batch_size, rng)) for _ in range(n * c.updates_per_step)]
             log.debug("ddpg episode %d: reward %.4f, advantage %+.4f, critic loss %.4g", self.episodes, reward,
                       advantage, losses[-1][0])
