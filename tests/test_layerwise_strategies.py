@@ -85,8 +85,11 @@ def test_unreachable_budget_is_refused_up_front(resnet_costs):
 def test_strategy_contract(lenet_costs, name):
     """What every strategy owes the engine: candidates of the space, and the same answer from the same history."""
     budgets = _budgets(lenet_costs, ["latency<=0.6x"])
-    make = lambda: make_strategy(name, lenet_costs, budgets, seed=5, options={"warmup_episodes": 1, "batch_size": 4}
-                                 if name == "ddpg" else {"max_proposals": 2})  # noqa: E731
+    options = {"warmup_episodes": 1, "batch_size": 4} if name == "ddpg" else {"max_proposals": 2}
+
+    def make():
+        return make_strategy(name, lenet_costs, budgets, seed=5, options=options)
+
     strategy = make()
     assert isinstance(strategy, Strategy) and strategy.name == name
     history = []
