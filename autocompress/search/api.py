@@ -75,6 +75,7 @@ class SearchConfig:
     proxy_eval_limit: int | None = 500
     final_epochs: float = 4.0
     warm_start: bool = True  # first evaluate uniform candidates (same keep ratio and precision everywhere)
+    max_filtered: int = 2000  # give up after this many over-budget proposals in a row
     max_train: int | None = None
     cache_dir: str | None = None
 
@@ -213,7 +214,7 @@ def search(
         base_model=setup.base_model, space=setup.space, costs=setup.costs, budgets=setup.budgets,
         evaluate=evaluate or default_evaluator(setup), study=study, objective=config.objective,
         objective_costs=config.objective_costs, n_trials=config.n_trials, timeout_s=config.timeout_s,
-        strategy=strategy, on_trial=on_trial, seed=config.seed,
+        strategy=strategy, on_trial=on_trial, seed=config.seed, max_filtered=config.max_filtered,
     )
     return SearchResult(front, config.study_name, config.storage_path, setup.reference,
                         [str(b) for b in setup.budgets], setup.base_info)

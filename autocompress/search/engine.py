@@ -32,8 +32,6 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 #: cost objectives a Pareto search can trade accuracy against (cost-model array names)
 COST_OBJECTIVES = ("latency_ms", "energy_mj", "size_bytes", "macs", "bitops")
-#: consecutive over-budget proposals tolerated before the search gives up on the sampler
-MAX_FILTERED_IN_A_ROW = 2000
 
 Evaluate = Callable[[nn.Module, Candidate], tuple[float, dict[str, Any]]]
 
@@ -128,10 +126,12 @@ def run_search(
     strategy: Strategy | None = None,
     on_trial: Callable[[Progress, TrialRecord], None] | None = None,
     seed: int = 0,
+    max_filtered: int = 2000,
 ) -> list[TrialRecord]:
     """Evaluate candidates until ``n_trials`` have been evaluated in the study (or time runs out).
 
-    Returns the feasible Pareto front (accuracy against ``objective_costs``).
+    Returns the feasible Pareto front (accuracy against ``objective_costs``). After ``max_filtered``
+    over-budget proposals in a row the sampler is given up on (BudgetError); the study keeps them all.
     """
     for name in objective_costs:
         if name not in COST_OBJECTIVES:
@@ -170,7 +170,7 @@ def run_search(
             progress.filtered += 1
             filtered_in_a_row += 1
             history.append(TrialRecord(trial.number, candidate, cost_values, False, False, None, None, None))
-            if filtered_in_a_row >= MAX_FILTERED_IN_A_ROW:
+            if filtered_in_a_row >= max_filtered:
                 raise BudgetError(f"the last {filtered_in_a_row} proposals all broke the budget(s) "
                                   f"{', '.join(map(str, budgets))}; the space has few feasible points")
             continue
