@@ -50,6 +50,7 @@ class DDPGConfig:
 
     dims: tuple[str, ...] = DEFAULT_DIMS
     warmup_episodes: int = 8  # random actions while the replay buffer fills
+    warmup_jitter: float = 0.15  # per-unit spread around each warm-up episode's random level
     hidden: int = 64
     actor_lr: float = 1e-3
     critic_lr: float = 2e-3
@@ -270,10 +271,14 @@ class DDPGStrategy:
         row = lw.identity_row.copy()
         actions = np.ones((n, lw.action_dim))
         committed = np.zeros((n + 1, len(lw.budgets)))
+        warmup = explore and self.episodes < self.config.warmup_episodes
+        # warm-up: one random level per dimension for the whole episode, jittered per unit; independent uniform
+        # draws per unit would mix the harshest choices into nearly every episode
+        level = rng.uniform(size=lw.action_dim)
         for t, step in enumerate(lw.steps):
             committed[t] = lw.budget_fractions(row[None, :], self._reference)[0]
-            if explore and self.episodes < self.config.warmup_episodes:
-                wanted = rng.uniform(size=lw.action_dim)
+            if warmup:
+                wanted = truncated_normal(rng, level, self.config.warmup_jitter)
             else:
                 state = self._states(committed, actions)[t]
                 wanted = self.agent.act(state)
