@@ -2,13 +2,12 @@
 
 Every strategy gets the same model, data, profile, budget, seed and number of
 evaluated (fine-tuned) candidates, in its own study; over-budget proposals of
-the samplers are filtered by the cost model and cost no training (they are
-counted). NetAdapt also fine-tunes its over-budget steps (they count as
-evaluated) and stops by itself once the budget holds. The Optuna samplers
-start, as ``autocompress search`` does by default, from the warm-start anchors
-(uniform candidates; the feasible ones count as evaluated trials): without
-them, random sampling of the joint space met ``latency<=0.5x`` once in about
-2,200 proposals. DDPG and NetAdapt start from nothing.
+TPE and NSGA-II are filtered by the cost model and cost no training (they are
+counted). Random search draws only feasible candidates. NetAdapt also
+fine-tunes its over-budget steps (they count as evaluated) and stops by itself
+once the budget holds. TPE and NSGA-II start, as ``autocompress search`` does
+by default, from the warm-start anchors (uniform candidates; the feasible ones
+count as evaluated trials). Random search, DDPG and NetAdapt start from nothing.
 
 Hypervolume: the area the feasible evaluated trials dominate in (proxy
 accuracy up, predicted latency down), from the reference point (accuracy 0,
@@ -130,7 +129,7 @@ def report(summary: dict, out: Path) -> str:
     lines = [f"Command: `{summary['command']}`", "",
              f"Task: {task['model']} on {task['data']}, profile {task['profile']}, budget "
              f"{summary['budget_resolved']}, proxy fine-tune {task['proxy_epochs']} epoch(s), seed {task['seed']}; "
-             f"reference val accuracy {summary['reference_val_accuracy']:.4f}. The samplers start from the "
+             f"reference val accuracy {summary['reference_val_accuracy']:.4f}. TPE and NSGA-II start from the "
              "warm-start anchors (uniform candidates); a sampler is given up on after "
              f"{summary.get('max_filtered', 500)} over-budget proposals in a row.", "",
              "| strategy | evaluated | of which over budget | filtered (no training) | best feasible accuracy "

@@ -13,6 +13,7 @@ from autocompress.search.budget import BudgetError, feasible
 from autocompress.search.ddpg import DDPG, DDPGConfig, DDPGStrategy, ReplayBuffer, truncated_normal
 from autocompress.search.layerwise import Layerwise
 from autocompress.search.netadapt import NetAdaptConfig, NetAdaptStrategy
+from autocompress.search.random_search import FeasibleRandomSearch
 from autocompress.search.strategies import Strategy, make_strategy
 from autocompress.search.study import TrialRecord
 from autocompress.space import SearchSpace
@@ -81,11 +82,11 @@ def test_unreachable_budget_is_refused_up_front(resnet_costs):
         DDPGStrategy(resnet_costs, _budgets(resnet_costs, ["latency<=0.01x"]))
 
 
-@pytest.mark.parametrize("name", ["ddpg", "netadapt"])
+@pytest.mark.parametrize("name", ["random", "ddpg", "netadapt"])
 def test_strategy_contract(lenet_costs, name):
     """What every strategy owes the engine: candidates of the space, and the same answer from the same history."""
     budgets = _budgets(lenet_costs, ["latency<=0.6x"])
-    options = {"warmup_episodes": 1, "batch_size": 4} if name == "ddpg" else {"max_proposals": 2}
+    options = {"ddpg": {"warmup_episodes": 1, "batch_size": 4}, "netadapt": {"max_proposals": 2}}.get(name, {})
 
     def make():
         return make_strategy(name, lenet_costs, budgets, seed=5, options=options)
@@ -102,8 +103,22 @@ def test_strategy_contract(lenet_costs, name):
         assert make().propose(history) == candidate  # rebuilt from the history alone
         history.append(_record(number, lenet_costs, candidate, 0.5 + 0.1 * number, budgets))
     assert torch.equal(torch.random.get_rng_state(), state)  # the global RNG is not touched
-    with pytest.raises(ValueError, match="unknown key"):
+    with pytest.raises(ValueError, match="strategy_options"):
         make_strategy(name, lenet_costs, budgets, seed=0, options={"nope": 1})
+
+
+def test_random_search_draws_only_feasible_candidates_uniformly(resnet_costs):
+    budgets = _budgets(resnet_costs, ["latency<=0.5x"])
+    search = FeasibleRandomSearch(resnet_costs, budgets, seed=0)
+    proposals = [search.propose([None] * n) for n in range(12)]
+    rows = resnet_costs.encode(proposals)
+    assert feasible(budgets, resnet_costs.predict_batch(rows)).all()
+    assert len({tuple(r) for r in rows}) == 12
+    uniform = resnet_costs.random_indices(2000, rng=1)
+    assert feasible(budgets, resnet_costs.predict_batch(uniform)).mean() < 0.01  # what a plain sampler faces
+    with pytest.raises(BudgetError, match="none of"):
+        FeasibleRandomSearch(resnet_costs, _budgets(resnet_costs, ["latency<=0.2x"]), batch=1000,
+                             max_draws=3000).propose([])
 
 
 # -- DDPG pieces ----------------------------------------------------------------------------------

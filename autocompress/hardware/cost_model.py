@@ -120,6 +120,18 @@ class CostModel:
             rows.append(row)
         return np.asarray(rows, dtype=np.intp).reshape(len(rows), len(self.columns))
 
+    def decode(self, row: np.ndarray) -> Candidate:
+        """The inverse of ``encode`` for one row of choice indices."""
+        layers: dict[str, dict[str, float]] = {}
+        picked: dict[str, float] = {}
+        for col, (owner, dim) in enumerate(self.columns):
+            value = self.choices[col][int(row[col])]
+            if owner == "scaling":
+                picked[dim] = value
+            else:
+                layers.setdefault(owner, {})[dim] = value
+        return Candidate(layers, self.space.scaling_for(picked) if self.space.scaling_choices else None)
+
     def random_indices(self, n: int, rng: np.random.Generator | int = 0) -> np.ndarray:
         """n random candidates of the space, already encoded (the identity extras excluded)."""
         rng = np.random.default_rng(rng)

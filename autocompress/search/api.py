@@ -34,7 +34,7 @@ from autocompress.search.engine import (
     warm_start_candidates,
 )
 from autocompress.search.strategies import (
-    LAYERWISE_STRATEGIES,
+    COST_MODEL_STRATEGIES,
     STRATEGY_NAMES,
     Strategy,
     enqueue_params,
@@ -58,7 +58,7 @@ class SearchConfig:
     budgets: list[str] = field(default_factory=lambda: ["latency<=0.5x"])
     objective: str = "pareto"  # "pareto" (accuracy vs costs) or "constrained" (max accuracy)
     objective_costs: list[str] = field(default_factory=lambda: ["latency_ms"])
-    strategy: str = "nsga2"  # an Optuna sampler (tpe, nsga2, random, qmc) or a layerwise strategy (ddpg, netadapt)
+    strategy: str = "nsga2"  # an Optuna sampler (tpe, nsga2, qmc) or a strategy on the cost model (random, ddpg, netadapt)
     strategy_options: dict[str, Any] = field(default_factory=dict)  # ddpg / netadapt: DDPGConfig / NetAdaptConfig
     n_trials: int = 20
     timeout_s: float | None = None
@@ -200,7 +200,7 @@ def search(
         raise StudyError(f"{config.storage_path}: cannot open study {config.study_name!r} (corrupted or "
                          f"not an autocompress study file; it was left as it is): {type(exc).__name__}: {exc}") from exc
     check_config(study, config.to_dict(), SearchConfig.IDENTITY_KEYS)
-    if strategy is None and config.strategy in LAYERWISE_STRATEGIES:
+    if strategy is None and config.strategy in COST_MODEL_STRATEGIES:
         strategy = make_strategy(config.strategy, setup.costs, setup.budgets, seed=config.seed,
                                  reference_accuracy=setup.base_info.get("val_accuracy"),
                                  options=config.strategy_options)

@@ -191,15 +191,7 @@ class Layerwise:
 
     # -- candidates -----------------------------------------------------------------------------
     def candidate(self, row: np.ndarray) -> Candidate:
-        layers: dict[str, dict[str, float]] = {}
-        picked: dict[str, float] = {}
-        for col, (owner, dim) in enumerate(self.costs.columns):
-            value = self.costs.choices[col][int(row[col])]
-            if owner == "scaling":
-                picked[dim] = value
-            else:
-                layers.setdefault(owner, {})[dim] = value
-        return Candidate(layers, self.space.scaling_for(picked) if self.space.scaling_choices else None)
+        return self.costs.decode(row)
 
     def encode(self, candidate: Candidate) -> np.ndarray:
         return self.costs.encode([candidate])[0]

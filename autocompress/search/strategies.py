@@ -1,9 +1,9 @@
 """Strategies: what proposes the next candidate.
 
 The search loop speaks ask/tell with an Optuna study. Optuna's samplers (TPE
-with constraints, NSGA-II with constraints, random, QMC) are strategies as
-they are; a strategy of our own (a reinforcement-learning agent, the NetAdapt
-loop) implements ``Strategy.propose`` and its candidates are enqueued into the
+with constraints, NSGA-II with constraints, QMC) are strategies as they are; a
+strategy of our own (random search under the budget, a reinforcement-learning
+agent, the NetAdapt loop) implements ``Strategy.propose`` and its candidates are enqueued into the
 same study, so storage, resume, export and the dashboard do not care which
 strategy ran. Strategies see a read-only history (``TrialRecord``s), never the
 study itself, and keep no state that a resume could not rebuild from it.
@@ -39,20 +39,25 @@ class Strategy(Protocol):
 SAMPLERS: dict[str, Callable[[int, int], optuna.samplers.BaseSampler]] = {
     "tpe": lambda seed, n_obj: optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=8),
     "nsga2": lambda seed, n_obj: optuna.samplers.NSGAIISampler(seed=seed, population_size=16),
-    "random": lambda seed, n_obj: optuna.samplers.RandomSampler(seed=seed),
     "qmc": lambda seed, n_obj: optuna.samplers.QMCSampler(seed=seed, scramble=True, warn_independent_sampling=False),
 }
 
 
-#: strategies of our own, built from the search's cost model and budgets (their trials use a random sampler
-#: only as the carrier of the enqueued values)
-LAYERWISE_STRATEGIES = ("ddpg", "netadapt")
-STRATEGY_NAMES = (*sorted(SAMPLERS), *LAYERWISE_STRATEGIES)
+#: strategies of our own, built from the search's cost model and budgets (their trials use Optuna's random
+#: sampler only as the carrier of the enqueued values)
+COST_MODEL_STRATEGIES = ("random", "ddpg", "netadapt")
+STRATEGY_NAMES = (*sorted(SAMPLERS), *COST_MODEL_STRATEGIES)
 
 
 def make_strategy(name: str, costs: CostModel, budgets: Sequence[Budget], *, seed: int,
                   reference_accuracy: float | None = None, options: Mapping[str, Any] | None = None) -> Strategy:
-    """A layerwise strategy by name (``ddpg`` or ``netadapt``); ``options`` are fields of its config class."""
+    """A strategy built on the cost model, by name; ``options`` are fields of its config class."""
+    if name == "random":
+        from autocompress.search.random_search import FeasibleRandomSearch
+
+        if options:
+            raise ValueError(f"strategy_options: random search takes none, got {sorted(options)}")
+        return FeasibleRandomSearch(costs, budgets, seed=seed)
     if name == "ddpg":
         from autocompress.search.ddpg import DDPGConfig, DDPGStrategy
 
@@ -62,7 +67,7 @@ def make_strategy(name: str, costs: CostModel, budgets: Sequence[Budget], *, see
 
         return NetAdaptStrategy(costs, budgets, reference_accuracy=reference_accuracy,
                                 config=_config(NetAdaptConfig, options))
-    raise ValueError(f"unknown strategy {name!r}; expected one of {list(LAYERWISE_STRATEGIES)}")
+    raise ValueError(f"unknown strategy {name!r}; expected one of {list(COST_MODEL_STRATEGIES)}")
 
 
 def _config(cls: type, options: Mapping[str, Any] | None):
@@ -78,8 +83,8 @@ def _config(cls: type, options: Mapping[str, Any] | None):
 
 
 def make_sampler(strategy: str, *, seed: int, n_objectives: int) -> optuna.samplers.BaseSampler:
-    if strategy in LAYERWISE_STRATEGIES:
-        strategy = "random"
+    if strategy in COST_MODEL_STRATEGIES:
+        return optuna.samplers.RandomSampler(seed=seed)
     if strategy not in SAMPLERS:
         raise ValueError(f"unknown strategy {strategy!r}; expected one of {list(STRATEGY_NAMES)}")
     return SAMPLERS[strategy](seed, n_objectives)
