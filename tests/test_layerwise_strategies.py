@@ -254,13 +254,14 @@ def test_netadapt_efficiency_selection_and_replay(resnet_costs):
 # -- through the search engine, with real fine-tuning ------------------------------------------------
 
 
-@pytest.mark.parametrize("strategy", ["ddpg", "netadapt"])
-def test_search_with_a_layerwise_strategy(tmp_path, strategy):
+@pytest.mark.parametrize("strategy", ["random", "ddpg", "netadapt"])
+def test_search_with_a_cost_model_strategy(tmp_path, strategy):
     profile = analytic_profile(name="roofline", device="test", peak_macs_per_s={"fp32": 2e9, "int8": 8e9},
                                bandwidth_bytes_per_s=4e9, energy_table=HOROWITZ_45NM, layer_overhead_ms=0.003)
     path = str(profile.save(tmp_path / "roofline.json"))
-    options = {"warmup_episodes": 2, "batch_size": 8} if strategy == "ddpg" else {"max_proposals": 2, "step": 0.2}
-    n_trials = 5 if strategy == "ddpg" else 12
+    options = {"ddpg": {"warmup_episodes": 2, "batch_size": 8}, "netadapt": {"max_proposals": 2, "step": 0.2}}.get(
+        strategy, {})
+    n_trials = 12 if strategy == "netadapt" else 5
     config = SearchConfig(model="lenet5", data="mnist5k", profile=path, budgets=["latency<=0.6x"], n_trials=n_trials,
                           base_epochs=2, proxy_epochs=0.1, proxy_train_limit=256, proxy_eval_limit=200,
                           strategy=strategy, strategy_options=options, out=str(tmp_path / "run"),
@@ -269,7 +270,7 @@ def test_search_with_a_layerwise_strategy(tmp_path, strategy):
     done = records(load_study(config.storage_path, config.study_name))
     evaluated = [r for r in done if r.evaluated]
     assert result.front and all(r.feasible for r in result.front)
-    if strategy == "ddpg":
+    if strategy != "netadapt":
         assert len(evaluated) == 5 and all(r.feasible for r in done)  # nothing proposed over budget
     else:  # NetAdapt fine-tunes its over-budget steps too, and stops once the budget holds
         assert any(not r.feasible for r in evaluated) and evaluated[-1].feasible
