@@ -16,7 +16,7 @@ from autocompress.export import (
     noise_band,
     rebuild,
 )
-from autocompress.hardware import HardwareProfile, required_signatures
+from autocompress.hardware import CostModel, HardwareProfile, required_signatures
 from autocompress.hardware.onnx_runtime import ort_session
 from autocompress.hardware.profile import Calibration, ValidationResult
 from autocompress.hardware.profiler import ProfileSettings, build_profile, measure_signatures
@@ -33,9 +33,15 @@ def searched(tmp_path_factory):
     space = SearchSpace.from_yaml(graph, "lenet")
     settings = ProfileSettings(rounds=1, reps=2, warmup=1, chunk=256)
     entries = measure_signatures(required_signatures(space, ["fp32", "int8"]), tmp / "lenet-tiny.json", settings)
-    profile_path = build_profile("lenet-tiny", entries, settings, command="test", versions={}).save(
-        tmp / "lenet-tiny.json")
-    config = SearchConfig(model="lenet5", data="mnist5k", profile=str(profile_path), budgets=["latency<=0.9x"],
+    profile = build_profile("lenet-tiny", entries, settings, command="test", versions={})
+    profile_path = profile.save(tmp / "lenet-tiny.json")
+    # LeNet's layers are so small that per-call overhead dominates: the cheapest candidate of a quickly measured,
+    # uncalibrated table sits near 0.9x. Put the budget halfway between it and the reference, so that host timing
+    # noise cannot make it unreachable and the budget still filters.
+    costs = CostModel(profile, space)
+    cheapest = costs.predict_batch(costs.random_indices(5000, rng=0))["latency_ms"].min() / costs.reference().latency_ms
+    factor = round(min(0.9, (1 + cheapest) / 2), 3)
+    config = SearchConfig(model="lenet5", data="mnist5k", profile=str(profile_path), budgets=[f"latency<={factor}x"],
                           n_trials=4, base_epochs=4, proxy_epochs=0.2, out=str(tmp), cache_dir=str(tmp / "cache"))
     search(config, progress=False)
     setup = prepare(config, progress=False)
@@ -84,9 +90,10 @@ def test_manifest_says_what_was_exported_and_measured(exported):
         assert measured["size_bytes"] > 0 and measured["macs"] > 0 and measured["bitops"] > 0
         assert measured["onnx_fp32_max_abs_diff"] < 1e-3
         [row] = m["budgets"]
-        assert row["text"] == "latency<=0.9x" and row["met_predicted"] is True  # the front is feasible
+        assert row["text"] == setup.config.budgets[0] and row["met_predicted"] is True  # the front is feasible
         assert row["measured"] == measured["latency_ms"]
-        assert row["measured_limit"] == pytest.approx(0.9 * ref["measured"]["latency_ms"])  # measured vs measured
+        factor = setup.budgets[0].relative
+        assert row["measured_limit"] == pytest.approx(factor * ref["measured"]["latency_ms"])  # measured vs measured
         assert row["met_measured"] == (row["measured"] <= row["measured_limit"] * (1 + row["noise_band_pct"] / 100))
         assert row["noise_band_pct"] == 5.0  # the tiny profile was never validated
         assert ("MISSED" in row["note"]) == (not row["met_measured"]) and row["note"]
