@@ -103,6 +103,10 @@ class CostModel:
         self.columns.append((owner, dim))
         self.choices.append(tuple(sorted(set(options) | {identity})))
 
+    def column(self, owner: str, dim: str) -> int:
+        """Index of the column (a unit's dimension, or a scaling key under ``"scaling"``) in encoded rows."""
+        return self._index[(owner, dim)]
+
     def encode(self, candidates: Iterable[Candidate]) -> np.ndarray:
         """(N, columns) choice indices; the form ``predict_batch`` and samplers share."""
         rows = []

@@ -275,11 +275,12 @@ def samples_from_report(profile: HardwareProfile, suites: Sequence[Suite], repor
             suite = by_name.get(row["model"])
             if suite is None:
                 raise ProfileError(f"the report has samples of {row['model']!r}; pass that model too")
-            candidate = Candidate.from_dict(row["candidate"]) if "candidate" in row else Candidate({})
             if "candidate" in row:  # features from today's table and cost model
+                candidate = Candidate.from_dict(row["candidate"])
                 raw = costs[suite.name].predict_batch(costs[suite.name].encode([candidate]))
                 features = np.array([raw[f][0] for f in CALIBRATION_FEATURES])
             else:
+                candidate = Candidate({})
                 features = np.array([row["features"][f] for f in CALIBRATION_FEATURES])
             samples.append(Sample(suite.name, role, row["subset"], candidate, features,
                                   row["measured_ms"], row.get("repeat_ms", float("nan"))))

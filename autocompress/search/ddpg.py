@@ -174,17 +174,20 @@ class DDPGStrategy:
         self.layerwise = Layerwise(costs, budgets, self.config.dims)
         self.layerwise.check_start()
         self.seed = seed
-        self._static = self._static_features()
-        self.state_dim = self._static.shape[1] + 2 * len(budgets) + self.layerwise.action_dim
+        static, savings = self._static_features()
+        # padded with the terminal state's row; "rest": savings still available from step t on
+        self._static = np.vstack([static, np.zeros((1, static.shape[1]))])
+        self._rest = np.vstack([np.cumsum(savings[::-1], axis=0)[::-1], np.zeros((1, savings.shape[1]))])
+        self.state_dim = static.shape[1] + 2 * len(budgets) + self.layerwise.action_dim
         self.agent = DDPG(self.state_dim, self.layerwise.action_dim, self.config, seed)
         self.buffer = ReplayBuffer(self.config.buffer_size, self.state_dim, self.layerwise.action_dim)
         self.baseline: float | None = None
         self.episodes = 0  # evaluated episodes learned from
         self._seen: set[int] = set()
-        self._reference = costs.predict_batch(self.layerwise.identity_row[None, :])
 
     # -- state --------------------------------------------------------------------------------
-    def _static_features(self) -> np.ndarray:
+    def _static_features(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per step: normalized unit features, and what the step can save in each budget's metric."""
         lw = self.layerwise
         graph = lw.space.graph
         n = len(lw.steps)
@@ -193,7 +196,6 @@ class DDPGStrategy:
         for t, step in enumerate(lw.steps):
             rows[t, list(step.columns)] = [lad[0] for lad in step.ladders]
         savings = 1.0 - lw.budget_fractions(rows)
-        self._savings = savings
         feats = []
         for t, step in enumerate(lw.steps):
             unit = graph.units.get(step.name)
@@ -207,31 +209,28 @@ class DDPGStrategy:
             feats.append(row + list(savings[t]))
         feats = np.array(feats, dtype=float)
         scale = np.abs(feats).max(axis=0)
-        return feats / np.where(scale > 0, scale, 1.0)
+        return feats / np.where(scale > 0, scale, 1.0), savings
 
     def _episode(self, row: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """States (steps + 1, state_dim) and actions (steps, action_dim) of the episode that built ``row``."""
         lw = self.layerwise
         actions = lw.actions_of(row)
-        committed = lw.budget_fractions(lw.prefix_rows(row), self._reference)
+        committed = lw.budget_fractions(lw.prefix_rows(row))
         return self._states(committed, actions), actions
 
     def _states(self, committed: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        """(steps + 1, state_dim): unit features, cost committed, savings still available, previous action."""
         n = len(self.layerwise.steps)
-        rest = np.cumsum(self._savings[::-1], axis=0)[::-1]  # savings available from step t on
-        rest = np.vstack([rest, np.zeros((1, rest.shape[1]))])
-        static = np.vstack([self._static, np.zeros((1, self._static.shape[1]))])  # the terminal state
         previous = np.vstack([np.ones((1, actions.shape[1])), actions])
-        states = np.hstack([static, committed[: n + 1], rest, previous[: n + 1]])
-        return states.astype(np.float32)
+        return np.hstack([self._static, committed[: n + 1], self._rest, previous[: n + 1]]).astype(np.float32)
 
     # -- learning -------------------------------------------------------------------------------
     def _reward(self, record: TrialRecord) -> float:
         reward = float(record.accuracy)
         if self.config.cost_weight and self.layerwise.budgets:
             budget = self.layerwise.budgets[0]
-            predicted = {k: np.array([v]) for k, v in record.costs.items()}
-            reward -= self.config.cost_weight * float(budget.values(predicted)[0] / budget.values(self._reference)[0])
+            reward -= self.config.cost_weight * float(budget.values(record.costs)
+                                                      / budget.values(self.layerwise.reference)[0])
         return reward
 
     def observe(self, record: TrialRecord) -> None:
@@ -276,7 +275,7 @@ class DDPGStrategy:
         # draws per unit would mix the harshest choices into nearly every episode
         level = rng.uniform(size=lw.action_dim)
         for t, step in enumerate(lw.steps):
-            committed[t] = lw.budget_fractions(row[None, :], self._reference)[0]
+            committed[t] = lw.budget_fractions(row[None, :])[0]
             if warmup:
                 wanted = truncated_normal(rng, level, self.config.warmup_jitter)
             else:
@@ -286,7 +285,7 @@ class DDPGStrategy:
                     wanted = truncated_normal(rng, wanted, self.sigma())
             choice = lw.clip(row, t, wanted)
             row[list(step.columns)] = choice
-            actions[t] = lw.actions_of(row)[t]
+            actions[t] = lw.step_action(row, t)
         return row
 
     def propose(self, history: Sequence[TrialRecord]) -> Candidate:

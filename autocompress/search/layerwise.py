@@ -65,6 +65,7 @@ class Layerwise:
         self.budgets = list(budgets)
         self.dims = tuple(dims)
         self.identity_row = costs.encode([self.space.identity()])[0]
+        self.reference = costs.predict_batch(self.identity_row[None, :])  # the uncompressed model's costs
         self.steps: list[Step] = []
         scaling = [(i, dim) for i, (owner, dim) in enumerate(costs.columns) if owner == "scaling"]
         decided = [(i, dim) for i, dim in scaling if len(self.space.scaling_choices[dim]) > 1]
@@ -72,7 +73,7 @@ class Layerwise:
             self.steps.append(Step("scaling", tuple(d for _, d in decided), tuple(i for i, _ in decided),
                                    tuple(self._ladder(i) for i, _ in decided), tuple(range(len(decided)))))
         for unit, choices in self.space.choices.items():
-            picked = [(costs._index[(unit, d)], d) for d in self.dims if len(choices.get(d, ())) > 1]
+            picked = [(costs.column(unit, d), d) for d in self.dims if len(choices.get(d, ())) > 1]
             if picked:
                 self.steps.append(Step(unit, tuple(d for _, d in picked), tuple(i for i, _ in picked),
                                        tuple(self._ladder(i) for i, _ in picked),
@@ -101,23 +102,24 @@ class Layerwise:
         at = int(where[0]) if len(where) else int(np.argmin(np.abs(ladder - choice)))
         return at / (len(ladder) - 1) if len(ladder) > 1 else 1.0
 
-    def actions_of(self, row: np.ndarray) -> np.ndarray:
-        """(steps, action_dim) ladder positions an encoded candidate took (unused slots at 1.0)."""
-        out = np.ones((len(self.steps), self.action_dim))
-        for t, step in enumerate(self.steps):
-            for slot, col, ladder in zip(step.slots, step.columns, step.ladders, strict=True):
-                out[t, slot] = self.position(ladder, int(row[col]))
+    def step_action(self, row: np.ndarray, t: int) -> np.ndarray:
+        """(action_dim,) ladder positions step ``t`` of an encoded candidate took (unused slots at 1.0)."""
+        out = np.ones(self.action_dim)
+        step = self.steps[t]
+        for slot, col, ladder in zip(step.slots, step.columns, step.ladders, strict=True):
+            out[slot] = self.position(ladder, int(row[col]))
         return out
+
+    def actions_of(self, row: np.ndarray) -> np.ndarray:
+        """(steps, action_dim) ladder positions an encoded candidate took, step by step."""
+        return np.array([self.step_action(row, t) for t in range(len(self.steps))]).reshape(-1, self.action_dim)
 
     # -- completions --------------------------------------------------------------------------
     def _completions(self) -> np.ndarray:
         """(K, columns) corner rows: every step at a uniform extreme (only decided columns differ)."""
-        bits = sorted({b for s in self.steps for d, c, lad in zip(s.dims, s.columns, s.ladders, strict=True)
-                       if d == "w_bits" for b in (self.costs.choices[c][i] for i in lad)}) or [None]
-        a_bits = sorted({b for s in self.steps for d, c, lad in zip(s.dims, s.columns, s.ladders, strict=True)
-                         if d == "a_bits" for b in (self.costs.choices[c][i] for i in lad)}) or [None]
         rows = []
-        for w, a, low_rank in itertools.product(bits, a_bits, (True, False)):
+        for w, a, low_rank in itertools.product(self._decided_values("w_bits"), self._decided_values("a_bits"),
+                                                (True, False)):
             row = self.identity_row.copy()
             for step in self.steps:
                 for dim, col, ladder in zip(step.dims, step.columns, step.ladders, strict=True):
@@ -138,6 +140,12 @@ class Layerwise:
             objectives.append(lambda p: np.max([b.values(p) / b.limit for b in self.budgets], axis=0))
         found = [self._descend(corners, objective) for objective in objectives]
         return np.unique(np.vstack([corners, *found]) if found else corners, axis=0)
+
+    def _decided_values(self, dim: str) -> list[float | None]:
+        """Every value any step can pick for ``dim`` ([None] when no step decides it)."""
+        return sorted({self.costs.choices[c][i] for s in self.steps
+                       for d, c, lad in zip(s.dims, s.columns, s.ladders, strict=True) if d == dim
+                       for i in lad}) or [None]
 
     def _descend(self, starts: np.ndarray, objective, sweeps: int = 2) -> np.ndarray:
         """Coordinate descent over the steps from the best start: the cheapest row it reaches."""
@@ -203,9 +211,8 @@ class Layerwise:
             out[t + 1:, list(step.columns)] = row[list(step.columns)]
         return out
 
-    def budget_fractions(self, rows: np.ndarray, reference: np.ndarray | None = None) -> np.ndarray:
+    def budget_fractions(self, rows: np.ndarray) -> np.ndarray:
         """(N, budgets) each row's cost in each budget's metric, as a fraction of the reference's."""
         predicted = self.costs.predict_batch(rows)
-        ref = self.costs.predict_batch(self.identity_row[None, :]) if reference is None else reference
-        return np.stack([b.values(predicted) / b.values(ref)[0] for b in self.budgets], axis=1) \
+        return np.stack([b.values(predicted) / b.values(self.reference)[0] for b in self.budgets], axis=1) \
             if self.budgets else np.zeros((len(rows), 0))

@@ -84,7 +84,7 @@ class NetAdaptStrategy:
         self.layerwise = Layerwise(costs, budgets, self.config.dims)
         self.budgets = list(budgets)
         self.reference_accuracy = reference_accuracy
-        self._reference = self._metrics(self.layerwise.identity_row[None, :])[0]
+        self._reference = np.array([float(b.values(self.layerwise.reference)[0]) for b in self.budgets])
 
     def _metrics(self, rows: np.ndarray) -> np.ndarray:
         """(N, budgets) costs in each budget's metric."""
@@ -120,8 +120,7 @@ class NetAdaptStrategy:
     def _score(self, record: TrialRecord, current_accuracy: float | None, current_cost: np.ndarray) -> float:
         if self.config.select == "accuracy" or current_accuracy is None:
             return float(record.accuracy)
-        saved = ((current_cost - np.array([b.values({k: np.array([v]) for k, v in record.costs.items()})[0]
-                                           for b in self.budgets])) / self._reference).sum()
+        saved = ((current_cost - np.array([b.values(record.costs) for b in self.budgets])) / self._reference).sum()
         return -(current_accuracy - float(record.accuracy)) / max(float(saved), 1e-12)
 
     # -- replay -------------------------------------------------------------------------------------
