@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import platform
+import statistics
 import sys
 from importlib import metadata
 from pathlib import Path
@@ -183,7 +184,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
     precisions = args.precisions or list(RUNTIMES[args.runtime]["precisions"])
     suites = _suites(args)
     settings = ProfileSettings(runtime=args.runtime, threads=args.threads, rounds=args.rounds, reps=args.reps,
-                               warmup=args.warmup, chunk=args.chunk, sessions=args.sessions, seed=args.seed)
+                               warmup=args.warmup, chunk=args.chunk, sessions=args.sessions, anchors=args.anchors,
+                               seed=args.seed)
     keys = sorted({k for s in suites for k in required_signatures(s.space, precisions)})
     existing = HardwareProfile.load(args.out) if Path(args.out).exists() else None
     if existing is not None:  # extend a profile: measure only what it lacks, keep its calibration
@@ -194,14 +196,22 @@ def cmd_profile(args: argparse.Namespace) -> int:
             keys = [k for k in keys if k not in existing.entries]
     print(f"{len(keys)} layer signatures to measure for {', '.join(args.models)} ({', '.join(precisions)})")
     bar, update = _bar("measuring layers")
-    entries = measure_signatures(keys, args.out, settings, progress=update)
+    if existing is not None and existing.entries and not existing.anchors:
+        logging.getLogger(__name__).warning("%s has no anchor signatures: new entries cannot be put on the scale of its old ones", args.out)
+    measured = measure_signatures(keys, args.out, settings, anchors=existing.anchors if existing else None,
+                                  progress=update)
     bar.close()
+    if measured.scales:
+        print(f"anchor drift: chunks rescaled by {min(measured.scales):.3f} .. {max(measured.scales):.3f} "
+              f"(median {statistics.median(measured.scales):.3f}) to the profile's reference scale")
     if existing is not None:
         provenance = existing.provenance.model_copy(
             update={"command": existing.provenance.command + " ; extended by: " + command})
-        profile = existing.model_copy(update={"entries": {**existing.entries, **entries}, "provenance": provenance})
+        profile = existing.model_copy(update={"entries": {**existing.entries, **measured.entries},
+                                              "anchors": existing.anchors or measured.anchors,
+                                              "provenance": provenance})
     else:
-        profile = build_profile(args.name or Path(args.out).stem, entries, settings, command=command,
+        profile = build_profile(args.name or Path(args.out).stem, measured, settings, command=command,
                                 versions=versions(), device=args.device)
     profile.save(args.out)
     from autocompress.hardware.profiler import partial_path
@@ -228,6 +238,10 @@ def describe_profile(profile) -> str:
             lines.append(f"  {'+'.join(v.models):32s} {v.subset:16s} {v.n_candidates:4d} {v.spearman:9.3f} "
                          f"{v.median_abs_pct_error:9.2f} {v.p90_abs_pct_error:9.2f} {v.within_10pct:7.0%} "
                          f"{v.noise_floor_pct:7.2f}")
+        ratios = {v.date: v.anchor_ratio for v in profile.validation if v.anchor_ratio is not None}
+        for date, ratio in ratios.items():
+            lines.append(f"  validation of {date}: anchors ran at {ratio:.3f}x their table latency "
+                         "(the machine's speed then, against when the table was measured)")
     return "\n".join(lines)
 
 
@@ -405,6 +419,8 @@ def build_parser() -> argparse.ArgumentParser:
     prof.add_argument("--warmup", type=int, default=3)
     prof.add_argument("--chunk", type=int, default=48, help="signatures per resumable chunk")
     prof.add_argument("--sessions", type=int, default=2, help="sessions per measured model; the fastest counts")
+    prof.add_argument("--anchors", type=int, default=4,
+                      help="measure: anchor signatures timed in every chunk to correct drift (0: none)")
     prof.add_argument("--remeasure", action="store_true",
                       help="measure: re-measure these models' signatures even where the profile has them")
     prof.add_argument("--n", type=int, default=50, help="validate: held-out candidates per model")

@@ -32,8 +32,8 @@ def searched(tmp_path_factory):
     _, graph = zoo_model("lenet5")  # 1x28x28, as mnist5k
     space = SearchSpace.from_yaml(graph, "lenet")
     settings = ProfileSettings(rounds=1, reps=2, warmup=1, chunk=256)
-    entries = measure_signatures(required_signatures(space, ["fp32", "int8"]), tmp / "lenet-tiny.json", settings)
-    profile = build_profile("lenet-tiny", entries, settings, command="test", versions={})
+    measured = measure_signatures(required_signatures(space, ["fp32", "int8"]), tmp / "lenet-tiny.json", settings)
+    profile = build_profile("lenet-tiny", measured, settings, command="test", versions={})
     profile_path = profile.save(tmp / "lenet-tiny.json")
     # LeNet's layers are so small that per-call overhead dominates: the cheapest candidate of a quickly measured,
     # uncalibrated table sits near 0.9x. Put the budget halfway between it and the reference, so that host timing

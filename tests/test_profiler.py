@@ -35,10 +35,11 @@ def test_measure_then_price_lenet(tmp_path):
     keys = required_signatures(space, ["fp32", "int8"])
     settings = ProfileSettings(rounds=1, reps=2, warmup=1, chunk=64)
     calls = []
-    entries = measure_signatures(keys, tmp_path / "p.json", settings, progress=lambda *a: calls.append(a))
+    measured = measure_signatures(keys, tmp_path / "p.json", settings, progress=lambda *a: calls.append(a))
+    entries = measured.entries
     assert set(entries) == set(keys) and all(e.latency_ms > 0 for e in entries.values())
     assert calls and calls[-1][0] == len(keys)
-    profile = build_profile("t", entries, settings, command="test", versions={})
+    profile = build_profile("t", measured, settings, command="test", versions={})
     costs = CostModel(profile, space)
     from autocompress.hardware import leaf_signatures
 
@@ -60,9 +61,10 @@ def test_sigkill_then_resume_measures_nothing_twice(tmp_path):
     assert proc.poll() is None, "the measurement finished before it could be killed"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    before = {json.loads(line)["key"]: json.loads(line)["entry"]
-              for line in partial.read_text().splitlines() if line.strip()}
-    assert 16 <= len(before) and not out.exists()
+    records = [json.loads(line) for line in partial.read_text().splitlines() if line.strip()]
+    anchors = records[0]["anchors"]  # the reference scale is written before the first entry
+    before = {r["key"]: r["entry"] for r in records[1:]}
+    assert 16 <= len(before) and len(anchors) == 4 and not out.exists()
     with partial.open("a") as fh:
         fh.write('{"key": "conv:in1:out6')  # a line torn by the kill must not break the resume
 
@@ -72,7 +74,26 @@ def test_sigkill_then_resume_measures_nothing_twice(tmp_path):
     profile = HardwareProfile.load(out)
     for key, entry in before.items():  # finished entries were kept, not measured again
         assert profile.entries[key].latency_ms == entry["latency_ms"]
+    assert profile.anchors == anchors  # the resumed chunks were put on the first run's scale
     assert not partial.exists()
+
+
+def test_anchors_put_an_extension_on_the_profiles_scale(tmp_path):
+    """Entries measured later are rescaled by how far the anchors moved from the profile's reference."""
+    model, graph = zoo_model("lenet5")
+    from autocompress.space import SearchSpace
+
+    keys = required_signatures(SearchSpace.from_yaml(graph, "lenet"), ["fp32"])
+    first, rest = keys[::2], keys[1::2]
+    settings = ProfileSettings(rounds=2, reps=5, warmup=1, chunk=16)
+    base = measure_signatures(first, tmp_path / "a.json", settings)
+    assert len(base.anchors) == 4 and set(base.anchors) <= set(first) and base.scales[0] == 1.0
+    same = measure_signatures(rest, tmp_path / "b.json", settings, anchors=base.anchors)
+    # a reference measured on a machine twice as slow: the extension lands on that scale
+    slow = measure_signatures(rest, tmp_path / "c.json", settings, anchors={k: 2 * v for k, v in base.anchors.items()})
+    assert all(s > 1.4 for s in slow.scales)
+    ratios = sorted(slow.entries[k].latency_ms / same.entries[k].latency_ms for k in rest)
+    assert 1.6 < ratios[len(ratios) // 2] < 2.5
 
 
 def test_validate_stores_calibration_and_fidelity(tmp_path):
@@ -81,8 +102,8 @@ def test_validate_stores_calibration_and_fidelity(tmp_path):
 
     space = SearchSpace.from_yaml(graph, "lenet")
     settings = ProfileSettings(rounds=1, reps=3, warmup=1)
-    entries = measure_signatures(required_signatures(space, ["fp32", "int8"]), tmp_path / "p.json", settings)
-    profile = build_profile("t", entries, settings, command="test", versions={})
+    measured = measure_signatures(required_signatures(space, ["fp32", "int8"]), tmp_path / "p.json", settings)
+    profile = build_profile("t", measured, settings, command="test", versions={})
     updated, report = validate_profile(profile, [Suite("lenet5", model, space)], n_validate=8, n_calibrate=16,
                                        seed=0, rounds=2, reps=5)
     assert set(updated.model_calibrations) == {"lenet5"}
@@ -93,6 +114,7 @@ def test_validate_stores_calibration_and_fidelity(tmp_path):
     for v in updated.validation:
         assert -1 <= v.spearman <= 1 and v.median_abs_pct_error >= 0 and 0 <= v.within_10pct <= 1
         assert v.noise_floor_pct >= 0
+        assert v.anchor_ratio == report["anchor_ratio"] and 0.2 < v.anchor_ratio < 5  # anchors timed beside them
     assert len(report["samples"]) == 8 and all(s["measured_ms"] > 0 for s in report["samples"])
     saved = updated.save(tmp_path / "validated.json")
     assert HardwareProfile.load(saved).validation == updated.validation

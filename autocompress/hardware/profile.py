@@ -114,6 +114,7 @@ class ValidationResult(_Strict):
     p90_abs_pct_error: float
     within_10pct: float
     noise_floor_pct: float  # median |a - b| / a for the same model measured twice in one process
+    anchor_ratio: float | None = None  # the profile's anchors timed beside the models / their table values
     calibration: Calibration
 
 
@@ -147,6 +148,9 @@ class HardwareProfile(_Strict):
     sparse_kernels: bool = False  # False: sparsity saves size and modelled energy, not latency
     interpolation: Literal["none", "channels"] = "none"
     entries: dict[str, Entry] = {}
+    #: measured profiles: signatures timed beside every chunk of entries, and their reference latency (ms).
+    #: Every entry is on this scale; later runs (extensions, validation) compare their anchors with it.
+    anchors: dict[str, NonNegative] = {}
     roofline: Roofline | None = None  # analytic profiles price any signature from this instead of a table
     calibration: Calibration = Calibration()  # fitted on all validated models together
     model_calibrations: dict[str, Calibration] = {}  # fitted on one model's candidates, by model name
@@ -161,9 +165,9 @@ class HardwareProfile(_Strict):
             raise ValueError(f"unknown schema version {v}; this autocompress reads version {SCHEMA_VERSION}")
         return v
 
-    @field_validator("entries")
+    @field_validator("entries", "anchors")
     @classmethod
-    def _keys_are_signatures(cls, v: dict[str, Entry]) -> dict[str, Entry]:
+    def _keys_are_signatures(cls, v: dict[str, Any]) -> dict[str, Any]:
         for key in v:
             try:
                 LayerSignature.parse(key)

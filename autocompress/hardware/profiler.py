@@ -6,6 +6,13 @@ interleaved (warm-up, repetitions, min of round medians). Work goes in chunks;
 each finished chunk is appended to ``<out>.partial.jsonl`` and flushed, so an
 interrupted run (even SIGKILL) loses at most one chunk and the same command
 resumes where it stopped.
+
+A shared machine changes speed over minutes and hours (here whole models ran
+30% apart between two afternoons), and a table assembled from runs on
+different days then mixes scales. Every chunk therefore also times a few fixed
+*anchor* signatures, and its entries are rescaled by how far the anchors moved
+from their reference values, the ones stored in the profile when it was first
+measured. An extension run weeks later lands on the same scale.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -54,11 +61,13 @@ class ProfileSettings:
     warmup: int = 3
     chunk: int = 48
     sessions: int = 2
+    anchors: int = 4
     seed: int = 0
 
     def describe(self) -> str:
         return (f"{self.sessions} sessions x {self.rounds} interleaved rounds x {self.reps} timed runs after "
-                f"{self.warmup} warm-up runs; value = min over sessions of the min of round medians")
+                f"{self.warmup} warm-up runs; value = min over sessions of the min of round medians, "
+                f"rescaled per chunk by {self.anchors} anchor signatures")
 
 
 def layer_callable(sig: LayerSignature, settings: ProfileSettings) -> Callable[[], object]:
@@ -89,18 +98,40 @@ def partial_path(out: Path) -> Path:
     return out.with_name(out.name + ".partial.jsonl")
 
 
-def _read_partial(path: Path) -> dict[str, Entry]:
-    """Finished entries of an interrupted run; a torn last line (killed mid-write) is ignored."""
+@dataclass
+class Measurement:
+    """What a profiling run produced."""
+
+    entries: dict[str, Entry]
+    anchors: dict[str, float]  # anchor signature -> reference latency (ms): the scale every entry is on
+    scales: list[float] = field(default_factory=list)  # per chunk of this run: reference / now of the anchors
+
+
+def pick_anchors(keys: Iterable[str], n: int) -> list[str]:
+    """``n`` signatures spread over the range of MACs (small layers drift differently from big ones)."""
+    ordered = sorted(dict.fromkeys(keys), key=lambda k: (LayerSignature.parse(k).macs, k))
+    if n <= 0 or not ordered:
+        return []
+    picks = [ordered[min(len(ordered) - 1, int((i + 0.5) * len(ordered) / n))] for i in range(n)]
+    return list(dict.fromkeys(picks))
+
+
+def _read_partial(path: Path) -> tuple[dict[str, Entry], dict[str, float]]:
+    """Finished entries and the anchors of an interrupted run; a torn last line (killed mid-write) is ignored."""
     done: dict[str, Entry] = {}
+    anchors: dict[str, float] = {}
     if not path.exists():
-        return done
+        return done, anchors
     for line in path.read_text().splitlines():
         try:
             record = json.loads(line)
-            done[record["key"]] = Entry(**record["entry"])
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            if "anchors" in record:
+                anchors = {str(k): float(v) for k, v in record["anchors"].items()}
+            else:
+                done[record["key"]] = Entry(**record["entry"])
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
             log.warning("%s: skipping an unreadable line (interrupted write)", path)
-    return done
+    return done, anchors
 
 
 def measure_signatures(
@@ -108,33 +139,48 @@ def measure_signatures(
     out: str | Path,
     settings: ProfileSettings,
     *,
+    anchors: dict[str, float] | None = None,
     progress: Callable[[int, int, float], None] | None = None,
-) -> dict[str, Entry]:
-    """Time every signature, resuming from ``<out>.partial.jsonl``; returns all entries."""
+) -> Measurement:
+    """Time every signature, resuming from ``<out>.partial.jsonl``.
+
+    ``anchors``: reference anchor latencies from the profile being extended;
+    without them the first chunk's anchor timings become the reference.
+    """
     out = Path(out)
     partial = partial_path(out)
     partial.parent.mkdir(parents=True, exist_ok=True)
-    entries = _read_partial(partial)
+    entries, reference = _read_partial(partial)
+    reference = dict(anchors or reference)
     todo = [k for k in dict.fromkeys(keys) if k not in entries]
     total = len(entries) + len(todo)
     if entries:
         log.info("resuming: %d of %d signatures already measured in %s", len(entries), total, partial)
+    anchor_keys = list(reference) or pick_anchors(todo, settings.anchors)
     rng = np.random.default_rng(settings.seed)
     order = list(rng.permutation(len(todo)))  # mix sizes so drift spreads over all of them
     todo = [todo[i] for i in order]
+    scales: list[float] = []
     started = time.perf_counter()
     with partial.open("a") as fh:
         for start in range(0, len(todo), settings.chunk):
             chunk = todo[start:start + settings.chunk]
+            timed = chunk + [a for a in anchor_keys if a not in chunk]
             # a session can stay slower than another of the same model for its whole life: take the fastest
             fns = {f"{k}#{s}": layer_callable(LayerSignature.parse(k), settings)
-                   for k in chunk for s in range(settings.sessions)}
+                   for k in timed for s in range(settings.sessions)}
             timings: dict[str, Timing] = time_callables(fns, rounds=settings.rounds, reps=settings.reps,
                                                         warmup=settings.warmup, seed=settings.seed + start)
+            best = {k: min((timings[f"{k}#{s}"] for s in range(settings.sessions)), key=lambda t: t.value_ms)
+                    for k in timed}
+            if anchor_keys and not reference:
+                reference = {a: best[a].value_ms for a in anchor_keys}
+                fh.write(json.dumps({"anchors": reference}) + "\n")
+            scale = float(np.median([reference[a] / best[a].value_ms for a in anchor_keys])) if anchor_keys else 1.0
+            scales.append(scale)
             for key in chunk:
-                best = min((timings[f"{key}#{s}"] for s in range(settings.sessions)), key=lambda t: t.value_ms)
-                entries[key] = Entry(latency_ms=best.value_ms, std_ms=best.std_ms,
-                                     count=best.count * settings.sessions)
+                entries[key] = Entry(latency_ms=best[key].value_ms * scale, std_ms=best[key].std_ms * scale,
+                                     count=best[key].count * settings.sessions)
                 fh.write(json.dumps({"key": key, "entry": entries[key].model_dump()}) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
@@ -142,12 +188,14 @@ def measure_signatures(
                 done_now = start + len(chunk)
                 elapsed = time.perf_counter() - started
                 progress(len(entries), total, elapsed / done_now * (len(todo) - done_now))
-    return entries
+    if scales:
+        log.info("anchor drift over this run: chunk scales %.3f .. %.3f", min(scales), max(scales))
+    return Measurement(entries, reference, scales)
 
 
 def build_profile(
     name: str,
-    entries: dict[str, Entry],
+    measured: Measurement,
     settings: ProfileSettings,
     *,
     command: str,
@@ -159,7 +207,7 @@ def build_profile(
         name=name, kind="measured", device=this_machine(device or ""), runtime=settings.runtime,
         threads=settings.threads, batch_size=1, repetitions=settings.describe(),
         precisions=runtime["precisions"], precision_rules=runtime["rules"],
-        sparse_kernels=False, interpolation="channels", entries=entries,
+        sparse_kernels=False, interpolation="channels", entries=measured.entries, anchors=measured.anchors,
         energy=EnergySpec(method="modelled", table=HOROWITZ_45NM.to_dict(),
                           notes="no energy counter on this machine: energy is modelled from 45 nm per-operation "
                                 "and per-byte figures, not measured"),

@@ -5,7 +5,9 @@ profile's runtime and timed end to end, all interleaved in one process. One set
 fits the calibration (per kernel precision); a disjoint set is predicted and
 compared with its measurement: Spearman rank correlation, median and 90th
 percentile absolute % error, share within +-10%, beside the noise floor (each
-held-out model measured twice, as two sessions, in the same run).
+held-out model measured twice, as two sessions, in the same run). The profile's
+anchor signatures are timed in the same run: their ratio to the table says how
+far the machine's speed has moved since the table was measured.
 """
 
 from __future__ import annotations
@@ -210,6 +212,7 @@ def validate_profile(
             for repeat in ("a", "b") if samples[i].role == "validate" else ("a",):
                 for k in range(sessions):
                     fns[f"{i}/{repeat}/{k}"] = open_session()
+        fns.update(_anchor_callables(profile, sessions, seed))
         timings = time_callables(fns, rounds=rounds, reps=reps, warmup=warmup, seed=seed, progress=progress)
     finally:
         if tmp is not None:
@@ -218,12 +221,26 @@ def validate_profile(
         sample.measured_ms = min(timings[f"{i}/a/{k}"].value_ms for k in range(sessions))
         if sample.role == "validate":
             sample.repeat_ms = min(timings[f"{i}/b/{k}"].value_ms for k in range(sessions))
+    ratios = [min(timings[f"anchor/{key}/{k}"].value_ms for k in range(sessions)) / reference
+              for key, reference in profile.anchors.items() if reference > 0]
+    anchor_ratio = float(np.median(ratios)) if ratios else None
+    return score_samples(profile, suites, samples, subsets, command=command, anchor_ratio=anchor_ratio)
 
-    return score_samples(profile, suites, samples, subsets, command=command)
+
+def _anchor_callables(profile: HardwareProfile, sessions: int, seed: int) -> dict[str, Callable[[], object]]:
+    """The profile's anchor signatures, timed beside the models (none for profiles without anchors)."""
+    if not profile.anchors:
+        return {}
+    from autocompress.hardware.profiler import ProfileSettings, layer_callable
+    from autocompress.hardware.signature import LayerSignature
+
+    settings = ProfileSettings(runtime=profile.runtime, threads=profile.threads, seed=seed)
+    return {f"anchor/{key}/{k}": layer_callable(LayerSignature.parse(key), settings)
+            for key in profile.anchors for k in range(sessions)}
 
 
 def score_samples(profile: HardwareProfile, suites: Sequence[Suite], samples: list[Sample], subsets: Sequence[str],
-                  *, command: str = "") -> tuple[HardwareProfile, dict[str, Any]]:
+                  *, command: str = "", anchor_ratio: float | None = None) -> tuple[HardwareProfile, dict[str, Any]]:
     """Fit the calibrations on the calibration samples and score them on the held-out ones."""
     fit = [s for s in samples if s.role == "calibrate"]
     pooled = fit_calibration(np.array([s.features for s in fit]), np.array([s.measured_ms for s in fit]),
@@ -251,13 +268,14 @@ def score_samples(profile: HardwareProfile, suites: Sequence[Suite], samples: li
             metrics = fidelity(np.array([r[key] for r in rows]), np.array([r["measured_ms"] for r in rows]),
                                np.array([r["repeat_ms"] for r in rows]))
             results.append(ValidationResult(date=date, command=command, models=models, subset=subset,
+                                            anchor_ratio=anchor_ratio,
                                             calibration=own[models[0]] if len(models) == 1 else pooled, **metrics))
     updated = profile.model_copy(update={
         "calibration": pooled,
         "model_calibrations": {**profile.model_calibrations, **own},
         "validation": [*profile.validation, *results],
     })
-    report = {"results": [r.model_dump() for r in results], "samples": report_rows,
+    report = {"results": [r.model_dump() for r in results], "anchor_ratio": anchor_ratio, "samples": report_rows,
               "calibration_samples": [{"model": s.suite, "subset": s.subset, "measured_ms": s.measured_ms,
                                        "features": dict(zip(CALIBRATION_FEATURES, s.features.tolist(), strict=True)),
                                        "candidate": s.candidate.to_dict()}
