@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import platform
-import statistics
 import sys
 from importlib import metadata
 from pathlib import Path
@@ -201,9 +200,12 @@ def cmd_profile(args: argparse.Namespace) -> int:
     measured = measure_signatures(keys, args.out, settings, anchors=existing.anchors if existing else None,
                                   progress=update)
     bar.close()
-    if measured.scales:
-        print(f"anchor drift: chunks rescaled by {min(measured.scales):.3f} .. {max(measured.scales):.3f} "
-              f"(median {statistics.median(measured.scales):.3f}) to the profile's reference scale")
+    if measured.chunk_ratios:
+        import numpy as np
+
+        low, high = np.percentile(measured.chunk_ratios, [10, 90])
+        print(f"anchors: this run's timings x {measured.scale:.3f} to the profile's reference scale "
+              f"(single chunks: {low:.3f} .. {high:.3f}, 10th-90th percentile)")
     if existing is not None:
         provenance = existing.provenance.model_copy(
             update={"command": existing.provenance.command + " ; extended by: " + command})

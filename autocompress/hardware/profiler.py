@@ -10,9 +10,9 @@ resumes where it stopped.
 A shared machine changes speed over minutes and hours (here whole models ran
 30% apart between two afternoons), and a table assembled from runs on
 different days then mixes scales. Every chunk therefore also times a few fixed
-*anchor* signatures, and its entries are rescaled by how far the anchors moved
-from their reference values, the ones stored in the profile when it was first
-measured. An extension run weeks later lands on the same scale.
+*anchor* signatures, and a run's entries are rescaled by how far the anchors
+moved from their reference values, the ones stored in the profile when it was
+first measured. An extension run weeks later lands on the same scale.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ class ProfileSettings:
     def describe(self) -> str:
         return (f"{self.sessions} sessions x {self.rounds} interleaved rounds x {self.reps} timed runs after "
                 f"{self.warmup} warm-up runs; value = min over sessions of the min of round medians, "
-                f"rescaled per chunk by {self.anchors} anchor signatures")
+                f"rescaled to the profile's scale by {self.anchors} anchor signatures timed in every chunk")
 
 
 def layer_callable(sig: LayerSignature, settings: ProfileSettings) -> Callable[[], object]:
@@ -102,9 +102,10 @@ def partial_path(out: Path) -> Path:
 class Measurement:
     """What a profiling run produced."""
 
-    entries: dict[str, Entry]
+    entries: dict[str, Entry]  # on the reference scale
     anchors: dict[str, float]  # anchor signature -> reference latency (ms): the scale every entry is on
-    scales: list[float] = field(default_factory=list)  # per chunk of this run: reference / now of the anchors
+    scale: float = 1.0  # what this run's timings were multiplied by: reference / this run's anchors
+    chunk_ratios: list[float] = field(default_factory=list)  # per chunk: reference / its anchors (spread: noise)
 
 
 def pick_anchors(keys: Iterable[str], n: int) -> list[str]:
@@ -116,22 +117,32 @@ def pick_anchors(keys: Iterable[str], n: int) -> list[str]:
     return list(dict.fromkeys(picks))
 
 
-def _read_partial(path: Path) -> tuple[dict[str, Entry], dict[str, float]]:
-    """Finished entries and the anchors of an interrupted run; a torn last line (killed mid-write) is ignored."""
-    done: dict[str, Entry] = {}
-    anchors: dict[str, float] = {}
+@dataclass
+class _Partial:
+    """The records of ``<out>.partial.jsonl``: raw (unscaled) entries and anchor timings per chunk."""
+
+    entries: dict[str, Entry] = field(default_factory=dict)
+    anchor_keys: list[str] = field(default_factory=list)
+    chunks: list[dict[str, float]] = field(default_factory=list)
+
+
+def _read_partial(path: Path) -> _Partial:
+    """What an interrupted run finished; a torn last line (killed mid-write) is ignored."""
+    done = _Partial()
     if not path.exists():
-        return done, anchors
+        return done
     for line in path.read_text().splitlines():
         try:
             record = json.loads(line)
-            if "anchors" in record:
-                anchors = {str(k): float(v) for k, v in record["anchors"].items()}
+            if "anchor_keys" in record:
+                done.anchor_keys = [str(k) for k in record["anchor_keys"]]
+            elif "chunk_anchors" in record:
+                done.chunks.append({str(k): float(v) for k, v in record["chunk_anchors"].items()})
             else:
-                done[record["key"]] = Entry(**record["entry"])
+                done.entries[record["key"]] = Entry(**record["entry"])
         except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
             log.warning("%s: skipping an unreadable line (interrupted write)", path)
-    return done, anchors
+    return done
 
 
 def measure_signatures(
@@ -144,28 +155,31 @@ def measure_signatures(
 ) -> Measurement:
     """Time every signature, resuming from ``<out>.partial.jsonl``.
 
-    ``anchors``: reference anchor latencies from the profile being extended;
-    without them the first chunk's anchor timings become the reference.
+    ``anchors``: reference anchor latencies of the profile being extended; the
+    run's entries are multiplied by the median of reference / this run's anchor
+    timings. Without them this run's anchor medians become the reference. One
+    factor for the whole run, taken over every chunk's anchors, because drift
+    within minutes is small and a single chunk's anchors are noisy.
     """
     out = Path(out)
     partial = partial_path(out)
     partial.parent.mkdir(parents=True, exist_ok=True)
-    entries, reference = _read_partial(partial)
-    reference = dict(anchors or reference)
-    todo = [k for k in dict.fromkeys(keys) if k not in entries]
-    total = len(entries) + len(todo)
-    if entries:
-        log.info("resuming: %d of %d signatures already measured in %s", len(entries), total, partial)
-    anchor_keys = list(reference) or pick_anchors(todo, settings.anchors)
+    done = _read_partial(partial)
+    todo = [k for k in dict.fromkeys(keys) if k not in done.entries]
+    total = len(done.entries) + len(todo)
+    if done.entries:
+        log.info("resuming: %d of %d signatures already measured in %s", len(done.entries), total, partial)
     rng = np.random.default_rng(settings.seed)
     order = list(rng.permutation(len(todo)))  # mix sizes so drift spreads over all of them
     todo = [todo[i] for i in order]
-    scales: list[float] = []
     started = time.perf_counter()
     with partial.open("a") as fh:
+        if todo and not done.anchor_keys:
+            done.anchor_keys = list(anchors) if anchors else pick_anchors(todo, settings.anchors)
+            fh.write(json.dumps({"anchor_keys": done.anchor_keys}) + "\n")
         for start in range(0, len(todo), settings.chunk):
             chunk = todo[start:start + settings.chunk]
-            timed = chunk + [a for a in anchor_keys if a not in chunk]
+            timed = chunk + [a for a in done.anchor_keys if a not in chunk]
             # a session can stay slower than another of the same model for its whole life: take the fastest
             fns = {f"{k}#{s}": layer_callable(LayerSignature.parse(k), settings)
                    for k in timed for s in range(settings.sessions)}
@@ -173,24 +187,28 @@ def measure_signatures(
                                                         warmup=settings.warmup, seed=settings.seed + start)
             best = {k: min((timings[f"{k}#{s}"] for s in range(settings.sessions)), key=lambda t: t.value_ms)
                     for k in timed}
-            if anchor_keys and not reference:
-                reference = {a: best[a].value_ms for a in anchor_keys}
-                fh.write(json.dumps({"anchors": reference}) + "\n")
-            scale = float(np.median([reference[a] / best[a].value_ms for a in anchor_keys])) if anchor_keys else 1.0
-            scales.append(scale)
             for key in chunk:
-                entries[key] = Entry(latency_ms=best[key].value_ms * scale, std_ms=best[key].std_ms * scale,
-                                     count=best[key].count * settings.sessions)
-                fh.write(json.dumps({"key": key, "entry": entries[key].model_dump()}) + "\n")
+                done.entries[key] = Entry(latency_ms=best[key].value_ms, std_ms=best[key].std_ms,
+                                          count=best[key].count * settings.sessions)
+                fh.write(json.dumps({"key": key, "entry": done.entries[key].model_dump()}) + "\n")
+            if done.anchor_keys:
+                done.chunks.append({a: best[a].value_ms for a in done.anchor_keys})
+                fh.write(json.dumps({"chunk_anchors": done.chunks[-1]}) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
             if progress is not None:
                 done_now = start + len(chunk)
                 elapsed = time.perf_counter() - started
-                progress(len(entries), total, elapsed / done_now * (len(todo) - done_now))
-    if scales:
-        log.info("anchor drift over this run: chunk scales %.3f .. %.3f", min(scales), max(scales))
-    return Measurement(entries, reference, scales)
+                progress(len(done.entries), total, elapsed / done_now * (len(todo) - done_now))
+    if not done.chunks:  # nothing timed (or no anchors): entries stay as measured
+        return Measurement(done.entries, dict(anchors or {}))
+    run = {a: float(np.median([c[a] for c in done.chunks])) for a in done.anchor_keys}
+    reference = dict(anchors) if anchors else run
+    scale = float(np.median([reference[a] / run[a] for a in done.anchor_keys]))
+    chunk_ratios = [float(np.median([reference[a] / c[a] for a in done.anchor_keys])) for c in done.chunks]
+    entries = {k: e.model_copy(update={"latency_ms": e.latency_ms * scale, "std_ms": e.std_ms * scale})
+               for k, e in done.entries.items()}
+    return Measurement(entries, reference, scale, chunk_ratios)
 
 
 def build_profile(
