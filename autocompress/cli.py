@@ -196,7 +196,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
     print(f"{len(keys)} layer signatures to measure for {', '.join(args.models)} ({', '.join(precisions)})")
     bar, update = _bar("measuring layers")
     if existing is not None and existing.entries and not existing.anchors:
-        logging.getLogger(__name__).warning("%s has no anchor signatures: new entries cannot be put on the scale of its old ones", args.out)
+        logging.getLogger(__name__).warning("%s has no anchor signatures: new entries cannot be put on the scale "
+                                            "of its old ones", args.out)
     measured = measure_signatures(keys, args.out, settings, anchors=existing.anchors if existing else None,
                                   progress=update)
     bar.close()

@@ -229,8 +229,7 @@ class DDPGStrategy:
         reward = float(record.accuracy)
         if self.config.cost_weight and self.layerwise.budgets:
             budget = self.layerwise.budgets[0]
-            reward -= self.config.cost_weight * float(budget.values(record.costs)
-                                                      / budget.values(self.layerwise.reference)[0])
+            reward -= self.config.cost_weight * float(budget.values(record.costs) / self.layerwise.reference_metrics[0])
         return reward
 
     def observe(self, record: TrialRecord) -> None:

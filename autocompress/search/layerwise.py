@@ -9,8 +9,9 @@ decisions is one vectorized call.
 
 Budgets are guaranteed by construction with *completions*: uniform corners
 (every remaining unit at its smallest keep, one bit-width, smallest or full
-rank) and the cheapest rows coordinate descent finds for each budget. A choice for the current step is admissible when some completion of
-the remaining steps still meets every budget. If the first step has an
+rank) and the cheapest rows coordinate descent finds for each budget. A
+choice for the current step is admissible when some completion of the
+remaining steps still meets every budget. If the first step has an
 admissible choice, every later step does too (the completion that admitted
 the previous choice admits its own value for this step), so an episode that
 only takes admissible choices always ends feasible — AMC's
@@ -65,7 +66,7 @@ class Layerwise:
         self.budgets = list(budgets)
         self.dims = tuple(dims)
         self.identity_row = costs.encode([self.space.identity()])[0]
-        self.reference = costs.predict_batch(self.identity_row[None, :])  # the uncompressed model's costs
+        self.reference_metrics = self.budget_metrics(self.identity_row[None, :])[0]  # the uncompressed model
         self.steps: list[Step] = []
         scaling = [(i, dim) for i, (owner, dim) in enumerate(costs.columns) if owner == "scaling"]
         decided = [(i, dim) for i, dim in scaling if len(self.space.scaling_choices[dim]) > 1]
@@ -211,8 +212,12 @@ class Layerwise:
             out[t + 1:, list(step.columns)] = row[list(step.columns)]
         return out
 
+    def budget_metrics(self, rows: np.ndarray) -> np.ndarray:
+        """(N, budgets) each row's cost in each budget's metric."""
+        predicted = self.costs.predict_batch(np.asarray(rows))
+        return np.stack([b.values(predicted) for b in self.budgets], axis=1) if self.budgets \
+            else np.zeros((len(rows), 0))
+
     def budget_fractions(self, rows: np.ndarray) -> np.ndarray:
         """(N, budgets) each row's cost in each budget's metric, as a fraction of the reference's."""
-        predicted = self.costs.predict_batch(rows)
-        return np.stack([b.values(predicted) / b.values(self.reference)[0] for b in self.budgets], axis=1) \
-            if self.budgets else np.zeros((len(rows), 0))
+        return self.budget_metrics(rows) / self.reference_metrics

@@ -84,12 +84,6 @@ class NetAdaptStrategy:
         self.layerwise = Layerwise(costs, budgets, self.config.dims)
         self.budgets = list(budgets)
         self.reference_accuracy = reference_accuracy
-        self._reference = np.array([float(b.values(self.layerwise.reference)[0]) for b in self.budgets])
-
-    def _metrics(self, rows: np.ndarray) -> np.ndarray:
-        """(N, budgets) costs in each budget's metric."""
-        predicted = self.layerwise.costs.predict_batch(np.asarray(rows))
-        return np.stack([b.values(predicted) for b in self.budgets], axis=1)
 
     def _meets(self, row: np.ndarray) -> bool:
         return bool(feasible(self.budgets, self.layerwise.costs.predict_batch(row[None, :]))[0])
@@ -99,7 +93,7 @@ class NetAdaptStrategy:
         """Per unit and dimension, the least compression of that one dimension that meets every target."""
         lw = self.layerwise
         found: list[tuple[int, float, int, np.ndarray]] = []
-        now = self._metrics(current[None, :])[0]
+        now = self.layerwise.budget_metrics(current[None, :])[0]
         for t, step in enumerate(lw.steps):
             for col, ladder in zip(step.columns, step.ladders, strict=True):
                 where = np.flatnonzero(ladder == current[col])
@@ -108,7 +102,7 @@ class NetAdaptStrategy:
                     continue
                 rows = np.repeat(current[None, :], at, axis=0)
                 rows[:, col] = ladder[:at][::-1]  # one rung down first, the most compressed last
-                costs = self._metrics(rows)
+                costs = self.layerwise.budget_metrics(rows)
                 ok = np.flatnonzero((costs <= targets * (1 + 1e-9)).all(axis=1)
                                     & (costs < now * (1 - 1e-9)).any(axis=1))
                 if len(ok):
@@ -120,7 +114,8 @@ class NetAdaptStrategy:
     def _score(self, record: TrialRecord, current_accuracy: float | None, current_cost: np.ndarray) -> float:
         if self.config.select == "accuracy" or current_accuracy is None:
             return float(record.accuracy)
-        saved = ((current_cost - np.array([b.values(record.costs) for b in self.budgets])) / self._reference).sum()
+        after = np.array([b.values(record.costs) for b in self.budgets])
+        saved = ((current_cost - after) / self.layerwise.reference_metrics).sum()
         return -(current_accuracy - float(record.accuracy)) / max(float(saved), 1e-12)
 
     # -- replay -------------------------------------------------------------------------------------
@@ -145,7 +140,7 @@ class NetAdaptStrategy:
                 done.append(Iteration(index, current, targets, proposals, None))
                 return done, missing[0]
             records = [evaluated[tuple(p)] for p in proposals]
-            cost = self._metrics(current[None, :])[0]
+            cost = self.layerwise.budget_metrics(current[None, :])[0]
             best = max(range(len(records)), key=lambda i: (self._score(records[i], current_accuracy, cost), -i))
             done.append(Iteration(index, current, targets, proposals, records[best]))
             current, current_accuracy = proposals[best], float(records[best].accuracy)
@@ -154,11 +149,11 @@ class NetAdaptStrategy:
 
     def _iteration_proposals(self, current: np.ndarray, index: int) -> tuple[list[np.ndarray], np.ndarray]:
         """Proposals at this iteration's targets; dR is halved while no single change can meet them."""
-        cost = self._metrics(current[None, :])[0]
+        cost = self.layerwise.budget_metrics(current[None, :])[0]
         limits = np.array([b.limit for b in self.budgets])
         step = self.config.step * self.config.decay ** index
         while True:
-            targets = np.where(cost > limits, np.maximum(limits, cost - step * self._reference), cost)
+            targets = np.where(cost > limits, np.maximum(limits, cost - step * self.layerwise.reference_metrics), cost)
             proposals = self.proposals(current, targets)
             if proposals or step <= self.config.min_step:
                 return proposals, targets
