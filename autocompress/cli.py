@@ -119,6 +119,11 @@ def _bar(desc: str):
     return bar, update
 
 
+def _timing_options(args: argparse.Namespace) -> dict[str, int]:
+    """The timing flags given; the rest keep the defaults of what runs (layers and whole models differ)."""
+    return {name: getattr(args, name) for name in ("rounds", "reps", "sessions") if getattr(args, name) is not None}
+
+
 def cmd_profile(args: argparse.Namespace) -> int:
     from autocompress.hardware import HardwareProfile, required_signatures
 
@@ -142,9 +147,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
         else:
             bar, update = _bar("timing whole models")
             profile, report = validate_profile(profile, _suites(args), n_validate=args.n,
-                                               n_calibrate=args.calibrate, seed=args.seed, rounds=args.rounds,
-                                               reps=args.reps, sessions=args.sessions, command=command,
-                                               progress=update)
+                                               n_calibrate=args.calibrate, seed=args.seed, command=command,
+                                               progress=update, **_timing_options(args))
             bar.close()
         out = Path(args.out or args.profile)
         profile.save(out)
@@ -182,9 +186,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
         raise SpaceError(f"--runtime {args.runtime!r}: expected one of {sorted(RUNTIMES)}")
     precisions = args.precisions or list(RUNTIMES[args.runtime]["precisions"])
     suites = _suites(args)
-    settings = ProfileSettings(runtime=args.runtime, threads=args.threads, rounds=args.rounds, reps=args.reps,
-                               warmup=args.warmup, chunk=args.chunk, sessions=args.sessions, anchors=args.anchors,
-                               seed=args.seed)
+    settings = ProfileSettings(runtime=args.runtime, threads=args.threads, passes=args.passes, warmup=args.warmup,
+                               chunk=args.chunk, anchors=args.anchors, seed=args.seed, **_timing_options(args))
     keys = sorted({k for s in suites for k in required_signatures(s.space, precisions)})
     existing = HardwareProfile.load(args.out) if Path(args.out).exists() else None
     if existing is not None:  # extend a profile: measure only what it lacks, keep its calibration
@@ -417,11 +420,15 @@ def build_parser() -> argparse.ArgumentParser:
     prof.add_argument("--runtime", default="onnxruntime", help="onnxruntime | torch-eager")
     prof.add_argument("--threads", type=int, default=1)
     prof.add_argument("--precisions", nargs="+", default=None, help="kernel precisions to measure (default: all the runtime has)")
-    prof.add_argument("--rounds", type=int, default=5)
-    prof.add_argument("--reps", type=int, default=20)
+    prof.add_argument("--passes", type=int, default=2,
+                      help="measure: passes over the whole table, the fastest counts (damps drift)")
+    prof.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default: 3)")
+    prof.add_argument("--reps", type=int, default=None, help="timed runs per round (default: measure 20, validate 10)")
     prof.add_argument("--warmup", type=int, default=3)
     prof.add_argument("--chunk", type=int, default=48, help="signatures per resumable chunk")
-    prof.add_argument("--sessions", type=int, default=2, help="sessions per measured model; the fastest counts")
+    prof.add_argument("--sessions", type=int, default=None,
+                      help="runtime sessions per timed model (default: measure 2 per layer, the fastest counts; "
+                           "validate 6 per whole model, the median counts)")
     prof.add_argument("--anchors", type=int, default=4,
                       help="measure: anchor signatures timed in every chunk to correct drift (0: none)")
     prof.add_argument("--remeasure", action="store_true",

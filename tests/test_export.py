@@ -54,7 +54,7 @@ def exported(searched):
     """``(setup, study, manifest, out)``: the study's Pareto front, exported the default way."""
     setup, study, tmp = searched
     out = tmp / "export"
-    manifest = export_front(setup, study, out, final_epochs=0.2, rounds=1, reps=3, progress=False)
+    manifest = export_front(setup, study, out, final_epochs=0.2, rounds=1, reps=3, sessions=2, progress=False)
     return setup, study, manifest, out
 
 

@@ -33,7 +33,13 @@ from autocompress.hardware.onnx_runtime import (
     torchscript_scope,
 )
 from autocompress.hardware.signature import LayerSignature
-from autocompress.hardware.timing import Timing, time_callables, torch_callable
+from autocompress.hardware.timing import (
+    Timing,
+    across_sessions,
+    open_sessions,
+    time_callables,
+    torch_callable,
+)
 from tests.helpers import shipped_space, zoo_model
 
 SHAPE = (3, 32, 32)
@@ -220,6 +226,33 @@ def test_time_callables_times_real_sessions():
     assert set(result) == {"fp32", "int8", "torch"}
     assert all(t.count == 6 and t.value_ms > 0 for t in result.values())
     assert fns["torch"]().shape == (1, 8, 6, 6) and not model.training
+
+
+def test_across_sessions_keeps_the_typical_session_not_the_luckiest():
+    assert across_sessions([0.9, 0.6, 1.0, 0.95, 0.92]) == 0.92
+    assert across_sessions([0.6, 1.0]) == pytest.approx(0.8)
+    with pytest.raises(ValueError, match="no session"):
+        across_sessions([])
+
+
+def test_open_sessions_mixes_the_order_models_are_opened_in():
+    def openers(log: list[str]) -> dict:
+        def opener(label):
+            def open_one():
+                log.append(label)
+                return lambda: label
+            return open_one
+        return {f"m{i}": opener(f"m{i}") for i in range(6)}
+
+    first: list[str] = []
+    fns = open_sessions(openers(first), 4, seed=3)
+    assert list(fns) == [f"m{i}#{k}" for i in range(6) for k in range(4)] and fns["m2#1"]() == "m2"
+    assert sorted(first) == sorted([f"m{i}" for i in range(6)] * 4) and first != sorted(first)  # mixed
+    again: list[str] = []
+    open_sessions(openers(again), 4, seed=3)
+    assert again == first  # seeded
+    with pytest.raises(ValueError, match="sessions"):
+        open_sessions(openers([]), 0)
 
 
 def test_time_callables_rejects_bad_arguments():

@@ -38,7 +38,8 @@ def test_measure_then_price_lenet(tmp_path):
     measured = measure_signatures(keys, tmp_path / "p.json", settings, progress=lambda *a: calls.append(a))
     entries = measured.entries
     assert set(entries) == set(keys) and all(e.latency_ms > 0 for e in entries.values())
-    assert calls and calls[-1][0] == len(keys)
+    assert calls and calls[-1][0] == len(keys) * settings.passes
+    assert all(e.count == settings.passes * settings.sessions * 2 for e in entries.values())
     profile = build_profile("t", measured, settings, command="test", versions={})
     costs = CostModel(profile, space)
     from autocompress.hardware import leaf_signatures
@@ -73,10 +74,12 @@ def test_sigkill_then_resume_measures_nothing_twice(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"resuming: {len(before)} of" in done.stdout + done.stderr
     profile = HardwareProfile.load(out)
-    # finished entries were kept, not measured again; the anchors of all chunks, before and after
-    # the kill, set the reference (this run had none), so every entry stays exactly as timed
+    # finished timings were kept, not measured again; the anchors of all chunks, before and after
+    # the kill, set the reference (this run had none), so the scale is exactly 1
+    # the kill came in the first pass: an entry is its faster pass, so never slower than as first timed
     for key, entry in before.items():
-        assert profile.entries[key].latency_ms == pytest.approx(entry["latency_ms"], rel=1e-12)
+        assert profile.entries[key].latency_ms <= entry["latency_ms"] * (1 + 1e-12)
+        assert profile.entries[key].count == 2 * entry["count"]
     assert list(profile.anchors) == anchor_keys
     assert not partial.exists()
 
@@ -91,7 +94,7 @@ def test_anchors_put_an_extension_on_the_profiles_scale(tmp_path):
     settings = ProfileSettings(rounds=2, reps=5, warmup=1, chunk=16)
     base = measure_signatures(first, tmp_path / "a.json", settings)
     assert len(base.anchors) == 4 and set(base.anchors) <= set(first) and base.scale == 1.0
-    assert len(base.chunk_ratios) == -(-len(first) // 16)
+    assert len(base.chunk_ratios) == settings.passes * -(-len(first) // 16)
     same = measure_signatures(rest, tmp_path / "b.json", settings, anchors=base.anchors)
     # a reference measured on a machine twice as slow: the extension lands on that scale
     slow = measure_signatures(rest, tmp_path / "c.json", settings, anchors={k: 2 * v for k, v in base.anchors.items()})
@@ -109,7 +112,7 @@ def test_validate_stores_calibration_and_fidelity(tmp_path):
     measured = measure_signatures(required_signatures(space, ["fp32", "int8"]), tmp_path / "p.json", settings)
     profile = build_profile("t", measured, settings, command="test", versions={})
     updated, report = validate_profile(profile, [Suite("lenet5", model, space)], n_validate=8, n_calibrate=16,
-                                       seed=0, rounds=2, reps=5)
+                                       seed=0, rounds=2, reps=5, sessions=2)
     assert set(updated.model_calibrations) == {"lenet5"}
     assert updated.calibration.fitted_on == 16 and updated.calibration.models == ["lenet5"]
     assert updated.calibration.form in ("sums", "sums+layers", "sums+layers+activations")
@@ -120,6 +123,9 @@ def test_validate_stores_calibration_and_fidelity(tmp_path):
         assert v.noise_floor_pct >= 0
         assert v.anchor_ratio == report["anchor_ratio"] and 0.2 < v.anchor_ratio < 5  # anchors timed beside them
     assert len(report["samples"]) == 8 and all(s["measured_ms"] > 0 for s in report["samples"])
+    for s in report["samples"] + report["calibration_samples"]:  # two session sets, the value between them
+        low, high = sorted(s["halves_ms"])
+        assert 0 < low <= s["measured_ms"] <= high
     saved = updated.save(tmp_path / "validated.json")
     assert HardwareProfile.load(saved).validation == updated.validation
 

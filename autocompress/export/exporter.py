@@ -14,8 +14,8 @@ study (or the trials named), and for each member:
 4. counts size, MACs and BitOps on the real model (:mod:`autocompress.counting`).
 
 Then all members **and the uncompressed reference** are timed together, in one
-interleaved run in the profile's runtime (several sessions per model, the
-fastest kept), so a relative budget such as ``latency<=0.5x`` compares a
+interleaved run in the profile's runtime (several sessions per model, their
+median kept), so a relative budget such as ``latency<=0.5x`` compares a
 measurement with a measurement. Every budget is checked twice: on the cost
 model's prediction and on the measurement (latency within the profile's noise
 band; size/MACs/BitOps are counted exactly; energy is said to be modelled where
@@ -44,7 +44,13 @@ from autocompress.compress import deploy_copy, materialize
 from autocompress.counting import count_model
 from autocompress.hardware.onnx_runtime import export_onnx, int8_leaves, ort_callable, ort_session
 from autocompress.hardware.profile import HardwareProfile, this_machine
-from autocompress.hardware.timing import Timing, time_callables, torch_callable
+from autocompress.hardware.timing import (
+    Timing,
+    across_sessions,
+    open_sessions,
+    time_callables,
+    torch_callable,
+)
 from autocompress.search.api import SearchSetup
 from autocompress.search.budget import METRICS, Budget
 from autocompress.search.engine import pareto_front
@@ -108,7 +114,7 @@ def export_front(
     final_epochs: float | None = None,
     rounds: int = 5,
     reps: int = 20,
-    sessions: int = 2,
+    sessions: int = 4,
     seed: int = 0,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -116,7 +122,7 @@ def export_front(
 
     ``final_epochs``: the longer distillation fine-tune (default ``config.final_epochs``).
     ``rounds``/``reps``/``sessions``: the interleaved latency measurement (every
-    member and the reference, ``sessions`` runtime sessions each, the fastest
+    member and the reference, ``sessions`` runtime sessions each, their median
     kept). Writes ``manifest.json``, ``front.png``, ``policy.png``, the
     reference's ``reference/model.onnx`` and one ``trial-NNNN/`` folder per member.
     """
@@ -212,7 +218,7 @@ def export_front(
                    "sessions": sessions, "seed": seed, "measured": not timing_note,
                    "note": timing_note or (f"every member and the reference timed together, interleaved: "
                                            f"{sessions} session(s) x {rounds} rounds x {reps} runs each; "
-                                           "latency = min over sessions of the min of round medians"),
+                                           "latency = median over sessions of the min of round medians"),
                    "noise_band_pct": noise_pct, "noise_band_source": noise_source,
                    "device_note": device_note},
         "budgets": [str(b) for b in setup.budgets],
@@ -484,13 +490,13 @@ def _runner(profile: HardwareProfile, model: nn.Module, input_shape, onnx_path: 
 
 def _measure(runners: dict, profile: HardwareProfile, *, rounds: int, reps: int, sessions: int, seed: int,
              progress: bool) -> tuple[dict[str, dict[str, Any]], str]:
-    """Time every runner (``sessions`` sessions each) in one interleaved call; the fastest session counts."""
+    """Time every runner (``sessions`` sessions each) in one interleaved call; the median session counts."""
     if profile.runtime not in MEASURABLE_RUNTIMES or any(r is None for r in runners.values()):
         note = (f"not measured: the profile's runtime {profile.runtime!r} cannot run on this machine "
                 f"(measurable: {', '.join(MEASURABLE_RUNTIMES)})")
         log.warning(note)
         return {}, note
-    fns = {f"{label}#{s}": open_session() for label, open_session in runners.items() for s in range(sessions)}
+    fns = open_sessions(runners, sessions, seed)
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -509,16 +515,16 @@ def _measure(runners: dict, profile: HardwareProfile, *, rounds: int, reps: int,
             bar.close()
     out = {}
     for label in runners:
-        per_session = [timings[f"{label}#{s}"] for s in range(sessions)]
-        best = min(per_session, key=lambda t: t.value_ms)
-        values = [t.value_ms for t in per_session]
+        per_session = sorted((timings[f"{label}#{s}"] for s in range(sessions)), key=lambda t: t.value_ms)
+        typical = per_session[len(per_session) // 2]  # the median session's own statistics
+        values = [timings[f"{label}#{s}"].value_ms for s in range(sessions)]
         out[label] = {
-            "latency_ms": best.value_ms,
-            "latency_median_ms": best.median_ms,
-            "latency_std_ms": best.std_ms,
+            "latency_ms": across_sessions(values),
+            "latency_median_ms": typical.median_ms,
+            "latency_std_ms": typical.std_ms,
             "latency_sessions_ms": values,
             "latency_spread_pct": (max(values) - min(values)) / min(values) * 100 if min(values) > 0 else 0.0,
-            "latency_round_medians_ms": list(best.round_medians_ms),
+            "latency_round_medians_ms": list(typical.round_medians_ms),
             "latency_runtime": profile.runtime,
         }
     return out, ""

@@ -7,6 +7,13 @@ each finished chunk is appended to ``<out>.partial.jsonl`` and flushed, so an
 interrupted run (even SIGKILL) loses at most one chunk and the same command
 resumes where it stopped.
 
+This VM's speed moves by +-15% from one chunk (about a second) to the next
+(10th-90th percentile of the chunks' anchor ratios), and a chunk's rounds all
+fall inside that second. So the whole table is measured in several *passes*,
+each in a fresh random order, and every signature keeps its fastest pass:
+its value comes from the machine's fast moments, as a whole model's does
+when validation times it over minutes, instead of from one draw of its chunk.
+
 A shared machine changes speed over minutes and hours (here whole models ran
 30% apart between two afternoons), and a table assembled from runs on
 different days then mixes scales. Every chunk therefore also times a few fixed
@@ -56,7 +63,8 @@ RUNTIMES = {
 class ProfileSettings:
     runtime: str = "onnxruntime"
     threads: int = 1
-    rounds: int = 5
+    passes: int = 2
+    rounds: int = 3
     reps: int = 20
     warmup: int = 3
     chunk: int = 48
@@ -64,10 +72,17 @@ class ProfileSettings:
     anchors: int = 4
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        for name in ("passes", "rounds", "reps", "chunk", "sessions"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ProfileError(f"profile settings: {name} must be an integer >= 1, got {value!r}")
+
     def describe(self) -> str:
-        return (f"{self.sessions} sessions x {self.rounds} interleaved rounds x {self.reps} timed runs after "
-                f"{self.warmup} warm-up runs; value = min over sessions of the min of round medians, "
-                f"rescaled to the profile's scale by {self.anchors} anchor signatures timed in every chunk")
+        return (f"{self.passes} passes over the whole table, each in its own order and chunk: {self.sessions} "
+                f"sessions x {self.rounds} interleaved rounds x {self.reps} timed runs after {self.warmup} warm-up "
+                f"runs; value = min over passes and sessions of the min of round medians, rescaled to the "
+                f"profile's scale by {self.anchors} anchor signatures timed in every chunk")
 
 
 def layer_callable(sig: LayerSignature, settings: ProfileSettings) -> Callable[[], object]:
@@ -119,9 +134,9 @@ def pick_anchors(keys: Iterable[str], n: int) -> list[str]:
 
 @dataclass
 class _Partial:
-    """The records of ``<out>.partial.jsonl``: raw (unscaled) entries and anchor timings per chunk."""
+    """The records of ``<out>.partial.jsonl``: raw (unscaled) entries per pass and anchor timings per chunk."""
 
-    entries: dict[str, Entry] = field(default_factory=dict)
+    entries: dict[str, dict[int, Entry]] = field(default_factory=dict)  # key -> pass -> entry
     anchor_keys: list[str] = field(default_factory=list)
     chunks: list[dict[str, float]] = field(default_factory=list)
 
@@ -139,7 +154,7 @@ def _read_partial(path: Path) -> _Partial:
             elif "chunk_anchors" in record:
                 done.chunks.append({str(k): float(v) for k, v in record["chunk_anchors"].items()})
             else:
-                done.entries[record["key"]] = Entry(**record["entry"])
+                done.entries.setdefault(record["key"], {})[int(record.get("pass", 0))] = Entry(**record["entry"])
         except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
             log.warning("%s: skipping an unreadable line (interrupted write)", path)
     return done
@@ -165,50 +180,63 @@ def measure_signatures(
     partial = partial_path(out)
     partial.parent.mkdir(parents=True, exist_ok=True)
     done = _read_partial(partial)
-    todo = [k for k in dict.fromkeys(keys) if k not in done.entries]
-    total = len(done.entries) + len(todo)
-    if done.entries:
-        log.info("resuming: %d of %d signatures already measured in %s", len(done.entries), total, partial)
-    rng = np.random.default_rng(settings.seed)
-    order = list(rng.permutation(len(todo)))  # mix sizes so drift spreads over all of them
-    todo = [todo[i] for i in order]
-    started = time.perf_counter()
+    keys = list(dict.fromkeys(keys))
+    total = len(keys) * settings.passes
+    finished = sum(len(done.entries.get(k, {})) for k in keys)
+    if finished:
+        log.info("resuming: %d of %d signature timings (%d passes) already in %s", finished, total,
+                 settings.passes, partial)
+    started, timed_now = time.perf_counter(), 0
     with partial.open("a") as fh:
-        if todo and not done.anchor_keys:
-            done.anchor_keys = list(anchors) if anchors else pick_anchors(todo, settings.anchors)
+        if finished < total and not done.anchor_keys:
+            done.anchor_keys = list(anchors) if anchors else pick_anchors(keys, settings.anchors)
             fh.write(json.dumps({"anchor_keys": done.anchor_keys}) + "\n")
-        for start in range(0, len(todo), settings.chunk):
-            chunk = todo[start:start + settings.chunk]
-            timed = chunk + [a for a in done.anchor_keys if a not in chunk]
-            # a session can stay slower than another of the same model for its whole life: take the fastest
-            fns = {f"{k}#{s}": layer_callable(LayerSignature.parse(k), settings)
-                   for k in timed for s in range(settings.sessions)}
-            timings: dict[str, Timing] = time_callables(fns, rounds=settings.rounds, reps=settings.reps,
-                                                        warmup=settings.warmup, seed=settings.seed + start)
-            best = {k: min((timings[f"{k}#{s}"] for s in range(settings.sessions)), key=lambda t: t.value_ms)
-                    for k in timed}
-            for key in chunk:
-                done.entries[key] = Entry(latency_ms=best[key].value_ms, std_ms=best[key].std_ms,
-                                          count=best[key].count * settings.sessions)
-                fh.write(json.dumps({"key": key, "entry": done.entries[key].model_dump()}) + "\n")
-            if done.anchor_keys:
-                done.chunks.append({a: best[a].value_ms for a in done.anchor_keys})
-                fh.write(json.dumps({"chunk_anchors": done.chunks[-1]}) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-            if progress is not None:
-                done_now = start + len(chunk)
-                elapsed = time.perf_counter() - started
-                progress(len(done.entries), total, elapsed / done_now * (len(todo) - done_now))
+        for pass_ in range(settings.passes):
+            todo = [k for k in keys if pass_ not in done.entries.get(k, {})]
+            rng = np.random.default_rng([settings.seed, pass_])
+            todo = [todo[i] for i in rng.permutation(len(todo))]  # mix sizes so drift spreads over all of them
+            for start in range(0, len(todo), settings.chunk):
+                chunk = todo[start:start + settings.chunk]
+                best = _time_chunk(chunk + [a for a in done.anchor_keys if a not in chunk], settings,
+                                   seed=settings.seed + 7919 * pass_ + start)
+                for key in chunk:
+                    entry = Entry(latency_ms=best[key].value_ms, std_ms=best[key].std_ms,
+                                  count=best[key].count * settings.sessions)
+                    done.entries.setdefault(key, {})[pass_] = entry
+                    fh.write(json.dumps({"key": key, "pass": pass_, "entry": entry.model_dump()}) + "\n")
+                if done.anchor_keys:
+                    done.chunks.append({a: best[a].value_ms for a in done.anchor_keys})
+                    fh.write(json.dumps({"chunk_anchors": done.chunks[-1]}) + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+                timed_now += len(chunk)
+                if progress is not None:
+                    elapsed = time.perf_counter() - started
+                    progress(finished + timed_now, total, elapsed / timed_now * (total - finished - timed_now))
+    raw = {k: _fastest_pass(done.entries[k]) for k in keys}
     if not done.chunks:  # nothing timed (or no anchors): entries stay as measured
-        return Measurement(done.entries, dict(anchors or {}))
+        return Measurement(raw, dict(anchors or {}))
     run = {a: float(np.median([c[a] for c in done.chunks])) for a in done.anchor_keys}
     reference = dict(anchors) if anchors else run
     scale = float(np.median([reference[a] / run[a] for a in done.anchor_keys]))
     chunk_ratios = [float(np.median([reference[a] / c[a] for a in done.anchor_keys])) for c in done.chunks]
     entries = {k: e.model_copy(update={"latency_ms": e.latency_ms * scale, "std_ms": e.std_ms * scale})
-               for k, e in done.entries.items()}
+               for k, e in raw.items()}
     return Measurement(entries, reference, scale, chunk_ratios)
+
+
+def _time_chunk(keys: list[str], settings: ProfileSettings, *, seed: int) -> dict[str, Timing]:
+    """Each signature's fastest session: a session can stay slower than another of the same layer for life."""
+    fns = {f"{k}#{s}": layer_callable(LayerSignature.parse(k), settings)
+           for k in keys for s in range(settings.sessions)}
+    timings = time_callables(fns, rounds=settings.rounds, reps=settings.reps, warmup=settings.warmup, seed=seed)
+    return {k: min((timings[f"{k}#{s}"] for s in range(settings.sessions)), key=lambda t: t.value_ms) for k in keys}
+
+
+def _fastest_pass(passes: dict[int, Entry]) -> Entry:
+    """A signature's value from its fastest pass; the count covers every pass."""
+    best = min(passes.values(), key=lambda e: e.latency_ms)
+    return best.model_copy(update={"count": sum(e.count for e in passes.values())})
 
 
 def build_profile(

@@ -4,8 +4,11 @@ Random candidates of each model's space are materialized, exported for the
 profile's runtime and timed end to end, all interleaved in one process. One set
 fits the calibration (per kernel precision); a disjoint set is predicted and
 compared with its measurement: Spearman rank correlation, median and 90th
-percentile absolute % error, share within +-10%, beside the noise floor (each
-held-out model measured twice, as two sessions, in the same run). The profile's
+percentile absolute % error, share within +-10%, beside the noise floor. Every
+model is timed as two independent sets of sessions in the same run: its
+latency is the median over both sets, and the noise floor is how far the two
+sets' own medians fall apart (the noise of a measurement half as long, so an
+upper bound on the noise of the figure compared). The profile's
 anchor signatures are timed in the same run: their ratio to the table says how
 far the machine's speed has moved since the table was measured.
 """
@@ -35,7 +38,12 @@ from autocompress.hardware.profile import (
     ProfileError,
     ValidationResult,
 )
-from autocompress.hardware.timing import time_callables, torch_callable
+from autocompress.hardware.timing import (
+    across_sessions,
+    open_sessions,
+    time_callables,
+    torch_callable,
+)
 from autocompress.space import Candidate, SearchSpace
 
 log = logging.getLogger(__name__)
@@ -58,8 +66,8 @@ class Sample:
     subset: str
     candidate: Candidate
     features: np.ndarray  # CALIBRATION_FEATURES, in order
-    measured_ms: float = float("nan")
-    repeat_ms: float = float("nan")
+    measured_ms: float = float("nan")  # median over every session of both sets
+    halves_ms: tuple[float, float] = (float("nan"), float("nan"))  # each set's median: the noise floor
 
 
 def draw_candidates(space: SearchSpace, n: int, subset: str, rng: np.random.Generator) -> list[Candidate]:
@@ -149,7 +157,8 @@ def fit_calibration(features: np.ndarray, measured: np.ndarray, models: Sequence
                        offset_ms=float(coef[-1]), form=form, fitted_on=n, models=sorted(set(models)))
 
 
-def fidelity(predicted: np.ndarray, measured: np.ndarray, repeat: np.ndarray) -> dict[str, float]:
+def fidelity(predicted: np.ndarray, measured: np.ndarray, halves: np.ndarray) -> dict[str, float]:
+    """``halves``: (n, 2) medians of each model's two session sets, for the noise floor."""
     errors = np.abs(predicted - measured) / measured * 100
     return {
         "n_candidates": int(len(measured)),
@@ -157,7 +166,7 @@ def fidelity(predicted: np.ndarray, measured: np.ndarray, repeat: np.ndarray) ->
         "median_abs_pct_error": float(np.median(errors)),
         "p90_abs_pct_error": float(np.percentile(errors, 90)),
         "within_10pct": float(np.mean(errors <= 10)),
-        "noise_floor_pct": float(np.median(np.abs(repeat - measured) / measured * 100)),
+        "noise_floor_pct": float(np.median(np.abs(halves[:, 0] - halves[:, 1]) / measured * 100)),
     }
 
 
@@ -168,10 +177,10 @@ def validate_profile(
     n_validate: int = 50,
     n_calibrate: int = 20,
     seed: int = 0,
-    rounds: int = 5,
-    reps: int = 20,
+    rounds: int = 3,
+    reps: int = 10,
     warmup: int = 3,
-    sessions: int = 2,
+    sessions: int = 6,
     command: str = "",
     workdir: str | Path | None = None,
     progress: Callable[[int, int], None] | None = None,
@@ -181,6 +190,9 @@ def validate_profile(
     Both counts are split evenly between fp32-only and int8-containing candidates
     (int8 only where the profile has int8 kernels). Returns the updated profile
     (calibrations and validation results stored) and a report with every sample.
+    A model's latency is the median over 2 x ``sessions`` sessions (see
+    :func:`across_sessions`): sessions differ more than rounds do, so the
+    defaults spend the time on sessions rather than on rounds and reps.
     """
     rng = np.random.default_rng(seed)
     has_int8 = any(rule.precision != FLOAT_PRECISION for rule in profile.precision_rules)
@@ -205,23 +217,20 @@ def validate_profile(
                     runners[len(samples) - 1] = _runner(profile, built, shape,
                                                         root / f"{suite.name}-{len(samples)}.onnx", seed)
                     log.info("validation: prepared %d models", len(samples))
-        # one measurement = the fastest of `sessions` sessions of the model (sessions of the same model
-        # can differ by tens of percent for their whole life); the repeat is an independent second one
-        fns = {}
-        for i, open_session in runners.items():
-            for repeat in ("a", "b") if samples[i].role == "validate" else ("a",):
-                for k in range(sessions):
-                    fns[f"{i}/{repeat}/{k}"] = open_session()
+        # sessions of the same model can differ by tens of percent for their whole life: a model's
+        # latency is the median of 2 x `sessions` sessions, in two sets whose medians give the noise floor
+        fns = open_sessions({f"{i}/{half}": open_session for i, open_session in runners.items()
+                             for half in ("a", "b")}, sessions, seed)
         fns.update(_anchor_callables(profile, sessions, seed))
         timings = time_callables(fns, rounds=rounds, reps=reps, warmup=warmup, seed=seed, progress=progress)
     finally:
         if tmp is not None:
             tmp.cleanup()
     for i, sample in enumerate(samples):
-        sample.measured_ms = min(timings[f"{i}/a/{k}"].value_ms for k in range(sessions))
-        if sample.role == "validate":
-            sample.repeat_ms = min(timings[f"{i}/b/{k}"].value_ms for k in range(sessions))
-    ratios = [min(timings[f"anchor/{key}/{k}"].value_ms for k in range(sessions)) / reference
+        per_half = {half: [timings[f"{i}/{half}#{k}"].value_ms for k in range(sessions)] for half in ("a", "b")}
+        sample.measured_ms = across_sessions(per_half["a"] + per_half["b"])
+        sample.halves_ms = (across_sessions(per_half["a"]), across_sessions(per_half["b"]))
+    ratios = [across_sessions([timings[f"anchor/{key}/{k}"].value_ms for k in range(sessions)]) / reference
               for key, reference in profile.anchors.items() if reference > 0]
     anchor_ratio = float(np.median(ratios)) if ratios else None
     return score_samples(profile, suites, samples, subsets, command=command, anchor_ratio=anchor_ratio)
@@ -256,7 +265,7 @@ def score_samples(profile: HardwareProfile, suites: Sequence[Suite], samples: li
         features = dict(zip(CALIBRATION_FEATURES, s.features, strict=True))
         report_rows.append({"model": s.suite, "subset": s.subset, "predicted_ms": float(own[s.suite].apply(features)),
                             "pooled_predicted_ms": float(pooled.apply(features)), "measured_ms": s.measured_ms,
-                            "repeat_ms": s.repeat_ms, "candidate": s.candidate.to_dict()})
+                            "halves_ms": list(s.halves_ms), "candidate": s.candidate.to_dict()})
     model_groups = [[s.name] for s in suites] + ([[s.name for s in suites]] if len(suites) > 1 else [])
     for models in model_groups:
         for subset in (*subsets, "all"):
@@ -266,7 +275,7 @@ def score_samples(profile: HardwareProfile, suites: Sequence[Suite], samples: li
             # one model: its own calibration (what a search on it uses); several: the pooled one
             key = "predicted_ms" if len(models) == 1 else "pooled_predicted_ms"
             metrics = fidelity(np.array([r[key] for r in rows]), np.array([r["measured_ms"] for r in rows]),
-                               np.array([r["repeat_ms"] for r in rows]))
+                               np.array([r["halves_ms"] for r in rows]))
             results.append(ValidationResult(date=date, command=command, models=models, subset=subset,
                                             anchor_ratio=anchor_ratio,
                                             calibration=own[models[0]] if len(models) == 1 else pooled, **metrics))
@@ -277,6 +286,7 @@ def score_samples(profile: HardwareProfile, suites: Sequence[Suite], samples: li
     })
     report = {"results": [r.model_dump() for r in results], "anchor_ratio": anchor_ratio, "samples": report_rows,
               "calibration_samples": [{"model": s.suite, "subset": s.subset, "measured_ms": s.measured_ms,
+                                       "halves_ms": list(s.halves_ms),
                                        "features": dict(zip(CALIBRATION_FEATURES, s.features.tolist(), strict=True)),
                                        "candidate": s.candidate.to_dict()}
                                       for s in samples if s.role == "calibrate"]}
@@ -300,6 +310,8 @@ def samples_from_report(profile: HardwareProfile, suites: Sequence[Suite], repor
             else:
                 candidate = Candidate({})
                 features = np.array([row["features"][f] for f in CALIBRATION_FEATURES])
-            samples.append(Sample(suite.name, role, row["subset"], candidate, features,
-                                  row["measured_ms"], row.get("repeat_ms", float("nan"))))
+            # reports written before the two-set rule hold the first set as measured_ms and the second as repeat_ms
+            halves = row.get("halves_ms") or (row["measured_ms"], row.get("repeat_ms", float("nan")))
+            samples.append(Sample(suite.name, role, row["subset"], candidate, features, row["measured_ms"],
+                                  (float(halves[0]), float(halves[1]))))
     return samples
