@@ -23,14 +23,19 @@ import numpy as np
 from autocompress.graph import kept_channels
 from autocompress.hardware.analytic import roofline_ms
 from autocompress.hardware.energy import EnergyTable, energy_mj_arrays
-from autocompress.hardware.profile import CALIBRATION_FEATURES, HardwareProfile, ProfileError
+from autocompress.hardware.profile import (
+    CALIBRATION_FEATURES,
+    SUMMED_FEATURES,
+    HardwareProfile,
+    ProfileError,
+)
 from autocompress.hardware.signature import LayerSignature, leaf_signatures
 from autocompress.space import IDENTITY, Candidate, CandidateError, SearchSpace
 
 log = logging.getLogger(__name__)
 
-#: summed over units; the first six are the calibration features, latency is calibrated afterwards
-_RAW = (*CALIBRATION_FEATURES, "energy_mj", "size_bytes", "macs", "bitops")
+#: summed over units; the first six feed the calibration, latency is calibrated afterwards
+_RAW = (*SUMMED_FEATURES, "energy_mj", "size_bytes", "macs", "bitops")
 _F = {name: i for i, name in enumerate(_RAW)}
 FLOAT_PRECISION = "fp32"
 
@@ -281,10 +286,10 @@ class CostModel:
         raw = np.zeros((indices.shape[0], len(_RAW)))
         for t in self._tables:
             raw += t.flat[indices[:, t.columns] @ t.strides]
-        features = {name: raw[:, _F[name]] for name in CALIBRATION_FEATURES}
         out = {name: raw[:, _F[name]] for name in _RAW}
-        out["latency_ms"] = self.calibration.apply(features)
-        out["latency_sum_ms"] = features["sum_float_ms"] + features["sum_quant_ms"]
+        out["any_quant"] = (out["layers_quant"] > 0).astype(float)
+        out["latency_ms"] = self.calibration.apply({name: out[name] for name in CALIBRATION_FEATURES})
+        out["latency_sum_ms"] = out["sum_float_ms"] + out["sum_quant_ms"]
         return out
 
     def predict(self, candidate: Candidate) -> Costs:

@@ -108,10 +108,11 @@ def _runner(profile: HardwareProfile, model: nn.Module, input_shape: tuple[int, 
     raise ProfileError(f"profile runtime {profile.runtime!r} cannot be measured on this machine")
 
 
-#: calibration forms, simplest first, as the features each one weighs (plus an offset)
+#: calibration forms, simplest first, as the features each one weighs (plus an offset); a feature that
+#: is 0 for every calibration model (any_quant on a float-only runtime) is left out of the fit
 CALIBRATION_FORMS = {
-    "sums": ("sum_float_ms", "sum_quant_ms"),
-    "sums+layers": ("sum_float_ms", "sum_quant_ms", "layers_float", "layers_quant"),
+    "sums": ("sum_float_ms", "sum_quant_ms", "any_quant"),
+    "sums+layers": ("sum_float_ms", "sum_quant_ms", "any_quant", "layers_float", "layers_quant"),
     "sums+layers+activations": CALIBRATION_FEATURES,
 }
 
@@ -132,8 +133,9 @@ def fit_calibration(features: np.ndarray, measured: np.ndarray, models: Sequence
     n = len(measured)
     if n < 4:
         raise ProfileError(f"need at least 4 calibration models, got {n}")
-    best: tuple[float, str, np.ndarray] | None = None
+    best: tuple[float, str, tuple[str, ...], np.ndarray] | None = None
     for form, names in CALIBRATION_FORMS.items():
+        names = tuple(f for f in names if np.any(features[:, CALIBRATION_FEATURES.index(f)]))
         columns = [CALIBRATION_FEATURES.index(f) for f in names]
         design = np.column_stack([features[:, columns], np.ones(n)])
         if n < 3 * design.shape[1]:
@@ -148,11 +150,10 @@ def fit_calibration(features: np.ndarray, measured: np.ndarray, models: Sequence
         score = float(np.median(errors))
         # a richer form must earn its terms: 10% lower leave-one-out error than the simpler one
         if best is None or score < 0.9 * best[0]:
-            best = (score, form, coef)
+            best = (score, form, names, coef)
     if best is None:
         raise ProfileError(f"too few calibration models ({n}) for even the simplest calibration form")
-    _, form, coef = best
-    names = CALIBRATION_FORMS[form]
+    _, form, names, coef = best
     return Calibration(coefficients={f: float(c) for f, c in zip(names, coef[:-1], strict=True)},
                        offset_ms=float(coef[-1]), form=form, fitted_on=n, models=sorted(set(models)))
 
@@ -309,7 +310,8 @@ def samples_from_report(profile: HardwareProfile, suites: Sequence[Suite], repor
                 features = np.array([raw[f][0] for f in CALIBRATION_FEATURES])
             else:
                 candidate = Candidate({})
-                features = np.array([row["features"][f] for f in CALIBRATION_FEATURES])
+                stored = {"any_quant": float(row["features"]["layers_quant"] > 0), **row["features"]}
+                features = np.array([stored[f] for f in CALIBRATION_FEATURES])
             # reports written before the two-set rule hold the first set as measured_ms and the second as repeat_ms
             halves = row.get("halves_ms") or (row["measured_ms"], row.get("repeat_ms", float("nan")))
             samples.append(Sample(suite.name, role, row["subset"], candidate, features, row["measured_ms"],
