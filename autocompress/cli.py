@@ -140,10 +140,11 @@ def cmd_profile(args: argparse.Namespace) -> int:
             from autocompress.hardware.validate import samples_from_report, score_samples
 
             suites = _suites(args)
-            samples = samples_from_report(profile, suites, json.loads(Path(args.from_report).read_text()))
+            earlier = json.loads(Path(args.from_report).read_text())
+            samples = samples_from_report(profile, suites, earlier)
             profile = profile.model_copy(update={"validation": []})
             profile, report = score_samples(profile, suites, samples, sorted({s.subset for s in samples}),
-                                            command=command)
+                                            command=command, anchor_ratio=earlier.get("anchor_ratio"))
         else:
             bar, update = _bar("timing whole models")
             profile, report = validate_profile(profile, _suites(args), n_validate=args.n,
