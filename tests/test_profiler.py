@@ -1,5 +1,6 @@
 """Measuring and validating profiles for real: ONNX Runtime sessions, subprocesses killed with SIGKILL."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -40,7 +41,8 @@ def test_measure_then_price_lenet(tmp_path):
     entries = measured.entries
     assert set(entries) == set(keys) and all(e.latency_ms > 0 for e in entries.values())
     assert calls and calls[-1][0] == len(keys) * settings.passes
-    assert all(e.count == settings.passes * settings.sessions * 2 for e in entries.values())
+    assert all(e.count == settings.passes * settings.sessions * settings.rounds * settings.reps
+               for e in entries.values())
     profile = build_profile("t", measured, settings, command="test", versions={})
     costs = CostModel(profile, space)
     from autocompress.hardware import leaf_signatures
@@ -75,9 +77,9 @@ def test_sigkill_then_resume_measures_nothing_twice(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"resuming: {len(before)} of" in done.stdout + done.stderr
     profile = HardwareProfile.load(out)
-    # finished timings were kept, not measured again; the anchors of all chunks, before and after
-    # the kill, set the reference (this run had none), so the scale is exactly 1
-    # the kill came in the first pass: an entry is its faster pass, so never slower than as first timed
+    # the kill came in the first pass. The anchors of all chunks, before and after it, set the reference
+    # (this run had none), so the scale is exactly 1 and an entry, its faster pass, is never slower than
+    # its first pass as timed before the kill; its count covers both passes
     for key, entry in before.items():
         assert profile.entries[key].latency_ms <= entry["latency_ms"] * (1 + 1e-12)
         assert profile.entries[key].count == 2 * entry["count"]
@@ -96,12 +98,20 @@ def test_anchors_put_an_extension_on_the_profiles_scale(tmp_path):
     base = measure_signatures(first, tmp_path / "a.json", settings)
     assert len(base.anchors) == 4 and set(base.anchors) <= set(first) and base.scale == 1.0
     assert len(base.chunk_ratios) == settings.passes * -(-len(first) // 16)
-    same = measure_signatures(rest, tmp_path / "b.json", settings, anchors=base.anchors)
+    # one pass, then the same file with two: the run resumes inside the second pass and times only that
+    measure_signatures(rest, tmp_path / "b.json", dataclasses.replace(settings, passes=1), anchors=base.anchors)
+    calls: list[tuple] = []
+    same = measure_signatures(rest, tmp_path / "b.json", settings, anchors=base.anchors,
+                              progress=lambda *a: calls.append(a))
+    assert calls[0][0] == len(rest) + min(16, len(rest)) and calls[-1][0] == 2 * len(rest)
     assert set(same.entries) == set(rest) and 0.3 < same.scale < 3
     # the same raw timings against a reference measured on a machine twice as slow: the extension
     # lands on that scale (resumed from the finished run's partial file, so nothing is timed again)
     shutil.copy(partial_path(tmp_path / "b.json"), partial_path(tmp_path / "c.json"))
-    slow = measure_signatures(rest, tmp_path / "c.json", settings, anchors={k: 2 * v for k, v in base.anchors.items()})
+    calls.clear()
+    slow = measure_signatures(rest, tmp_path / "c.json", settings, anchors={k: 2 * v for k, v in base.anchors.items()},
+                              progress=lambda *a: calls.append(a))
+    assert not calls
     assert slow.anchors == {k: 2 * v for k, v in base.anchors.items()}
     assert slow.scale == pytest.approx(2 * same.scale, rel=1e-9)
     assert all(slow.entries[k].latency_ms == pytest.approx(2 * same.entries[k].latency_ms, rel=1e-9) for k in rest)

@@ -515,9 +515,9 @@ def _measure(runners: dict, profile: HardwareProfile, *, rounds: int, reps: int,
             bar.close()
     out = {}
     for label in runners:
-        per_session = sorted((timings[f"{label}#{s}"] for s in range(sessions)), key=lambda t: t.value_ms)
-        typical = per_session[len(per_session) // 2]  # the median session's own statistics
-        values = [timings[f"{label}#{s}"].value_ms for s in range(sessions)]
+        per_session = [timings[f"{label}#{s}"] for s in range(sessions)]
+        values = [t.value_ms for t in per_session]
+        typical = sorted(per_session, key=lambda t: t.value_ms)[sessions // 2]  # the median session's statistics
         out[label] = {
             "latency_ms": across_sessions(values),
             "latency_median_ms": typical.median_ms,

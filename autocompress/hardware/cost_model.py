@@ -24,17 +24,17 @@ from autocompress.graph import kept_channels
 from autocompress.hardware.analytic import roofline_ms
 from autocompress.hardware.energy import EnergyTable, energy_mj_arrays
 from autocompress.hardware.profile import (
-    CALIBRATION_FEATURES,
     SUMMED_FEATURES,
     HardwareProfile,
     ProfileError,
+    calibration_features,
 )
 from autocompress.hardware.signature import LayerSignature, leaf_signatures
 from autocompress.space import IDENTITY, Candidate, CandidateError, SearchSpace
 
 log = logging.getLogger(__name__)
 
-#: summed over units; the first six feed the calibration, latency is calibrated afterwards
+#: summed over units; SUMMED_FEATURES feed the calibration, latency is calibrated afterwards
 _RAW = (*SUMMED_FEATURES, "energy_mj", "size_bytes", "macs", "bitops")
 _F = {name: i for i, name in enumerate(_RAW)}
 FLOAT_PRECISION = "fp32"
@@ -287,8 +287,9 @@ class CostModel:
         for t in self._tables:
             raw += t.flat[indices[:, t.columns] @ t.strides]
         out = {name: raw[:, _F[name]] for name in _RAW}
-        out["any_quant"] = (out["layers_quant"] > 0).astype(float)
-        out["latency_ms"] = self.calibration.apply({name: out[name] for name in CALIBRATION_FEATURES})
+        features = calibration_features(out)
+        out["any_quant"] = features["any_quant"]
+        out["latency_ms"] = self.calibration.apply(features)
         out["latency_sum_ms"] = out["sum_float_ms"] + out["sum_quant_ms"]
         return out
 

@@ -173,8 +173,9 @@ def measure_signatures(
     ``anchors``: reference anchor latencies of the profile being extended; the
     run's entries are multiplied by the median of reference / this run's anchor
     timings. Without them this run's anchor medians become the reference. One
-    factor for the whole run, taken over every chunk's anchors, because drift
-    within minutes is small and a single chunk's anchors are noisy.
+    factor for the whole run, the median over every chunk's anchors: a single
+    chunk's anchors carry the speed of that chunk's second, which the passes
+    already damp for the entries.
     """
     out = Path(out)
     partial = partial_path(out)

@@ -37,6 +37,7 @@ from autocompress.hardware.profile import (
     HardwareProfile,
     ProfileError,
     ValidationResult,
+    calibration_features,
 )
 from autocompress.hardware.timing import (
     across_sessions,
@@ -158,12 +159,21 @@ def fit_calibration(features: np.ndarray, measured: np.ndarray, models: Sequence
                        offset_ms=float(coef[-1]), form=form, fitted_on=n, models=sorted(set(models)))
 
 
+def _spearman(predicted: np.ndarray, measured: np.ndarray) -> float:
+    """Rank correlation; 0 for a constant prediction (a calibration that ignores the table ranks nothing)."""
+    if len(measured) <= 2:
+        return float("nan")
+    if np.ptp(predicted) == 0:
+        return 0.0
+    return float(stats.spearmanr(predicted, measured).statistic)
+
+
 def fidelity(predicted: np.ndarray, measured: np.ndarray, halves: np.ndarray) -> dict[str, float]:
     """``halves``: (n, 2) medians of each model's two session sets, for the noise floor."""
     errors = np.abs(predicted - measured) / measured * 100
     return {
         "n_candidates": int(len(measured)),
-        "spearman": float(stats.spearmanr(predicted, measured).statistic) if len(measured) > 2 else float("nan"),
+        "spearman": _spearman(predicted, measured),
         "median_abs_pct_error": float(np.median(errors)),
         "p90_abs_pct_error": float(np.percentile(errors, 90)),
         "within_10pct": float(np.mean(errors <= 10)),
@@ -218,8 +228,6 @@ def validate_profile(
                     runners[len(samples) - 1] = _runner(profile, built, shape,
                                                         root / f"{suite.name}-{len(samples)}.onnx", seed)
                     log.info("validation: prepared %d models", len(samples))
-        # sessions of the same model can differ by tens of percent for their whole life: a model's
-        # latency is the median of 2 x `sessions` sessions, in two sets whose medians give the noise floor
         fns = open_sessions({f"{i}/{half}": open_session for i, open_session in runners.items()
                              for half in ("a", "b")}, sessions, seed)
         fns.update(_anchor_callables(profile, sessions, seed))
@@ -310,8 +318,8 @@ def samples_from_report(profile: HardwareProfile, suites: Sequence[Suite], repor
                 features = np.array([raw[f][0] for f in CALIBRATION_FEATURES])
             else:
                 candidate = Candidate({})
-                stored = {"any_quant": float(row["features"]["layers_quant"] > 0), **row["features"]}
-                features = np.array([stored[f] for f in CALIBRATION_FEATURES])
+                stored = calibration_features(row["features"])
+                features = np.array([float(stored[f]) for f in CALIBRATION_FEATURES])
             # reports written before the two-set rule hold the first set as measured_ms and the second as repeat_ms
             halves = row.get("halves_ms") or (row["measured_ms"], row.get("repeat_ms", float("nan")))
             samples.append(Sample(suite.name, role, row["subset"], candidate, features, row["measured_ms"],
