@@ -239,10 +239,10 @@ def describe_profile(profile) -> str:
         lines.append(f"  calibration[{name}]: {terms} {cal.offset_ms:+.4f} ms "
                      f"({cal.form}, fitted on {cal.fitted_on} models)")
     if profile.validation:
-        lines.append(f"  {'models':32s} {'subset':16s} {'n':>4s} {'spearman':>9s} {'med err%':>9s} "
+        lines.append(f"  {'models':44s} {'subset':16s} {'n':>4s} {'spearman':>9s} {'med err%':>9s} "
                      f"{'p90 err%':>9s} {'<=10%':>7s} {'noise%':>7s}")
         for v in profile.validation:
-            lines.append(f"  {'+'.join(v.models):32s} {v.subset:16s} {v.n_candidates:4d} {v.spearman:9.3f} "
+            lines.append(f"  {'+'.join(v.models):44s} {v.subset:16s} {v.n_candidates:4d} {v.spearman:9.3f} "
                          f"{v.median_abs_pct_error:9.2f} {v.p90_abs_pct_error:9.2f} {v.within_10pct:7.0%} "
                          f"{v.noise_floor_pct:7.2f}")
         ratios = {v.date: v.anchor_ratio for v in profile.validation if v.anchor_ratio is not None}
@@ -429,7 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
     prof.add_argument("--chunk", type=int, default=48, help="signatures per resumable chunk")
     prof.add_argument("--sessions", type=int, default=None,
                       help="runtime sessions per timed model (default: measure 2 per layer, the fastest counts; "
-                           "validate 6 per whole model, the median counts)")
+                           "validate 3 per whole model and set, each timed against the uncompressed model)")
     prof.add_argument("--anchors", type=int, default=4,
                       help="measure: anchor signatures timed in every chunk to correct drift (0: none)")
     prof.add_argument("--remeasure", action="store_true",

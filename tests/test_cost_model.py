@@ -16,7 +16,7 @@ from autocompress.hardware import (
     roofline_ms,
 )
 from autocompress.hardware.energy import layer_energy
-from autocompress.hardware.profile import Entry
+from autocompress.hardware.profile import Entry, calibration_key
 from tests.helpers import shipped_space, zoo_model
 
 RATES = {"fp32": 2e10, "int8": 8e10}
@@ -140,3 +140,16 @@ def test_calibration_applies_per_precision(resnet20_costs):
     assert cal.predict(int8).latency_ms == pytest.approx(2.0 * base.predict(int8).latency_ms + 1.0)
     layers = sum(len(leaf_signatures(c, "fp32")) for c in space.layer_configs(fp32))
     assert mine.predict(fp32).latency_ms == pytest.approx(0.9 * base.predict(fp32).latency_ms - 0.001 * layers)
+    # a calibration fitted at this input shape wins over the model's shape-less one; another shape's does not
+    shaped = Calibration(coefficients={"sum_float_ms": 0.7})
+    here, there = calibration_key("resnet20", space.graph.input_shape), calibration_key("resnet20", (1, 28, 28))
+    assert here == "resnet20@3x32x32"
+
+    def with_calibrations(calibrations):
+        return calibrated.model_copy(update={"model_calibrations": calibrations})
+
+    assert with_calibrations({"resnet20": own, here: shaped}).calibration_for("resnet20", (3, 32, 32)) == shaped
+    assert with_calibrations({"resnet20": own, there: shaped}).calibration_for("resnet20", (3, 32, 32)) == own
+    assert with_calibrations({there: shaped}).calibration_for("resnet20", (3, 32, 32)) == pooled
+    shaped_costs = CostModel(with_calibrations({here: shaped}), space, model="resnet20")
+    assert shaped_costs.predict(fp32).latency_ms == pytest.approx(0.7 * base.predict(fp32).latency_ms)

@@ -71,7 +71,7 @@ def test_clip_keeps_a_feasible_wish_and_moves_an_infeasible_one(resnet_costs):
     choice = loose.clip(loose.identity_row.copy(), t, wanted)
     step = loose.steps[t]
     assert [Layerwise.position(lad, c) for lad, c in zip(step.ladders, choice, strict=True)] == [0.5, 1.0, 0.0, 1.0]
-    tight = Layerwise(resnet_costs, _budgets(resnet_costs, ["latency<=0.36x"]))  # uniform corners: >= 0.40x
+    tight = Layerwise(resnet_costs, _budgets(resnet_costs, ["latency<=0.45x"]))  # the cheapest point: ~0.41x
     tight.check_start()
     choice = tight.clip(tight.identity_row.copy(), 0, np.ones(tight.action_dim))  # asks for no compression
     assert tight.admissible(tight.identity_row, 0, choice[None]).all()
@@ -108,7 +108,7 @@ def test_strategy_contract(lenet_costs, name):
 
 
 def test_random_search_draws_only_feasible_candidates_uniformly(resnet_costs):
-    budgets = _budgets(resnet_costs, ["latency<=0.5x"])
+    budgets = _budgets(resnet_costs, ["latency<=0.7x"])
     search = FeasibleRandomSearch(resnet_costs, budgets, seed=0)
     proposals = [search.propose([None] * n) for n in range(12)]
     rows = resnet_costs.encode(proposals)
@@ -160,7 +160,7 @@ def test_ddpg_learns_the_best_action_of_a_bandit():
     assert abs(np.mean(actions) - 0.3) < 0.08
 
 
-@pytest.mark.parametrize("texts", [["latency<=0.5x"], ["latency<=0.35x"], ["latency<=0.6x", "size<=0.3x"],
+@pytest.mark.parametrize("texts", [["latency<=0.5x"], ["latency<=0.45x"], ["latency<=0.6x", "size<=0.3x"],
                                    ["energy<=0.4x", "bitops<=0.2x"]])
 def test_ddpg_never_emits_an_over_budget_candidate(resnet_costs, texts):
     budgets = _budgets(resnet_costs, texts)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from collections import Counter
 
 import numpy as np
@@ -226,6 +227,43 @@ def test_time_callables_times_real_sessions():
     assert set(result) == {"fp32", "int8", "torch"}
     assert all(t.count == 6 and t.value_ms > 0 for t in result.values())
     assert fns["torch"]().shape == (1, 8, 6, 6) and not model.training
+
+
+def _busy(seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+def test_reference_ratio_cancels_the_machines_drift():
+    """The machine's speed changes between visits (3x here); the ratio to a reference called alongside does not."""
+    slow = [1.0]
+    order: list[str] = []
+
+    def fn(name: str, base_s: float):
+        def run():
+            order.append(name)
+            _busy(base_s * slow[0])
+        return run
+
+    def drifting_reference():
+        order.append("ref")
+        _busy(100e-6 * slow[0])
+        if order.count("ref") % 16 == 0:  # a round is 2 visits x 8 calls: every other round runs 3x slower
+            slow[0] = 4.0 - slow[0]
+
+    result = time_callables({"double": fn("double", 200e-6), "half": fn("half", 50e-6)}, rounds=4, reps=6,
+                            warmup=2, seed=1, reference=drifting_reference)
+    assert all(order[i] == "ref" for i in range(1, len(order), 2))  # every call is followed by the reference
+    for name, expected in (("double", 2.0), ("half", 0.5)):
+        t = result[name]
+        assert len(t.round_ratios) == 4 and t.reference_ms is not None
+        assert max(t.round_medians_ms) / min(t.round_medians_ms) > 2  # the plain figures moved with the machine
+        assert t.ratio == pytest.approx(expected, rel=0.25)  # the ratios did not
+    with pytest.raises(ValueError, match="no reference"):
+        _ = time_callables({"a": lambda: None}, rounds=1, reps=1)["a"].ratio
+    with pytest.raises(TypeError, match="reference"):
+        time_callables({"a": lambda: None}, reference=3)  # type: ignore[arg-type]
 
 
 def test_across_sessions_keeps_the_typical_session_not_the_luckiest():

@@ -19,7 +19,12 @@ from autocompress.hardware.profiler import (
     measure_signatures,
     partial_path,
 )
-from autocompress.hardware.validate import Suite, validate_profile
+from autocompress.hardware.validate import (
+    Suite,
+    samples_from_report,
+    score_samples,
+    validate_profile,
+)
 from tests.helpers import zoo_model
 
 LENET = ["--models", "lenet5", "--input-shape", "1x28x28"]
@@ -127,8 +132,8 @@ def test_validate_stores_calibration_and_fidelity(tmp_path):
     profile = build_profile("t", measured, settings, command="test", versions={})
     updated, report = validate_profile(profile, [Suite("lenet5", model, space)], n_validate=8, n_calibrate=16,
                                        seed=0, rounds=2, reps=5, sessions=2)
-    assert set(updated.model_calibrations) == {"lenet5"}
-    assert updated.calibration.fitted_on == 16 and updated.calibration.models == ["lenet5"]
+    assert set(updated.model_calibrations) == {"lenet5@1x28x28"}  # the model at the input shape it was fitted on
+    assert updated.calibration.fitted_on == 16 and updated.calibration.models == ["lenet5@1x28x28"]
     assert updated.calibration.form in ("sums", "sums+layers", "sums+layers+activations")
     subsets = {v.subset for v in updated.validation}
     assert subsets == {"fp32-only", "int8-containing", "all"}
@@ -137,11 +142,19 @@ def test_validate_stores_calibration_and_fidelity(tmp_path):
         assert v.noise_floor_pct >= 0
         assert v.anchor_ratio == report["anchor_ratio"] and 0.2 < v.anchor_ratio < 5  # anchors timed beside them
     assert len(report["samples"]) == 8 and all(s["measured_ms"] > 0 for s in report["samples"])
+    assert set(report["reference_ms"]) == {"lenet5"} and report["reference_ms"]["lenet5"] > 0
     for s in report["samples"] + report["calibration_samples"]:  # two session sets, the value between them
         low, high = sorted(s["halves_ms"])
         assert 0 < low <= s["measured_ms"] <= high
     saved = updated.save(tmp_path / "validated.json")
     assert HardwareProfile.load(saved).validation == updated.validation
+    # re-scored on a profile whose pool spans more models, the one-model fit keeps that wider pool
+    wide = updated.model_copy(update={"calibration": updated.calibration.model_copy(
+        update={"models": ["a@3x32x32", "b@3x32x32"]})})
+    suites = [Suite("lenet5", model, space)]
+    again, _ = score_samples(wide, suites, samples_from_report(wide, suites, report), ["fp32-only", "int8-containing"])
+    assert again.calibration == wide.calibration
+    assert again.model_calibrations["lenet5@1x28x28"] == updated.model_calibrations["lenet5@1x28x28"]
 
 
 @pytest.mark.parametrize("bad", [["--runtime", "tflite"], ["--input-shape", "32x32"]])

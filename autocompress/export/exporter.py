@@ -490,7 +490,14 @@ def _runner(profile: HardwareProfile, model: nn.Module, input_shape, onnx_path: 
 
 def _measure(runners: dict, profile: HardwareProfile, *, rounds: int, reps: int, sessions: int, seed: int,
              progress: bool) -> tuple[dict[str, dict[str, Any]], str]:
-    """Time every runner (``sessions`` sessions each) in one interleaved call; the median session counts."""
+    """Time every runner (``sessions`` sessions each) in one interleaved call, each call paired with the reference.
+
+    ``runners["reference"]`` opens the uncompressed model; every timed call is
+    followed by a call of one reference session, and a model's latency is its
+    median ratio to the reference times the reference's median over the run
+    (see :mod:`autocompress.hardware.timing`: the machine's drift cancels in
+    the ratio, which is also what relative budgets compare).
+    """
     if profile.runtime not in MEASURABLE_RUNTIMES or any(r is None for r in runners.values()):
         note = (f"not measured: the profile's runtime {profile.runtime!r} cannot run on this machine "
                 f"(measurable: {', '.join(MEASURABLE_RUNTIMES)})")
@@ -507,19 +514,21 @@ def _measure(runners: dict, profile: HardwareProfile, *, rounds: int, reps: int,
         if profile.runtime == "torch-eager":
             torch.set_num_threads(profile.threads)
         timings: dict[str, Timing] = time_callables(
-            fns, rounds=rounds, reps=reps, seed=seed,
+            fns, rounds=rounds, reps=reps, seed=seed, reference=runners["reference"](),
             progress=(lambda done, total: bar.update(done - bar.n)) if bar is not None else None)
     finally:
         torch.set_num_threads(threads)
         if bar is not None:
             bar.close()
+    reference_ms = float(np.median([t.reference_ms for t in timings.values()]))
     out = {}
     for label in runners:
         per_session = [timings[f"{label}#{s}"] for s in range(sessions)]
-        values = [t.value_ms for t in per_session]
-        typical = sorted(per_session, key=lambda t: t.value_ms)[sessions // 2]  # the median session's statistics
+        values = [t.ratio * reference_ms for t in per_session]
+        typical = sorted(per_session, key=lambda t: t.ratio)[sessions // 2]  # the median session's statistics
         out[label] = {
             "latency_ms": across_sessions(values),
+            "latency_vs_reference": across_sessions([t.ratio for t in per_session]),
             "latency_median_ms": typical.median_ms,
             "latency_std_ms": typical.std_ms,
             "latency_sessions_ms": values,

@@ -73,7 +73,7 @@ class CostModel:
     def __init__(self, profile: HardwareProfile, space: SearchSpace, *, model: str | None = None):
         self.profile = profile
         self.space = space
-        self.calibration = profile.calibration_for(model)
+        self.calibration = profile.calibration_for(model, space.graph.input_shape)
         self.interpolated: set[str] = set()
         self._energy_table = (EnergyTable.from_dict(profile.energy.table)
                               if profile.energy.method == "modelled" and profile.energy.table else None)

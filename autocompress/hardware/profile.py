@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import platform
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -74,6 +74,11 @@ class PrecisionRule(_Strict):
 SUMMED_FEATURES = ("sum_float_ms", "sum_quant_ms", "layers_float", "layers_quant", "mact_float", "mact_quant")
 #: what a calibration may weigh: the sums, and whether any layer runs on quantized kernels
 CALIBRATION_FEATURES = (*SUMMED_FEATURES, "any_quant")
+
+
+def calibration_key(model: str, input_shape: Sequence[int]) -> str:
+    """Where a model's own calibration at one input shape is kept: ``"resnet20@3x32x32"``."""
+    return f"{model}@{'x'.join(str(int(d)) for d in input_shape)}"
 
 
 def calibration_features(summed: Mapping[str, Any]) -> dict[str, Any]:
@@ -166,7 +171,9 @@ class HardwareProfile(_Strict):
     anchors: dict[str, NonNegative] = {}
     roofline: Roofline | None = None  # analytic profiles price any signature from this instead of a table
     calibration: Calibration = Calibration()  # fitted on all validated models together
-    model_calibrations: dict[str, Calibration] = {}  # fitted on one model's candidates, by model name
+    #: fitted on one model's candidates, by calibration_key (model@input shape); a bare model name (older
+    #: profiles) serves that model at any input shape
+    model_calibrations: dict[str, Calibration] = {}
     energy: EnergySpec = EnergySpec()
     validation: list[ValidationResult] = []
     provenance: Provenance
@@ -195,9 +202,17 @@ class HardwareProfile(_Strict):
                 return rule.precision
         return "fp32"
 
-    def calibration_for(self, model: str | None = None) -> Calibration:
-        """The model's own calibration when the profile has one, else the pooled one."""
-        return self.model_calibrations.get(model, self.calibration) if model else self.calibration
+    def calibration_for(self, model: str | None = None, input_shape: Sequence[int] | None = None) -> Calibration:
+        """The model's own calibration at this input shape, else at any shape, else the pooled one.
+
+        Per shape because fixed costs (per-layer overhead, the int8 entry)
+        weigh differently against the layer sums at another resolution.
+        """
+        if not model:
+            return self.calibration
+        if input_shape is not None and calibration_key(model, input_shape) in self.model_calibrations:
+            return self.model_calibrations[calibration_key(model, input_shape)]
+        return self.model_calibrations.get(model, self.calibration)
 
     # -- files ----------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:

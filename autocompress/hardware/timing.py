@@ -9,12 +9,20 @@ reported value (:attr:`Timing.value_ms`) is the minimum of those round medians,
 which rejects a round that a multi-second slow burst covered entirely, where a
 pooled median (or a median of 3 rounds) would not.
 
-A whole model is a different case: two runtime sessions of the same model in
-the same process can differ by 25% (median max/min over 8 ONNX Runtime
-sessions of ResNet-20 candidates; 1.6x at the 90th percentile) for their whole
-life, while isolated layers differ by ~9%. The runtime places its buffers anew
-in every session; that placement, not the moment, decides. A whole model is
-therefore timed in several sessions and reported by :func:`across_sessions`.
+A whole model is a different case. This VM's speed wanders by +-10% over
+seconds (per-second medians of one ResNet-20 candidate run back to back for
+30 s: 0.85 to 1.05 ms), so round medians of a model taken seconds apart
+scatter: the sessions of one model spread 1.47x max/min, and which session was
+slow in one pass did not predict the next pass (correlation ~0). Two models
+called alternately, call by call, track each other: their per-second ratio
+stayed within 1.00 +- 0.02 over the same 30 s. Given a ``reference`` callable,
+every timed call is therefore followed by a timed call of the reference, and
+each round records median(callable) / median(reference) of the same moments
+(:attr:`Timing.ratio`): the same 20 ResNet-20 candidates measured twice that
+way agreed within 1.3% (median), against 4.1% for medians of min-of-round
+values. The reference must be of the callable's size: a 12 us layer as the
+reference of a 1 ms model is disturbed by the cache the model leaves behind
+(135% apart between two passes).
 """
 
 from __future__ import annotations
@@ -32,7 +40,10 @@ class Timing:
     """Latency of one callable over ``count`` timed calls, in milliseconds.
 
     ``median_ms``, ``mean_ms`` and ``std_ms`` pool every timed call of every round;
-    ``round_medians_ms`` holds each round's median, in round order.
+    ``round_medians_ms`` holds each round's median, in round order. Timed beside
+    a reference, ``round_ratios`` holds each round's median / the reference's
+    median over the same visit, and ``reference_ms`` the median of every
+    reference call paired with this callable.
     """
 
     median_ms: float
@@ -40,11 +51,20 @@ class Timing:
     std_ms: float
     count: int
     round_medians_ms: tuple[float, ...]
+    round_ratios: tuple[float, ...] = ()
+    reference_ms: float | None = None
 
     @property
     def value_ms(self) -> float:
         """The figure to report: the minimum of the round medians (rejects rounds hit by a slow burst)."""
         return min(self.round_medians_ms)
+
+    @property
+    def ratio(self) -> float:
+        """Latency relative to the reference timed in the same moments: the median of the round ratios."""
+        if not self.round_ratios:
+            raise ValueError("this timing has no reference: pass reference= to time_callables")
+        return float(np.median(self.round_ratios))
 
 
 def across_sessions(values_ms: Sequence[float]) -> float:
@@ -65,9 +85,11 @@ def open_sessions(openers: Mapping[str, Callable[[], Callable[[], object]]], ses
     """``sessions`` sessions of every opener, keyed ``"<label>#<k>"``, opened in a seeded random order.
 
     Where a session's buffers land depends on what the process allocated
-    before it. Opened model by model, a model's sessions sit side by side and
-    share their luck, and models opened later (the held-out ones, say) share
-    another; mixed, every model's sessions sample the placements the run has.
+    before it. Opened model by model, a model's sessions would sit side by side
+    and models opened later (the held-out ones, say) in another stretch of
+    memory; mixed, every model's sessions sample the placements the run has.
+    A precaution: re-timing the same sessions of ResNet-20 candidates, which
+    session was slow did not carry over (the drift in time dominates).
     """
     _check_count("sessions", sessions, 1)
     order = [(label, k) for label in openers for k in range(sessions)]
@@ -92,6 +114,7 @@ def time_callables(
     warmup: int = 3,
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
+    reference: Callable[[], object] | None = None,
 ) -> dict[str, Timing]:
     """Time every callable in ``fns`` (name -> zero-argument callable), interleaved.
 
@@ -99,6 +122,8 @@ def time_callables(
     drawn from a generator seeded with ``seed``; a visit runs ``warmup`` untimed
     calls and then ``reps`` calls timed one by one with ``time.perf_counter_ns``.
     ``progress(done, total)`` is called after each visit (``total = rounds * len(fns)``).
+    With a ``reference``, each warm-up and timed call is followed by a call of
+    the reference (timed too) and the timings carry ratios to it.
     Returns name -> :class:`Timing`, in the order of ``fns``.
     """
     if not isinstance(fns, Mapping):
@@ -111,13 +136,16 @@ def time_callables(
     _check_count("rounds", rounds, 1)
     _check_count("reps", reps, 1)
     _check_count("warmup", warmup, 0)
-    if progress is not None and not callable(progress):
-        raise TypeError(f"progress must be callable or None, got {type(progress).__name__}")
+    for label, value in (("progress", progress), ("reference", reference)):
+        if value is not None and not callable(value):
+            raise TypeError(f"{label} must be callable or None, got {type(value).__name__}")
 
     names = list(fns)
     rng = np.random.default_rng(seed)
     samples_ns: dict[str, list[int]] = {name: [] for name in names}
     round_medians: dict[str, list[float]] = {name: [] for name in names}
+    ratios: dict[str, list[float]] = {name: [] for name in names}
+    reference_ns: dict[str, list[int]] = {name: [] for name in names}
     total, done = rounds * len(names), 0
     clock = time.perf_counter_ns
     for _ in range(rounds):
@@ -126,13 +154,22 @@ def time_callables(
             fn = fns[name]
             for _ in range(warmup):
                 fn()
-            times = []
+                if reference is not None:
+                    reference()
+            times, reference_times = [], []
             for _ in range(reps):
                 start = clock()
                 fn()
                 times.append(clock() - start)
+                if reference is not None:
+                    start = clock()
+                    reference()
+                    reference_times.append(clock() - start)
             samples_ns[name].extend(times)
             round_medians[name].append(statistics.median(times) / 1e6)
+            if reference is not None:
+                reference_ns[name].extend(reference_times)
+                ratios[name].append(statistics.median(times) / statistics.median(reference_times))
             done += 1
             if progress is not None:
                 progress(done, total)
@@ -146,6 +183,8 @@ def time_callables(
             std_ms=float(ms.std(ddof=1)) if ms.size > 1 else 0.0,
             count=int(ms.size),
             round_medians_ms=tuple(float(m) for m in round_medians[name]),
+            round_ratios=tuple(float(r) for r in ratios[name]),
+            reference_ms=float(np.median(reference_ns[name])) / 1e6 if reference is not None else None,
         )
     return result
 

@@ -4,13 +4,18 @@ Random candidates of each model's space are materialized, exported for the
 profile's runtime and timed end to end, all interleaved in one process. One set
 fits the calibration (per kernel precision); a disjoint set is predicted and
 compared with its measurement: Spearman rank correlation, median and 90th
-percentile absolute % error, share within +-10%, beside the noise floor. Every
-model is timed as two independent sets of sessions in the same run: its
-latency is the median over both sets, and the noise floor is how far the two
-sets' own medians fall apart (the noise of a measurement half as long, so an
-upper bound on the noise of the figure compared). The profile's
-anchor signatures are timed in the same run: their ratio to the table says how
-far the machine's speed has moved since the table was measured.
+percentile absolute % error, share within +-10%, beside the noise floor.
+
+Every call of a candidate is paired with a call of its model's uncompressed
+*reference* (see :mod:`autocompress.hardware.timing`): a candidate's latency is
+its median ratio to the reference times the reference's median over the run,
+so the machine's drift from second to second cancels and every candidate is
+priced at the run's typical speed. Every model is timed as two independent
+sets of sessions: its latency comes from both, and the noise floor is how far
+the two sets' own figures fall apart (the noise of a measurement half as long,
+so an upper bound on the noise of the figure compared). The profile's anchor
+signatures are timed in the same run: their ratio to the table says how far
+the machine's speed has moved since the table was measured.
 """
 
 from __future__ import annotations
@@ -38,8 +43,10 @@ from autocompress.hardware.profile import (
     ProfileError,
     ValidationResult,
     calibration_features,
+    calibration_key,
 )
 from autocompress.hardware.timing import (
+    Timing,
     across_sessions,
     open_sessions,
     time_callables,
@@ -191,7 +198,7 @@ def validate_profile(
     rounds: int = 3,
     reps: int = 10,
     warmup: int = 3,
-    sessions: int = 6,
+    sessions: int = 3,
     command: str = "",
     workdir: str | Path | None = None,
     progress: Callable[[int, int], None] | None = None,
@@ -201,20 +208,25 @@ def validate_profile(
     Both counts are split evenly between fp32-only and int8-containing candidates
     (int8 only where the profile has int8 kernels). Returns the updated profile
     (calibrations and validation results stored) and a report with every sample.
-    A model's latency is the median over 2 x ``sessions`` sessions (see
-    :func:`across_sessions`): sessions differ more than rounds do, so the
-    defaults spend the time on sessions rather than on rounds and reps.
+    A model's latency is its median ratio to its reference over 2 x
+    ``sessions`` sessions, times the reference's median latency in the run.
     """
     rng = np.random.default_rng(seed)
     has_int8 = any(rule.precision != FLOAT_PRECISION for rule in profile.precision_rules)
     subsets = SUBSETS if has_int8 else SUBSETS[:1]
     samples: list[Sample] = []
     runners: dict[int, Callable] = {}
+    references: dict[str, Callable] = {}
     tmp = tempfile.TemporaryDirectory(prefix="autocompress-validate-") if workdir is None else None
     root = Path(workdir or tmp.name)
     try:
         for suite in suites:
             costs = CostModel(profile, suite.space)
+            identity = suite.space.identity()
+            references[suite.name] = _runner(
+                profile, materialize(suite.model, identity, suite.space).eval(),
+                (suite.space.graph.input_shape[0], *suite.space.input_resolution(identity)),
+                root / f"{suite.name}-reference.onnx", seed)()
             for subset in subsets:
                 per_role = {"calibrate": n_calibrate // len(subsets), "validate": n_validate // len(subsets)}
                 drawn = draw_candidates(suite.space, sum(per_role.values()), subset, rng)
@@ -230,19 +242,35 @@ def validate_profile(
                     log.info("validation: prepared %d models", len(samples))
         fns = open_sessions({f"{i}/{half}": open_session for i, open_session in runners.items()
                              for half in ("a", "b")}, sessions, seed)
-        fns.update(_anchor_callables(profile, sessions, seed))
-        timings = time_callables(fns, rounds=rounds, reps=reps, warmup=warmup, seed=seed, progress=progress)
+        anchors = _anchor_callables(profile, sessions, seed)
+        # each suite against its own reference; the anchors (layers) alone: a model's cache would disturb them
+        groups = [({k: f for k, f in fns.items() if samples[int(k.split("/")[0])].suite == suite.name},
+                   references[suite.name]) for suite in suites] + ([(anchors, None)] if anchors else [])
+        total = rounds * sum(len(group) for group, _ in groups)
+        timings: dict[str, Timing] = {}
+        for group, reference in groups:
+            offset = len(timings) * rounds
+            timings.update(time_callables(
+                group, rounds=rounds, reps=reps, warmup=warmup, seed=seed, reference=reference,
+                progress=None if progress is None else lambda done, _, offset=offset: progress(offset + done, total)))
     finally:
         if tmp is not None:
             tmp.cleanup()
-    for i, sample in enumerate(samples):
-        per_half = {half: [timings[f"{i}/{half}#{k}"].value_ms for k in range(sessions)] for half in ("a", "b")}
-        sample.measured_ms = across_sessions(per_half["a"] + per_half["b"])
-        sample.halves_ms = (across_sessions(per_half["a"]), across_sessions(per_half["b"]))
+    reference_ms: dict[str, float] = {}
+    for suite in suites:
+        mine = [i for i, s in enumerate(samples) if s.suite == suite.name]
+        reference_ms[suite.name] = float(np.median([timings[f"{i}/{half}#{k}"].reference_ms
+                                                    for i in mine for half in ("a", "b") for k in range(sessions)]))
+        for i in mine:
+            per_half = {half: [timings[f"{i}/{half}#{k}"].ratio for k in range(sessions)] for half in ("a", "b")}
+            scale = reference_ms[suite.name]
+            samples[i].measured_ms = across_sessions(per_half["a"] + per_half["b"]) * scale
+            samples[i].halves_ms = (across_sessions(per_half["a"]) * scale, across_sessions(per_half["b"]) * scale)
     ratios = [across_sessions([timings[f"anchor/{key}/{k}"].value_ms for k in range(sessions)]) / reference
               for key, reference in profile.anchors.items() if reference > 0]
     anchor_ratio = float(np.median(ratios)) if ratios else None
-    return score_samples(profile, suites, samples, subsets, command=command, anchor_ratio=anchor_ratio)
+    return score_samples(profile, suites, samples, subsets, command=command, anchor_ratio=anchor_ratio,
+                         reference_ms=reference_ms)
 
 
 def _anchor_callables(profile: HardwareProfile, sessions: int, seed: int) -> dict[str, Callable[[], object]]:
@@ -258,16 +286,21 @@ def _anchor_callables(profile: HardwareProfile, sessions: int, seed: int) -> dic
 
 
 def score_samples(profile: HardwareProfile, suites: Sequence[Suite], samples: list[Sample], subsets: Sequence[str],
-                  *, command: str = "", anchor_ratio: float | None = None) -> tuple[HardwareProfile, dict[str, Any]]:
-    """Fit the calibrations on the calibration samples and score them on the held-out ones."""
+                  *, command: str = "", anchor_ratio: float | None = None,
+                  reference_ms: dict[str, float] | None = None) -> tuple[HardwareProfile, dict[str, Any]]:
+    """Fit the calibrations on the calibration samples and score them on the held-out ones.
+
+    ``reference_ms``: each model's uncompressed reference as timed in the run (what ratios were scaled by).
+    """
     fit = [s for s in samples if s.role == "calibrate"]
+    keys = {s.name: calibration_key(s.name, s.space.graph.input_shape) for s in suites}
     pooled = fit_calibration(np.array([s.features for s in fit]), np.array([s.measured_ms for s in fit]),
-                             [s.suite for s in fit])
+                             [keys[s.suite] for s in fit])
     own: dict[str, Calibration] = {}
     for suite in suites:
         mine = [s for s in fit if s.suite == suite.name]
         own[suite.name] = fit_calibration(np.array([s.features for s in mine]),
-                                          np.array([s.measured_ms for s in mine]), [suite.name])
+                                          np.array([s.measured_ms for s in mine]), [keys[suite.name]])
     date = datetime.now(timezone.utc).isoformat(timespec="seconds")
     results, report_rows = [], []
     for s in (s for s in samples if s.role == "validate"):
@@ -285,15 +318,20 @@ def score_samples(profile: HardwareProfile, suites: Sequence[Suite], samples: li
             key = "predicted_ms" if len(models) == 1 else "pooled_predicted_ms"
             metrics = fidelity(np.array([r[key] for r in rows]), np.array([r["measured_ms"] for r in rows]),
                                np.array([r["halves_ms"] for r in rows]))
-            results.append(ValidationResult(date=date, command=command, models=models, subset=subset,
+            results.append(ValidationResult(date=date, command=command, models=[keys[m] for m in models],
+                                            subset=subset,
                                             anchor_ratio=anchor_ratio,
                                             calibration=own[models[0]] if len(models) == 1 else pooled, **metrics))
+    # the pooled calibration (for models without their own) keeps the widest pool it has seen: one model
+    # validated at another input shape does not replace a pool of several
+    keep_pool = len(profile.calibration.models) > len(pooled.models)
     updated = profile.model_copy(update={
-        "calibration": pooled,
-        "model_calibrations": {**profile.model_calibrations, **own},
+        "calibration": profile.calibration if keep_pool else pooled,
+        "model_calibrations": {**profile.model_calibrations, **{keys[name]: c for name, c in own.items()}},
         "validation": [*profile.validation, *results],
     })
-    report = {"results": [r.model_dump() for r in results], "anchor_ratio": anchor_ratio, "samples": report_rows,
+    report = {"results": [r.model_dump() for r in results], "anchor_ratio": anchor_ratio,
+              "reference_ms": reference_ms or {}, "samples": report_rows,
               "calibration_samples": [{"model": s.suite, "subset": s.subset, "measured_ms": s.measured_ms,
                                        "halves_ms": list(s.halves_ms),
                                        "features": dict(zip(CALIBRATION_FEATURES, s.features.tolist(), strict=True)),
