@@ -96,9 +96,9 @@ def draw_candidates(space: SearchSpace, n: int, subset: str, rng: np.random.Gene
     return out
 
 
-def _runner(profile: HardwareProfile, model: nn.Module, input_shape: tuple[int, int, int], path: Path,
-            seed: int) -> Callable[[], Callable[[], object]]:
-    """Export once; each call of the result opens a fresh session (two calls: the noise floor)."""
+def session_opener(profile: HardwareProfile, model: nn.Module, input_shape: tuple[int, int, int], path: Path,
+                   seed: int) -> Callable[[], Callable[[], object]]:
+    """Export ``model`` once for the profile's runtime; each call of the result opens a fresh timed session."""
     if profile.runtime == "onnxruntime":
         from autocompress.hardware.onnx_runtime import export_onnx, ort_callable, ort_session
 
@@ -223,7 +223,7 @@ def validate_profile(
         for suite in suites:
             costs = CostModel(profile, suite.space)
             identity = suite.space.identity()
-            references[suite.name] = _runner(
+            references[suite.name] = session_opener(
                 profile, materialize(suite.model, identity, suite.space).eval(),
                 (suite.space.graph.input_shape[0], *suite.space.input_resolution(identity)),
                 root / f"{suite.name}-reference.onnx", seed)()
@@ -237,7 +237,7 @@ def validate_profile(
                     samples.append(Sample(suite.name, role, subset, candidate, features))
                     built = materialize(suite.model, candidate, suite.space).eval()
                     shape = (suite.space.graph.input_shape[0], *suite.space.input_resolution(candidate))
-                    runners[len(samples) - 1] = _runner(profile, built, shape,
+                    runners[len(samples) - 1] = session_opener(profile, built, shape,
                                                         root / f"{suite.name}-{len(samples)}.onnx", seed)
                     log.info("validation: prepared %d models", len(samples))
         fns = open_sessions({f"{i}/{half}": open_session for i, open_session in runners.items()
