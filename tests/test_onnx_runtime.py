@@ -40,6 +40,7 @@ from autocompress.hardware.timing import (
     open_sessions,
     time_callables,
     torch_callable,
+    torch_threads,
 )
 from tests.helpers import shipped_space, zoo_model
 
@@ -264,6 +265,14 @@ def test_reference_ratio_cancels_the_machines_drift():
         _ = time_callables({"a": lambda: None}, rounds=1, reps=1)["a"].ratio
     with pytest.raises(TypeError, match="reference"):
         time_callables({"a": lambda: None}, reference=3)  # type: ignore[arg-type]
+
+
+def test_torch_threads_sets_and_restores_the_thread_count():
+    before = torch.get_num_threads()
+    with pytest.raises(RuntimeError, match="inside"), torch_threads(before + 1):
+        assert torch.get_num_threads() == before + 1
+        raise RuntimeError("inside")
+    assert torch.get_num_threads() == before
 
 
 def test_across_sessions_keeps_the_typical_session_not_the_luckiest():

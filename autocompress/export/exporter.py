@@ -14,8 +14,8 @@ study (or the trials named), and for each member:
 4. counts size, MACs and BitOps on the real model (:mod:`autocompress.counting`).
 
 Then all members **and the uncompressed reference** are timed together, in one
-interleaved run in the profile's runtime (several sessions per model, their
-median kept), so a relative budget such as ``latency<=0.5x`` compares a
+interleaved run in the profile's runtime (several sessions per model, each
+call paired with a call of the reference, the median ratio kept), so a relative budget such as ``latency<=0.5x`` compares a
 measurement with a measurement. Every budget is checked twice: on the cost
 model's prediction and on the measurement (latency within the profile's noise
 band; size/MACs/BitOps are counted exactly; energy is said to be modelled where
@@ -42,15 +42,16 @@ from torch import nn
 
 from autocompress.compress import deploy_copy, materialize
 from autocompress.counting import count_model
-from autocompress.hardware.onnx_runtime import export_onnx, int8_leaves, ort_callable, ort_session
+from autocompress.hardware.onnx_runtime import export_onnx, int8_leaves, ort_session
 from autocompress.hardware.profile import HardwareProfile, this_machine
 from autocompress.hardware.timing import (
     Timing,
     across_sessions,
     open_sessions,
     time_callables,
-    torch_callable,
+    torch_threads,
 )
+from autocompress.hardware.validate import session_opener
 from autocompress.search.api import SearchSetup
 from autocompress.search.budget import METRICS, Budget
 from autocompress.search.engine import pareto_front
@@ -159,9 +160,13 @@ def export_front(
         built.append(_build_member(setup, record, out, evaluator, seed=seed))
 
     # -- one interleaved measurement of every member and the reference -------------------------------
-    runners = {"reference": _runner(profile, reference_model, native, out / ref_files["model.onnx"], seed)}
-    for b in built:
-        runners[b["label"]] = _runner(profile, b["model"], b["input_shape"], out / b["deployed_onnx"], seed)
+    runners = {}
+    if profile.runtime in MEASURABLE_RUNTIMES:
+        runners["reference"] = session_opener(profile, reference_model, native, out / ref_files["model.onnx"], seed,
+                                              export=False)
+        for b in built:
+            runners[b["label"]] = session_opener(profile, b["model"], b["input_shape"], out / b["deployed_onnx"],
+                                                 seed, export=False)
     timings, timing_note = _measure(runners, profile, rounds=rounds, reps=reps, sessions=sessions, seed=seed,
                                     progress=progress)
     noise_pct, noise_source = noise_band(profile, config.model)
@@ -217,8 +222,10 @@ def export_front(
         "timing": {"runtime": profile.runtime, "threads": profile.threads, "rounds": rounds, "reps": reps,
                    "sessions": sessions, "seed": seed, "measured": not timing_note,
                    "note": timing_note or (f"every member and the reference timed together, interleaved: "
-                                           f"{sessions} session(s) x {rounds} rounds x {reps} runs each; "
-                                           "latency = median over sessions of the min of round medians"),
+                                           f"{sessions} session(s) x {rounds} rounds x {reps} runs each, every "
+                                           "call followed by a call of the reference; latency = median over "
+                                           "sessions of the median round ratio to the reference x the "
+                                           "reference's median"),
                    "noise_band_pct": noise_pct, "noise_band_source": noise_source,
                    "device_note": device_note},
         "budgets": [str(b) for b in setup.budgets],
@@ -474,20 +481,6 @@ def _onnx_check(setup: SearchSetup, model: nn.Module, out: Path, files: dict[str
 # -- measuring ----------------------------------------------------------------------------------------
 
 
-def _runner(profile: HardwareProfile, model: nn.Module, input_shape, onnx_path: Path, seed: int):
-    """A function opening one fresh timing session of ``model`` in the profile's runtime (None: not measurable)."""
-    x = np.random.default_rng(seed).standard_normal((1, *input_shape)).astype(np.float32)
-    if profile.runtime == "onnxruntime":
-        def open_session():
-            session = ort_session(onnx_path, threads=profile.threads)
-            return ort_callable(session, {session.get_inputs()[0].name: x})
-        return open_session
-    if profile.runtime == "torch-eager":
-        deployed = deploy_copy(model)
-        return lambda: torch_callable(deployed, tuple(input_shape), seed=seed)
-    return None
-
-
 def _measure(runners: dict, profile: HardwareProfile, *, rounds: int, reps: int, sessions: int, seed: int,
              progress: bool) -> tuple[dict[str, dict[str, Any]], str]:
     """Time every runner (``sessions`` sessions each) in one interleaved call, each call paired with the reference.
@@ -498,7 +491,7 @@ def _measure(runners: dict, profile: HardwareProfile, *, rounds: int, reps: int,
     (see :mod:`autocompress.hardware.timing`: the machine's drift cancels in
     the ratio, which is also what relative budgets compare).
     """
-    if profile.runtime not in MEASURABLE_RUNTIMES or any(r is None for r in runners.values()):
+    if profile.runtime not in MEASURABLE_RUNTIMES:
         note = (f"not measured: the profile's runtime {profile.runtime!r} cannot run on this machine "
                 f"(measurable: {', '.join(MEASURABLE_RUNTIMES)})")
         log.warning(note)
@@ -509,15 +502,12 @@ def _measure(runners: dict, profile: HardwareProfile, *, rounds: int, reps: int,
         from tqdm.auto import tqdm
 
         bar = tqdm(total=rounds * len(fns), desc="re-measuring latency", leave=False, dynamic_ncols=True)
-    threads = torch.get_num_threads()
     try:
-        if profile.runtime == "torch-eager":
-            torch.set_num_threads(profile.threads)
-        timings: dict[str, Timing] = time_callables(
-            fns, rounds=rounds, reps=reps, seed=seed, reference=runners["reference"](),
-            progress=(lambda done, total: bar.update(done - bar.n)) if bar is not None else None)
+        with torch_threads(profile.threads):
+            timings: dict[str, Timing] = time_callables(
+                fns, rounds=rounds, reps=reps, seed=seed, reference=runners["reference"](),
+                progress=(lambda done, total: bar.update(done - bar.n)) if bar is not None else None)
     finally:
-        torch.set_num_threads(threads)
         if bar is not None:
             bar.close()
     reference_ms = float(np.median([t.reference_ms for t in timings.values()]))

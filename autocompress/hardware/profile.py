@@ -210,9 +210,8 @@ class HardwareProfile(_Strict):
         """
         if not model:
             return self.calibration
-        if input_shape is not None and calibration_key(model, input_shape) in self.model_calibrations:
-            return self.model_calibrations[calibration_key(model, input_shape)]
-        return self.model_calibrations.get(model, self.calibration)
+        shaped = self.model_calibrations.get(calibration_key(model, input_shape)) if input_shape is not None else None
+        return shaped or self.model_calibrations.get(model, self.calibration)
 
     # -- files ----------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:

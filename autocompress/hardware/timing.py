@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -187,6 +188,19 @@ def time_callables(
             reference_ms=float(np.median(reference_ns[name])) / 1e6 if reference is not None else None,
         )
     return result
+
+
+@contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """torch's intra-op thread count set to ``threads`` for a measurement and restored after it."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def torch_callable(model, input_shape: tuple[int, ...], *, seed: int = 0) -> Callable[[], object]:

@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from scipy import stats
 from scipy.optimize import lsq_linear
 from torch import nn
@@ -51,11 +50,13 @@ from autocompress.hardware.timing import (
     open_sessions,
     time_callables,
     torch_callable,
+    torch_threads,
 )
 from autocompress.space import Candidate, SearchSpace
 
 log = logging.getLogger(__name__)
 SUBSETS = ("fp32-only", "int8-containing")
+HALVES = ("a", "b")  # every model is timed as two independent session sets: their disagreement is the noise floor
 
 
 @dataclass
@@ -74,8 +75,8 @@ class Sample:
     subset: str
     candidate: Candidate
     features: np.ndarray  # CALIBRATION_FEATURES, in order
-    measured_ms: float = float("nan")  # median over every session of both sets
-    halves_ms: tuple[float, float] = (float("nan"), float("nan"))  # each set's median: the noise floor
+    measured_ms: float = float("nan")  # median over every session of both sets (ratio to the reference x its ms)
+    halves_ms: tuple[float, float] = (float("nan"), float("nan"))  # each set's own median: the noise floor
 
 
 def draw_candidates(space: SearchSpace, n: int, subset: str, rng: np.random.Generator) -> list[Candidate]:
@@ -96,24 +97,36 @@ def draw_candidates(space: SearchSpace, n: int, subset: str, rng: np.random.Gene
     return out
 
 
-def session_opener(profile: HardwareProfile, model: nn.Module, input_shape: tuple[int, int, int], path: Path,
-                   seed: int) -> Callable[[], Callable[[], object]]:
-    """Export ``model`` once for the profile's runtime; each call of the result opens a fresh timed session."""
+def session_opener(profile: HardwareProfile, model: nn.Module, input_shape: Sequence[int], path: Path,
+                   seed: int, *, export: bool = True) -> Callable[[], Callable[[], object]]:
+    """Each call of the result opens a fresh timed session of ``model`` in the profile's runtime.
+
+    ONNX Runtime sessions run the file at ``path``: exported here from
+    ``model``, or (``export=False``) the artifact already written there. Torch
+    eager runs with whatever thread count is set when it runs (see
+    :func:`torch_threads`).
+    """
+    x = np.random.default_rng(seed).standard_normal((1, *input_shape)).astype(np.float32)
     if profile.runtime == "onnxruntime":
         from autocompress.hardware.onnx_runtime import export_onnx, ort_callable, ort_session
 
-        exported = export_onnx(model, input_shape, path)
-        x = np.random.default_rng(seed).standard_normal((1, *input_shape)).astype(np.float32)
+        exported = export_onnx(model, tuple(input_shape), path) if export else path
 
         def open_session():
             session = ort_session(exported, threads=profile.threads)
             return ort_callable(session, {session.get_inputs()[0].name: x})
         return open_session
     if profile.runtime == "torch-eager":
-        torch.set_num_threads(profile.threads)
         deployed = deploy_copy(model)
-        return lambda: torch_callable(deployed, input_shape, seed=seed)
+        return lambda: torch_callable(deployed, tuple(input_shape), seed=seed)
     raise ProfileError(f"profile runtime {profile.runtime!r} cannot be measured on this machine")
+
+
+def candidate_opener(profile: HardwareProfile, model: nn.Module, space: SearchSpace, candidate: Candidate,
+                     path: Path, seed: int) -> Callable[[], Callable[[], object]]:
+    """:func:`session_opener` of one candidate built from ``model``, at the candidate's input resolution."""
+    shape = (space.graph.input_shape[0], *space.input_resolution(candidate))
+    return session_opener(profile, materialize(model, candidate, space).eval(), shape, path, seed)
 
 
 #: calibration forms, simplest first, as the features each one weighs (plus an offset); a feature that
@@ -222,11 +235,8 @@ def validate_profile(
     try:
         for suite in suites:
             costs = CostModel(profile, suite.space)
-            identity = suite.space.identity()
-            references[suite.name] = session_opener(
-                profile, materialize(suite.model, identity, suite.space).eval(),
-                (suite.space.graph.input_shape[0], *suite.space.input_resolution(identity)),
-                root / f"{suite.name}-reference.onnx", seed)()
+            references[suite.name] = candidate_opener(profile, suite.model, suite.space, suite.space.identity(),
+                                                      root / f"{suite.name}-reference.onnx", seed)()
             for subset in subsets:
                 per_role = {"calibrate": n_calibrate // len(subsets), "validate": n_validate // len(subsets)}
                 drawn = draw_candidates(suite.space, sum(per_role.values()), subset, rng)
@@ -235,37 +245,40 @@ def validate_profile(
                 for i, (candidate, role) in enumerate(zip(drawn, roles, strict=False)):
                     features = np.array([raw[f][i] for f in CALIBRATION_FEATURES])
                     samples.append(Sample(suite.name, role, subset, candidate, features))
-                    built = materialize(suite.model, candidate, suite.space).eval()
-                    shape = (suite.space.graph.input_shape[0], *suite.space.input_resolution(candidate))
-                    runners[len(samples) - 1] = session_opener(profile, built, shape,
-                                                        root / f"{suite.name}-{len(samples)}.onnx", seed)
+                    runners[len(samples) - 1] = candidate_opener(profile, suite.model, suite.space, candidate,
+                                                                 root / f"{suite.name}-{len(samples)}.onnx", seed)
                     log.info("validation: prepared %d models", len(samples))
         fns = open_sessions({f"{i}/{half}": open_session for i, open_session in runners.items()
-                             for half in ("a", "b")}, sessions, seed)
+                             for half in HALVES}, sessions, seed)
+
+        def labels(i: int, half: str) -> list[str]:  # the timed sessions of sample i's session set
+            return [f"{i}/{half}#{k}" for k in range(sessions)]
+
+        mine = {suite.name: [i for i, s in enumerate(samples) if s.suite == suite.name] for suite in suites}
         anchors = _anchor_callables(profile, sessions, seed)
         # each suite against its own reference; the anchors (layers) alone: a model's cache would disturb them
-        groups = [({k: f for k, f in fns.items() if samples[int(k.split("/")[0])].suite == suite.name},
-                   references[suite.name]) for suite in suites] + ([(anchors, None)] if anchors else [])
+        groups = [({label: fns[label] for i in mine[name] for half in HALVES for label in labels(i, half)},
+                   references[name]) for name in mine] + ([(anchors, None)] if anchors else [])
         total = rounds * sum(len(group) for group, _ in groups)
         timings: dict[str, Timing] = {}
-        for group, reference in groups:
-            offset = len(timings) * rounds
-            timings.update(time_callables(
-                group, rounds=rounds, reps=reps, warmup=warmup, seed=seed, reference=reference,
-                progress=None if progress is None else lambda done, _, offset=offset: progress(offset + done, total)))
+        with torch_threads(profile.threads):
+            for group, reference in groups:
+                offset = len(timings) * rounds
+                timings.update(time_callables(
+                    group, rounds=rounds, reps=reps, warmup=warmup, seed=seed, reference=reference,
+                    progress=None if progress is None else lambda done, _, offset=offset: progress(offset + done,
+                                                                                                 total)))
     finally:
         if tmp is not None:
             tmp.cleanup()
     reference_ms: dict[str, float] = {}
-    for suite in suites:
-        mine = [i for i, s in enumerate(samples) if s.suite == suite.name]
-        reference_ms[suite.name] = float(np.median([timings[f"{i}/{half}#{k}"].reference_ms
-                                                    for i in mine for half in ("a", "b") for k in range(sessions)]))
-        for i in mine:
-            per_half = {half: [timings[f"{i}/{half}#{k}"].ratio for k in range(sessions)] for half in ("a", "b")}
-            scale = reference_ms[suite.name]
-            samples[i].measured_ms = across_sessions(per_half["a"] + per_half["b"]) * scale
-            samples[i].halves_ms = (across_sessions(per_half["a"]) * scale, across_sessions(per_half["b"]) * scale)
+    for name, indices in mine.items():
+        reference_ms[name] = float(np.median([timings[label].reference_ms for i in indices for half in HALVES
+                                              for label in labels(i, half)]))
+        for i in indices:
+            a, b = ([timings[label].ratio * reference_ms[name] for label in labels(i, half)] for half in HALVES)
+            samples[i].measured_ms = across_sessions(a + b)
+            samples[i].halves_ms = (across_sessions(a), across_sessions(b))
     ratios = [across_sessions([timings[f"anchor/{key}/{k}"].value_ms for k in range(sessions)]) / reference
               for key, reference in profile.anchors.items() if reference > 0]
     anchor_ratio = float(np.median(ratios)) if ratios else None
