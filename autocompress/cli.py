@@ -87,8 +87,8 @@ def cmd_space(args: argparse.Namespace) -> int:
 def _suites(args: argparse.Namespace) -> list:
     """(model, space) pairs a profile is measured for or validated on, untrained weights."""
     from autocompress.graph import ModelGraph
-    from autocompress.hardware.validate import Suite
     from autocompress.models import create_model, model_info
+    from autocompress.runtime.validate import Suite
     from autocompress.space import SearchSpace
 
     shape = tuple(int(x) for x in args.input_shape.lower().split("x"))
@@ -133,11 +133,11 @@ def cmd_profile(args: argparse.Namespace) -> int:
         print(describe_profile(profile))
         return 0
     if args.action == "validate":
-        from autocompress.hardware.validate import validate_profile
+        from autocompress.runtime.validate import validate_profile
 
         profile = HardwareProfile.load(args.profile)
         if args.from_report:  # recalibrate on the timings of an earlier run instead of measuring again
-            from autocompress.hardware.validate import samples_from_report, score_samples
+            from autocompress.runtime.validate import samples_from_report, score_samples
 
             suites = _suites(args)
             earlier = json.loads(Path(args.from_report).read_text())
@@ -176,7 +176,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
         print(describe_profile(profile))
         return 0
 
-    from autocompress.hardware.profiler import (
+    from autocompress.runtime.profiler import (
         RUNTIMES,
         ProfileSettings,
         build_profile,
@@ -221,7 +221,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
         profile = build_profile(args.name or Path(args.out).stem, measured, settings, command=command,
                                 versions=versions(), device=args.device)
     profile.save(args.out)
-    from autocompress.hardware.profiler import partial_path
+    from autocompress.runtime.profiler import partial_path
 
     partial_path(Path(args.out)).unlink(missing_ok=True)
     print(describe_profile(profile))

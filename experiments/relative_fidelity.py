@@ -28,9 +28,9 @@ import numpy as np
 from autocompress.graph import ModelGraph
 from autocompress.hardware import CostModel
 from autocompress.hardware.profile import find_profile
-from autocompress.hardware.timing import time_callables, torch_threads
-from autocompress.hardware.validate import candidate_opener
 from autocompress.models import create_model, model_info
+from autocompress.runtime.timing import time_callables, torch_threads
+from autocompress.runtime.validate import candidate_opener
 from autocompress.search.budget import parse_budgets
 from autocompress.search.layerwise import Layerwise
 from autocompress.space import SearchSpace

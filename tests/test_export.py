@@ -17,9 +17,9 @@ from autocompress.export import (
     rebuild,
 )
 from autocompress.hardware import CostModel, HardwareProfile, required_signatures
-from autocompress.hardware.onnx_runtime import ort_session
 from autocompress.hardware.profile import Calibration, ValidationResult
-from autocompress.hardware.profiler import ProfileSettings, build_profile, measure_signatures
+from autocompress.runtime.onnx_runtime import ort_session
+from autocompress.runtime.profiler import ProfileSettings, build_profile, measure_signatures
 from autocompress.search import SearchConfig, load_study, parse_budgets, prepare, records, search
 from autocompress.space import Candidate, SearchSpace
 from tests.helpers import zoo_model
@@ -163,7 +163,7 @@ def test_int8_member_is_exported_calibrated_and_runs_int8_kernels(searched, tmp_
     """The int8 path on a candidate that is int8 everywhere (the tiny search's front may have no int8 layer:
     on an uncalibrated profile isolated int8 layers look slow, so the latency budget filters them)."""
     from autocompress.export.exporter import _build_member
-    from autocompress.hardware.onnx_runtime import optimized_model
+    from autocompress.runtime.onnx_runtime import optimized_model
     from autocompress.search import TrialRecord
     from autocompress.train import Evaluator, FitConfig
 

@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from autocompress.compress import deploy_copy, materialize, quantize_layer
-from autocompress.hardware.onnx_runtime import (
+from autocompress.hardware.signature import LayerSignature
+from autocompress.runtime.onnx_runtime import (
     DISABLED_OPTIMIZERS,
     OnnxNodeNotFoundError,
     export_onnx,
@@ -33,8 +34,7 @@ from autocompress.hardware.onnx_runtime import (
     ort_session,
     torchscript_scope,
 )
-from autocompress.hardware.signature import LayerSignature
-from autocompress.hardware.timing import (
+from autocompress.runtime.timing import (
     Timing,
     across_sessions,
     open_sessions,

@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 
 from autocompress.hardware import CostModel, HardwareProfile, required_signatures
-from autocompress.hardware.profiler import (
+from autocompress.runtime.profiler import (
     ProfileSettings,
     build_profile,
     measure_signatures,
     partial_path,
 )
-from autocompress.hardware.validate import (
+from autocompress.runtime.validate import (
     Suite,
     samples_from_report,
     score_samples,

@@ -42,16 +42,16 @@ from torch import nn
 
 from autocompress.compress import deploy_copy, materialize
 from autocompress.counting import count_model
-from autocompress.hardware.onnx_runtime import export_onnx, int8_leaves, ort_session
 from autocompress.hardware.profile import HardwareProfile, this_machine
-from autocompress.hardware.timing import (
+from autocompress.runtime.onnx_runtime import export_onnx, int8_leaves, ort_session
+from autocompress.runtime.timing import (
     Timing,
     across_sessions,
     open_sessions,
     time_callables,
     torch_threads,
 )
-from autocompress.hardware.validate import session_opener
+from autocompress.runtime.validate import session_opener
 from autocompress.search.api import SearchSetup
 from autocompress.search.budget import METRICS, Budget
 from autocompress.search.engine import pareto_front
@@ -488,7 +488,7 @@ def _measure(runners: dict, profile: HardwareProfile, *, rounds: int, reps: int,
     ``runners["reference"]`` opens the uncompressed model; every timed call is
     followed by a call of one reference session, and a model's latency is its
     median ratio to the reference times the reference's median over the run
-    (see :mod:`autocompress.hardware.timing`: the machine's drift cancels in
+    (see :mod:`autocompress.runtime.timing`: the machine's drift cancels in
     the ratio, which is also what relative budgets compare).
     """
     if profile.runtime not in MEASURABLE_RUNTIMES:

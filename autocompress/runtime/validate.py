@@ -7,7 +7,7 @@ compared with its measurement: Spearman rank correlation, median and 90th
 percentile absolute % error, share within +-10%, beside the noise floor.
 
 Every call of a candidate is paired with a call of its model's uncompressed
-*reference* (see :mod:`autocompress.hardware.timing`): a candidate's latency is
+*reference* (see :mod:`autocompress.runtime.timing`): a candidate's latency is
 its median ratio to the reference times the reference's median over the run,
 so the machine's drift from second to second cancels and every candidate is
 priced at the run's typical speed. Every model is timed as two independent
@@ -44,7 +44,7 @@ from autocompress.hardware.profile import (
     calibration_features,
     calibration_key,
 )
-from autocompress.hardware.timing import (
+from autocompress.runtime.timing import (
     Timing,
     across_sessions,
     open_sessions,
@@ -108,7 +108,7 @@ def session_opener(profile: HardwareProfile, model: nn.Module, input_shape: Sequ
     """
     x = np.random.default_rng(seed).standard_normal((1, *input_shape)).astype(np.float32)
     if profile.runtime == "onnxruntime":
-        from autocompress.hardware.onnx_runtime import export_onnx, ort_callable, ort_session
+        from autocompress.runtime.onnx_runtime import export_onnx, ort_callable, ort_session
 
         exported = export_onnx(model, tuple(input_shape), path) if export else path
 
@@ -290,8 +290,8 @@ def _anchor_callables(profile: HardwareProfile, sessions: int, seed: int) -> dic
     """The profile's anchor signatures, timed beside the models (none for profiles without anchors)."""
     if not profile.anchors:
         return {}
-    from autocompress.hardware.profiler import ProfileSettings, layer_callable
     from autocompress.hardware.signature import LayerSignature
+    from autocompress.runtime.profiler import ProfileSettings, layer_callable
 
     settings = ProfileSettings(runtime=profile.runtime, threads=profile.threads, seed=seed)
     return {f"anchor/{key}/{k}": layer_callable(LayerSignature.parse(key), settings)

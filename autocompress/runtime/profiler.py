@@ -47,7 +47,7 @@ from autocompress.hardware.profile import (
     this_machine,
 )
 from autocompress.hardware.signature import LayerSignature
-from autocompress.hardware.timing import Timing, time_callables, torch_callable
+from autocompress.runtime.timing import Timing, time_callables, torch_callable
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ class ProfileSettings:
 def layer_callable(sig: LayerSignature, settings: ProfileSettings) -> Callable[[], object]:
     """A zero-argument function that runs one signature once in the runtime."""
     if settings.runtime == "onnxruntime":
-        from autocompress.hardware.onnx_runtime import layer_model, ort_callable, ort_session
+        from autocompress.runtime.onnx_runtime import layer_model, ort_callable, ort_session
 
         session = ort_session(layer_model(sig, seed=settings.seed), threads=settings.threads)
         rng = np.random.default_rng(settings.seed)
