@@ -12,26 +12,32 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from autocompress.data import ImageData
+from autocompress.data import DataInfo, ImageData
 from autocompress.models import ModelError, create_model, model_info
 from autocompress.train import FitConfig, evaluate, train_base
 
 log = logging.getLogger(__name__)
 
 
-def build_model(name: str, data: ImageData, **kwargs: Any) -> nn.Module:
-    """``create_model`` with the data's channels, classes and input size filled in."""
-    c, h, _ = data.input_shape
-    options: dict[str, Any] = {"in_channels": c, "num_classes": data.num_classes}
+def builder_kwargs(name: str, input_shape: Sequence[int], num_classes: int, **kwargs: Any) -> dict[str, Any]:
+    """The keywords ``build_model`` gives the builder: what a ``CompressionPlan`` records to rebuild it."""
+    c, h, _ = input_shape
+    options: dict[str, Any] = {"in_channels": int(c), "num_classes": int(num_classes)}
     if ":" not in name and "input_size" in model_info(name).default_kwargs:
-        options["input_size"] = h
-    return create_model(name, **(options | kwargs))
+        options["input_size"] = int(h)
+    return options | kwargs
+
+
+def build_model(name: str, data: ImageData | DataInfo, **kwargs: Any) -> nn.Module:
+    """``create_model`` with the data's channels, classes and input size filled in (``probe_data`` suffices)."""
+    return create_model(name, **builder_kwargs(name, data.input_shape, data.num_classes, **kwargs))
 
 
 def load_weights(model: nn.Module, path: str | Path) -> nn.Module:

@@ -17,7 +17,8 @@ What is counted on what:
   Bits are read from the original layers (``layer_bits``) and sparsity from
   their ``MagnitudeMask`` (the exact count of zeroed weights). The model itself
   is not touched (not even its injected parametrization classes, which a plain
-  ``remove_parametrizations`` on a deep copy would damage: see ``_deploy_view``).
+  ``remove_parametrizations`` on a deep copy would damage: see
+  :func:`autocompress.compress.deploy.deploy_copy`).
 * fvcore counts one multiply-accumulate as one "flop"; we call it a MAC.
   ``macs`` counts the matrix ops only (convolution, linear, matmul, ...).
 * Element-wise work (adds, activations, feature-map multiplies, pooling,

@@ -1,9 +1,10 @@
-"""The quickstart job until the search lands: compress one candidate end to end.
+"""One candidate end to end: what a search does to each of its trials, shown for one point.
 
-Load data, get the reference model (trained and cached if no weights are
-given), pick one candidate of the model's joint space, materialize it, fine-tune
-it with distillation from the reference, and report accuracy beside parameters,
-MACs, BitOps and size for both models.
+Pick one candidate of the model's joint space (checked on an untrained model
+first, so a bad space or candidate fails before any training), load data, get
+the reference model (trained and cached if no weights are given), materialize
+the candidate, fine-tune it with distillation from the reference, and report
+accuracy beside parameters, MACs, BitOps and size for both models.
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from torch import nn
 
-from autocompress.base_model import trained_base_model
+from autocompress.base_model import build_model, trained_base_model
 from autocompress.compress import materialize
 from autocompress.counting import count_model
-from autocompress.data import load_data
+from autocompress.data import load_data, probe_data
 from autocompress.graph import ModelGraph
 from autocompress.models import model_info
 from autocompress.space import Candidate, CandidateError, SearchSpace
@@ -65,12 +67,18 @@ def run_demo(
     progress: bool = True,
 ) -> dict[str, Any]:
     started = time.perf_counter()
+
+    def resolve(net: nn.Module, shape: tuple[int, int, int]) -> tuple[SearchSpace, Candidate]:
+        joint = SearchSpace.from_yaml(ModelGraph.from_model(net, shape), space or model_info(model).family)
+        return joint, pick_candidate(candidate, joint, seed)
+
+    info = probe_data(data, cache_dir=cache_dir)
+    joint, chosen = resolve(build_model(model, info), info.input_shape)  # the architecture is all it needs
     dataset = load_data(data, seed=seed, max_train=max_train, cache_dir=cache_dir)
     base_fit = FitConfig(epochs=base_epochs, lr=0.05, warmup_steps=20, seed=seed, progress=progress)
     base, base_info = trained_base_model(model, dataset, weights=weights, fit=base_fit, cache_dir=cache_dir)
-    graph = ModelGraph.from_model(base, dataset.input_shape)
-    joint = SearchSpace.from_yaml(graph, space or model_info(model).family)
-    chosen = pick_candidate(candidate, joint, seed)
+    if dataset.input_shape != info.input_shape:  # an image folder mixing grey and colour images
+        joint, chosen = resolve(base, dataset.input_shape)
     compressed = materialize(base, chosen, joint)
     resolution = joint.input_resolution(chosen)[0]
     evaluator = Evaluator(

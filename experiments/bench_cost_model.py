@@ -1,8 +1,8 @@
 """CostModel throughput: candidates priced per second, without building any model.
 
 Prices random candidates of a zoo model's shipped space on a profile, both as
-pre-encoded index arrays (the vectorized path samplers use) and as Candidate
-objects (encode + price). Prints median and spread over repetitions.
+rows of the space's encoding (the vectorized path the strategies use) and as
+Candidate objects (encode + price). Prints median and spread over repetitions.
 
     python experiments/bench_cost_model.py --model resnet56 --profile hw_profiles/cpu-onnxruntime-1t.json
 """
@@ -45,7 +45,7 @@ def main() -> None:
     start = time.perf_counter()
     costs = CostModel(profile, space)
     build_s = time.perf_counter() - start
-    indices = costs.random_indices(args.n, rng=args.seed)
+    indices = space.encoding.random(args.n, rng=args.seed)
     candidates = [space.sample(args.seed + i) for i in range(args.objects)]
 
     vectorized, objects = [], []
@@ -54,7 +54,7 @@ def main() -> None:
         costs.predict_batch(indices)
         vectorized.append(args.n / (time.perf_counter() - start))
         start = time.perf_counter()
-        costs.predict_batch(costs.encode(candidates))
+        costs.predict_batch(space.encoding.encode(candidates))
         objects.append(args.objects / (time.perf_counter() - start))
 
     print(f"{args.model}: {len(space.graph.units)} units, space 10^{space.log10_size():.1f}, "

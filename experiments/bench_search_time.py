@@ -38,7 +38,7 @@ def main() -> None:
         setup = prepare(config, progress=False)
         phases["base model (train or load), graph, space, cost tables"] = time.perf_counter() - start
         start = time.perf_counter()
-        result = search(config, model=setup.base_model, data=setup.data, on_trial=on_trial, progress=False)
+        result = search(config, setup=setup, on_trial=on_trial, progress=False)
         search_s = time.perf_counter() - start
         p = last["progress"]
         phases["cost scoring (all proposals)"] = p.scoring_s
@@ -52,7 +52,7 @@ def main() -> None:
 
     total = sum(phases.values())
     print(f"quickstart: {args.trials} evaluated trials ({p.filtered} filtered by budget), "
-          f"{len(manifest['members'])} exported")
+          f"{len(manifest.members)} exported")
     for name, seconds in phases.items():
         print(f"  {name:55s} {seconds:8.1f} s  {seconds / total:6.1%}")
     print(f"  {'total':55s} {total:8.1f} s")

@@ -54,7 +54,7 @@ def main() -> None:
     costs = CostModel(profile, space, model=args.model)
     reference = costs.reference()
     corners = np.unique(Layerwise(costs, parse_budgets(["latency<=100x"], reference.to_dict())).completions, axis=0)
-    rows = np.vstack([corners, costs.random_indices(args.random, rng=args.seed)])
+    rows = np.vstack([corners, space.encoding.random(args.random, rng=args.seed)])
     kinds = ["corner"] * len(corners) + ["random"] * args.random
     predicted = costs.predict_batch(rows)["latency_ms"] / reference.latency_ms
 
@@ -63,7 +63,7 @@ def main() -> None:
             return candidate_opener(profile, model, space, candidate, Path(tmp) / f"{name}.onnx", args.seed)
 
         openers = {"reference": opener(space.identity(), "reference")}
-        openers.update({str(i): opener(costs.decode(row), str(i)) for i, row in enumerate(rows)})
+        openers.update({str(i): opener(space.encoding.decode(row), str(i)) for i, row in enumerate(rows)})
         fns = {f"{label}#{k}": op() for label, op in openers.items() for k in range(args.sessions)}
         with torch_threads(profile.threads):
             timings = time_callables(fns, rounds=args.rounds, reps=10, seed=args.seed,

@@ -5,6 +5,7 @@ import pytest
 
 from autocompress.compress import materialize
 from autocompress.counting import count_model
+from autocompress.graph import ModelGraph
 from autocompress.hardware import (
     HOROWITZ_45NM,
     CostModel,
@@ -17,7 +18,9 @@ from autocompress.hardware import (
 )
 from autocompress.hardware.energy import layer_energy
 from autocompress.hardware.profile import Entry, calibration_key
+from autocompress.space import SearchSpace
 from tests.helpers import shipped_space, zoo_model
+from tests.zoo_models import TOYS
 
 RATES = {"fp32": 2e10, "int8": 8e10}
 
@@ -35,6 +38,32 @@ def _tabulated(profile, space):
                                                layer_overhead_ms=r.layer_overhead_ms))
                for k in required_signatures(space, ["fp32", "int8"])}
     return profile.model_copy(update={"roofline": None, "entries": entries})
+
+
+def _residual_concat_space():
+    """A toy with residual adds and concats, where no dimension and no width offers the identity."""
+    graph = ModelGraph.from_model(TOYS["residual_concat"]().eval(), (3, 32, 32))
+    return SearchSpace.from_dict(graph, {"name": "t", "defaults": {
+        "keep": [0.5, 0.75], "w_bits": [4, 8], "a_bits": [8], "rank": [0.5], "sparsity": [0.25, 0.5]},
+        "scaling": {"mode": "explicit", "width": [0.5, 0.75]}})
+
+
+@pytest.mark.parametrize(("space_of", "sparse_kernels"), [
+    (lambda: shipped_space("resnet20", zoo_model("resnet20")[1]), False),
+    (lambda: shipped_space("mobilenetv2_cifar", zoo_model("mobilenetv2_cifar")[1]), False),
+    (_residual_concat_space, True),
+], ids=["resnet20", "mobilenetv2_cifar", "residual_concat"])
+def test_required_signatures_hold_every_signature_the_cost_model_looks_up(space_of, sparse_kernels):
+    space = space_of()
+    profile = _profile(sparse_kernels=sparse_kernels)
+    keys = required_signatures(space, ["fp32", "int8"], sparse_kernels=sparse_kernels)
+    # exactly the listed signatures at 1 ms each, nothing to fall back on: a lookup outside the list fails
+    listed = profile.model_copy(update={"roofline": None, "entries": {k: Entry(latency_ms=1.0) for k in keys}})
+    costs = CostModel(listed, space)
+    assert not costs.interpolated
+    candidates = [space.identity(), space.uniform(keep=0.5, w_bits=8, a_bits=8)] + [space.sample(i) for i in range(5)]
+    leaves = [sum(len(leaf_signatures(cfg, "fp32")) for cfg in space.layer_configs(c)) for c in candidates]
+    np.testing.assert_array_equal(costs.predict_batch(space.encoding.encode(candidates))["latency_sum_ms"], leaves)
 
 
 @pytest.fixture(scope="module")
@@ -85,12 +114,12 @@ def test_analytic_profile_prices_without_a_table(resnet20_costs):
 def test_vectorized_equals_one_by_one(resnet20_costs):
     _, space, _, costs = resnet20_costs
     candidates = [space.sample(i) for i in range(30)]
-    batch = costs.predict_batch(costs.encode(candidates))
+    batch = costs.predict_batch(space.encoding.encode(candidates))
     for i, candidate in enumerate(candidates):
         one = costs.predict(candidate)
         assert batch["latency_ms"][i] == pytest.approx(one.latency_ms)
         assert batch["size_bytes"][i] == pytest.approx(one.size_bytes)
-    random_batch = costs.predict_batch(costs.random_indices(500, rng=1))
+    random_batch = costs.predict_batch(space.encoding.random(500, rng=1))
     reference = costs.reference()
     assert (random_batch["latency_ms"] <= reference.latency_ms + 1e-9).all()
     assert (random_batch["macs"] <= reference.macs).all()
@@ -121,7 +150,7 @@ def test_declared_interpolation_fills_gaps(resnet20_costs):
     entries = {k: v for i, (k, v) in enumerate(sorted(profile.entries.items())) if i % 3 or ":k3x3:" not in k}
     sparse = CostModel(profile.model_copy(update={"entries": entries, "interpolation": "channels"}), space)
     assert sparse.interpolated
-    indices = full.random_indices(200, rng=2)
+    indices = space.encoding.random(200, rng=2)
     exact, approx = full.predict_batch(indices)["latency_ms"], sparse.predict_batch(indices)["latency_ms"]
     assert np.median(np.abs(approx - exact) / exact) < 0.05
 

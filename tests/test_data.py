@@ -14,7 +14,8 @@ import torch
 from PIL import Image
 
 from autocompress.data import DataError, ImageData, load_data
-from autocompress.data import sources as data_sources
+from autocompress.data import cifar10 as cifar10_source
+from autocompress.data import imagefolder as imagefolder_source
 from autocompress.data.augment import AugmentPolicy, augment_batch, policy_for, random_crop
 
 CIFAR_ZIP = Path(__file__).resolve().parents[2] / "shared/datasets/cifar10-jpeg.zip"
@@ -200,7 +201,7 @@ def test_imagefolder_zip_and_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded again despite the cache")
 
-    monkeypatch.setattr(data_sources, "_decode_all", no_decoding)
+    monkeypatch.setattr(imagefolder_source, "_decode_all", no_decoding)
     again = load_data(f"imagefolder:{zpath}", cache_dir=cache, val_fraction=0.0)
     assert torch.equal(again.train_x, d.train_x) and torch.equal(again.test_y, d.test_y)
     flat = _zip_folder(_make_folder(tmp_path / "flat"), tmp_path / "flat.zip", wrap=None)
@@ -393,3 +394,25 @@ def test_spec_errors(tmp_path: Path) -> None:
         load_data(f"npz:{tmp_path / 'x.npz'}")
     with pytest.raises(ValueError, match="val_fraction"):
         load_data("digits", val_fraction=1.5)
+
+
+def test_probe_reads_shape_and_classes_without_decoding(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from autocompress.data import probe_data
+
+    _make_folder(tmp_path / "src" / "train", mode="L")
+    _make_folder(tmp_path / "src" / "test", mode="L", per_class=3)
+    specs = [f"imagefolder:{_make_folder(tmp_path / 'pets')}",
+             f"imagefolder:{_zip_folder(tmp_path / 'src', tmp_path / 'tiny.zip')}",
+             f"cifar10:{_cifar_folder(tmp_path / 'cifar-10-batches-py')[0]}", "mnist5k"]
+    loaded = [load_data(spec, val_fraction=0.0) for spec in specs]
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the probe read the images")
+
+    monkeypatch.setattr(imagefolder_source, "_decode_all", refuse)
+    monkeypatch.setattr(cifar10_source, "_cifar_batch", refuse)
+    for spec, data in zip(specs, loaded, strict=True):
+        info = probe_data(spec)
+        assert (info.name, info.input_shape, info.num_classes) == (data.name, data.input_shape, data.num_classes)
+    with pytest.raises(DataError, match="no such file or directory"):
+        probe_data(f"cifar10:{tmp_path / 'nowhere'}")

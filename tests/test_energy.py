@@ -1,25 +1,20 @@
-"""autocompress.hardware.energy: the analytic model's numbers, table validation, energy counters."""
+"""autocompress.hardware.energy: the analytic model's numbers, table validation, the estimate's label."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import math
-from pathlib import Path
 
 import pytest
 
 from autocompress.hardware.energy import (
     HOROWITZ_45NM,
-    EnergyMeter,
+    EnergyEstimate,
     EnergyTable,
     EnergyTableError,
-    detect_energy_counters,
     layer_energy,
-    measure_energy_j,
     model_energy,
-    nvml_meter,
-    rapl_meter,
 )
 from autocompress.hardware.signature import LayerSignature
 
@@ -153,97 +148,6 @@ def test_table_does_not_alias_callers_dicts():
     assert table.mac_pj["fp32"] == 4.6
 
 
-# -- energy counters -----------------------------------------------------------------------------------
-
-
-def make_zone(root, zone, name, energy_uj, max_uj=262_143_328_850):
-    d = root / zone
-    d.mkdir(parents=True)
-    (d / "name").write_text(name + "\n")
-    (d / "energy_uj").write_text(f"{energy_uj}\n")
-    (d / "max_energy_range_uj").write_text(f"{max_uj}\n")
-    return d
-
-
-@pytest.fixture()
-def powercap(tmp_path):
-    """A fake /sys/class/powercap: two packages, a core sub-zone and the mmio duplicate of package 0."""
-    pkg0 = make_zone(tmp_path, "intel-rapl:0", "package-0", 1_000_000, max_uj=10_000_000)
-    pkg1 = make_zone(tmp_path, "intel-rapl:1", "package-1", 5_000_000)
-    make_zone(tmp_path, "intel-rapl:0:0", "core", 77)
-    make_zone(tmp_path, "intel-rapl-mmio:0", "package-0", 123)
-    return tmp_path, pkg0, pkg1
-
-
-def test_rapl_reads_package_domains_only(powercap):
-    root, pkg0, pkg1 = powercap
-    meter = rapl_meter(root)
-    assert meter is not None and isinstance(meter, EnergyMeter) and meter.method == "measured:rapl"
-    assert [d.path for d in meter.domains] == [pkg0, pkg1]
-    assert detect_energy_counters(powercap_path=root)[:2] == [f"rapl:{pkg0}", f"rapl:{pkg1}"]
-    meter.start()
-    (pkg0 / "energy_uj").write_text("1500000\n")  # +0.5 J
-    (pkg1 / "energy_uj").write_text("5250000\n")  # +0.25 J
-    (root / "intel-rapl:0:0" / "energy_uj").write_text("99999999\n")  # ignored
-    assert meter.stop() == pytest.approx(0.75)
-
-
-def test_rapl_counter_wraparound(powercap):
-    root, pkg0, pkg1 = powercap
-    (pkg0 / "energy_uj").write_text("9000000\n")
-    meter = rapl_meter(root)
-    meter.start()
-    (pkg0 / "energy_uj").write_text("500000\n")  # wrapped at 10 J: 1 J to the top, then 0.5 J
-    assert meter.stop() == pytest.approx(1.5)
-    with pytest.raises(RuntimeError, match="before start"):
-        meter.stop()
-
-
-def test_rapl_absent_or_unusable(tmp_path):
-    assert rapl_meter(tmp_path / "missing") is None
-    assert rapl_meter(tmp_path) is None
-    make_zone(tmp_path, "intel-rapl:0", "psys", 1)  # not a package domain
-    (tmp_path / "intel-rapl:1").mkdir()  # no files
-    bad = make_zone(tmp_path, "intel-rapl:2", "package-2", 1)
-    (bad / "energy_uj").write_text("garbage\n")
-    assert rapl_meter(tmp_path) is None
-    assert not [c for c in detect_energy_counters(powercap_path=tmp_path) if c.startswith("rapl:")]
-
-
-def test_measure_energy_against_a_fake_counter(powercap):
-    root, pkg0, _ = powercap
-    energy = {"uj": 1_000_000}
-
-    def work():  # each call "burns" 1 mJ on package 0
-        energy["uj"] += 1000
-        (pkg0 / "energy_uj").write_text(f"{energy['uj']}\n")
-
-    meter = rapl_meter(root)
-    per_call, calls = measure_energy_j(work, meter, min_seconds=0.02)
-    assert calls >= 1 and per_call == pytest.approx(1e-3)
-    net, calls = measure_energy_j(work, meter, min_seconds=0.02, idle_power_w=1e-3)
-    assert net < 1e-3
-    with pytest.raises(ValueError, match="min_seconds"):
-        measure_energy_j(work, meter, min_seconds=0)
-
-
-def test_counters_on_this_machine_are_consistent():
-    counters = detect_energy_counters()
-    assert isinstance(counters, list)
-    assert all(c.startswith(("rapl:", "nvml:")) for c in counters)
-    assert (rapl_meter() is None) == (not any(c.startswith("rapl:") for c in counters))
-    meter = nvml_meter()  # never raises; None without pynvml / driver / GPU
-    assert (meter is None) == (not any(c.startswith("nvml:GPU 0 ") for c in counters))
-    try:
-        import pynvml  # noqa: F401
-    except ImportError:
-        assert meter is None
-        if not Path("/sys/class/powercap").exists():  # e.g. this container: no RAPL, no pynvml
-            assert counters == []
-
-
 def test_measured_estimate_label():
-    from autocompress.hardware.energy import EnergyEstimate
-
     e = EnergyEstimate(total_mj=2.0, compute_mj=math.nan, memory_mj=math.nan, method="measured:rapl")
     assert e.is_measured

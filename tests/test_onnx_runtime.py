@@ -15,24 +15,29 @@ import onnx
 import pytest
 import torch
 import torch.nn.functional as F
+from onnx import numpy_helper
 from torch import nn
 
 from autocompress.compress import deploy_copy, materialize, quantize_layer
 from autocompress.hardware.signature import LayerSignature
-from autocompress.runtime.onnx_runtime import (
-    DISABLED_OPTIMIZERS,
+from autocompress.runtime.onnx_export import (
     OnnxNodeNotFoundError,
     export_onnx,
     int8_leaves,
+    leaf_node_names,
+    module_scopes,
+    torchscript_scope,
+)
+from autocompress.runtime.onnx_runtime import (
+    DISABLED_OPTIMIZERS,
+    int8_weight_max,
+    int8_weights_saturate,
     layer_input,
     layer_model,
     layer_weights,
-    leaf_node_names,
-    module_scopes,
     optimized_model,
     ort_callable,
     ort_session,
-    torchscript_scope,
 )
 from autocompress.runtime.timing import (
     Timing,
@@ -120,6 +125,9 @@ def test_int8_layer_model_fuses_into_an_int8_kernel(name, fused):
     assert inits["W_quantized"].data_type == onnx.TensorProto.INT8
     assert inits["B_quantized"].data_type == onnx.TensorProto.INT32
     assert list(inits["W_scale"].dims) == [sig.out_channels]
+    # 7-bit weight codes where the CPU's u8 x s8 kernels would saturate (no VNNI), full int8 elsewhere
+    assert int(np.abs(numpy_helper.to_array(inits["W_quantized"])).max()) == int8_weight_max()
+    assert int8_weight_max() == (63 if int8_weights_saturate() else 127)
 
     runs = optimized_model(model)
     run_ops = op_counts(runs)
@@ -382,7 +390,10 @@ def test_int8_export_is_quantized_and_close_to_float(resnet20, inputs, tmp_path)
         ref = deploy_copy(compressed)(inputs).numpy()
     got = run_onnx(path, inputs)
     assert cosine(got, ref) > 0.99
-    assert centered_cosine(got, ref) > 0.95
+    # ORT's u8 x s8 kernels saturate on x86 CPUs without VNNI (see int8_weights_saturate); there this
+    # random-weight model's logits keep a centered cosine of ~0.935 (0.985 with s8 activations),
+    # with VNNI > 0.95.
+    assert centered_cosine(got, ref) > (0.92 if int8_weights_saturate() else 0.95)
     assert (got.argmax(1) == ref.argmax(1)).mean() >= 0.9
 
 

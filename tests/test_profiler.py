@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from autocompress.hardware import CostModel, HardwareProfile, required_signatures
@@ -31,7 +32,7 @@ LENET = ["--models", "lenet5", "--input-shape", "1x28x28"]
 
 
 def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "autocompress.cli", "profile", *args]
+    return [sys.executable, "-m", "autocompress.cli", "profile", "measure", *args]
 
 
 def test_measure_then_price_lenet(tmp_path):
@@ -162,3 +163,65 @@ def test_profile_cli_rejects_bad_options(tmp_path, bad):
     done = subprocess.run(_cli(*LENET, *bad, "--out", str(tmp_path / "x.json")), capture_output=True, text=True)
     assert done.returncode == 2 and "error" in done.stderr
     assert not Path(tmp_path / "x.json").exists()
+
+
+# -- calibration: recovers what generated the data, and the simplest form that explains it ---------------
+
+
+def _synthetic(n: int, coefficients: dict[str, float], offset_ms: float, *, noise: float, seed: int = 0,
+               float_only: bool = False):
+    """``n`` models' features drawn independently, and latencies from ``coefficients`` with relative noise."""
+    from autocompress.hardware.profile import CALIBRATION_FEATURES, calibration_features
+
+    rng = np.random.default_rng(seed)
+    quant = np.zeros(n) if float_only else rng.integers(0, 2, n).astype(float)  # half the models have int8 layers
+    layers_quant = quant * rng.integers(1, 20, n)
+    summed = {"sum_float_ms": rng.uniform(0.2, 2.0, n), "sum_quant_ms": layers_quant * rng.uniform(0.01, 0.05, n),
+              "layers_float": rng.integers(5, 40, n).astype(float), "layers_quant": layers_quant,
+              "mact_float": rng.uniform(0.05, 1.0, n), "mact_quant": quant * rng.uniform(0.05, 1.0, n)}
+    features = calibration_features(summed)
+    exact = offset_ms + sum(c * features[f] for f, c in coefficients.items())
+    measured = exact * (1 + noise * rng.standard_normal(n))
+    return np.column_stack([features[f] for f in CALIBRATION_FEATURES]), measured
+
+
+def test_fit_calibration_recovers_the_coefficients_of_the_sums_form():
+    from autocompress.runtime.validate import fit_calibration
+
+    truth = {"sum_float_ms": 0.8, "sum_quant_ms": 0.5, "any_quant": 0.05}
+    features, measured = _synthetic(60, truth, 0.02, noise=0.005)
+    cal = fit_calibration(features, measured, ["m@1x28x28"] * 60)
+    # layer counts and activations, which did not make the data, do not earn their place
+    assert cal.form == "sums" and set(cal.coefficients) == set(truth)
+    for name, value in truth.items():
+        assert cal.coefficients[name] == pytest.approx(value, abs=0.03), name
+    assert cal.offset_ms == pytest.approx(0.02, abs=0.03)
+    assert cal.fitted_on == 60 and cal.models == ["m@1x28x28"]
+
+
+def test_fit_calibration_takes_the_layer_terms_when_the_data_has_them():
+    from autocompress.runtime.validate import fit_calibration
+
+    truth = {"sum_float_ms": 0.7, "sum_quant_ms": 0.6, "any_quant": 0.1, "layers_float": -0.004,
+             "layers_quant": -0.003}
+    features, measured = _synthetic(60, truth, 0.05, noise=0.005, seed=1)
+    cal = fit_calibration(features, measured, ["a@3x32x32", "b@3x32x32"] * 30)
+    assert cal.form == "sums+layers" and set(cal.coefficients) == set(truth)
+    for name, value in truth.items():
+        assert cal.coefficients[name] == pytest.approx(value, rel=0.2), name  # signs included
+    assert cal.models == ["a@3x32x32", "b@3x32x32"]
+
+
+def test_fit_calibration_on_float_models_and_too_few_models():
+    from autocompress.hardware import ProfileError
+    from autocompress.runtime.validate import fit_calibration
+
+    features, measured = _synthetic(24, {"sum_float_ms": 0.9}, 0.03, noise=0.005, seed=2, float_only=True)
+    cal = fit_calibration(features, measured, ["m"] * 24)
+    # terms that are 0 for every model (no int8 part) are left out rather than fitted to nothing
+    assert cal.form == "sums" and set(cal.coefficients) == {"sum_float_ms"}
+    assert cal.coefficients["sum_float_ms"] == pytest.approx(0.9, abs=0.03)
+    with pytest.raises(ProfileError, match="at least 4 calibration models"):
+        fit_calibration(features[:3], measured[:3], ["m"] * 3)
+    with pytest.raises(ProfileError, match="too few calibration models"):
+        fit_calibration(features[:5], measured[:5], ["m"] * 5)

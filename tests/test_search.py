@@ -9,12 +9,14 @@ import time
 
 import numpy as np
 import pytest
+from optuna.trial import TrialState
 
 from autocompress.data import load_data
 from autocompress.hardware import HOROWITZ_45NM, analytic_profile
 from autocompress.search import (
     BudgetError,
     SearchConfig,
+    SearchRun,
     load_study,
     parse_budget,
     parse_budgets,
@@ -64,6 +66,18 @@ def test_budget_syntax_and_units():
         parse_budget("latency<=0.5x")
 
 
+def test_search_run_names_the_study_objectives():
+    run = SearchRun(objective="pareto", objective_costs=["latency_ms", "size_bytes"], n_trials=3)
+    assert run.metric_names == ["accuracy", "latency_ms", "size_bytes"]
+    assert run.directions == ["maximize", "minimize", "minimize"]
+    assert run.values(0.9, {"latency_ms": 1.5, "size_bytes": 10.0, "macs": 7.0}) == [0.9, 1.5, 10.0]
+    assert SearchRun(objective="constrained").metric_names == ["accuracy"]
+    with pytest.raises(ValueError, match="objective: expected one of"):
+        SearchRun(objective="fastest")
+    with pytest.raises(ValueError, match="objective_costs: unknown cost 'speed'"):
+        SearchRun(objective_costs=["speed"])
+
+
 def test_pareto_front_keeps_only_non_dominated():
     c = Candidate({})
     trials = [TrialRecord(i, c, {"latency_ms": lat}, feas, True, acc, "proxy", 1.0)
@@ -82,6 +96,7 @@ def test_search_filters_by_budget_and_records_everything(tmp_path, lenet_profile
     assert len(evaluated) == 4
     limit = next(iter(result.budgets))
     assert "latency<=0.6x" in limit
+    limit_ms = 0.6 * result.reference["latency_ms"]
     for t in done:  # nothing over budget was trained; everything trained is within budget
         assert t.evaluated == t.feasible
         assert (t.costs["latency_ms"] <= 0.6 * result.reference["latency_ms"] + 1e-12) == t.feasible
@@ -92,6 +107,18 @@ def test_search_filters_by_budget_and_records_everything(tmp_path, lenet_profile
     for t in evaluated:
         setup.space.validate(t.candidate)
     assert study.user_attrs["config"]["model"] == "lenet5"
+    # as optuna-dashboard shows it: named objectives, the budget as constraints, and only trained trials
+    # complete (its Pareto plot), the filtered ones pruned and marked
+    assert study.metric_names == ["accuracy", "latency_ms"]
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    assert [t.number for t in complete] == [t.number for t in evaluated]
+    assert all(t.values == [r.accuracy, r.costs["latency_ms"]] for t, r in zip(complete, evaluated, strict=True))
+    assert {t.number for t in study.best_trials} <= {t.number for t in evaluated}
+    filtered = study.get_trials(states=(TrialState.PRUNED,))
+    assert len(filtered) == len(done) - len(evaluated)
+    assert all(t.user_attrs["filtered"] == "over budget" and t.values is None for t in filtered)
+    assert all(t.constraints == {"latency<=0.6x": pytest.approx(r.costs["latency_ms"] / limit_ms - 1)}
+               for t, r in zip(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED)), done, strict=True))
 
 
 def test_user_model_data_and_evaluation_function(tmp_path, lenet_profile):
@@ -103,7 +130,7 @@ def test_user_model_data_and_evaluation_function(tmp_path, lenet_profile):
         seen.append(candidate)
         return 0.5, {"fidelity": "custom"}
 
-    config = _config(tmp_path, lenet_profile, n_trials=3, strategy="random")
+    config = _config(tmp_path, lenet_profile, n_trials=3, strategy="random", space="lenet")  # a module needs one
     result = search(config, model=model, data=data, evaluate=evaluate, progress=False)
     assert len(seen) == 3 and all(t.fidelity == "custom" for t in result.front)
 

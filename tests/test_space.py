@@ -1,5 +1,6 @@
-"""SearchSpace from YAML, Candidates, and clear errors for malformed spaces."""
+"""SearchSpace from YAML, Candidates, their encoding, and clear errors for malformed spaces."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -48,6 +49,66 @@ def test_candidate_round_trips_and_hashes(resnet20):
         space.validate(again)
     assert len({space.sample(i) for i in range(20)}) == 20
     assert space.sample(7) == space.sample(7)
+
+
+def test_encoding_round_trips_every_candidate_and_the_identity(resnet20):
+    _, graph = resnet20
+    space = shipped_space("resnet20", graph)
+    encoding = space.encoding
+    assert encoding is space.encoding and len(encoding) == sum(map(len, space.choices.values())) + 1  # + phi
+    candidates = [space.identity(), space.uniform(keep=0.5, w_bits=8, phi=-1)] + [space.sample(i) for i in range(20)]
+    rows = encoding.encode(candidates)
+    assert rows.shape == (len(candidates), len(encoding))
+    assert [encoding.decode(row) for row in rows] == candidates
+    # a row draws the same values, in the same order, as a candidate drawn choice by choice
+    assert space.sample(np.random.default_rng(4)) == encoding.decode(encoding.random(1, np.random.default_rng(4))[0])
+    w_bits = encoding.columns[encoding.column("layer2.0.conv1", "w_bits")]
+    assert w_bits.values == (4, 6, 8, 32)
+    with pytest.raises(CandidateError, match=r"layer2\.0\.conv1\.w_bits: 5 is not one of the encoded choices"):
+        encoding.encode([Candidate({"layer2.0.conv1": {"w_bits": 5}})])
+
+
+def test_encoding_holds_identities_the_space_does_not_offer(resnet20):
+    """The reference is encodable; random rows and ladders only hold what the space offers."""
+    _, graph = resnet20
+    space = SearchSpace.from_dict(graph, {"name": "t", "defaults": {
+        "keep": [0.5, 0.75], "w_bits": [4, 8], "a_bits": [8], "rank": [0.5], "sparsity": [0.25, 0.5]},
+        "scaling": {"mode": "compound", "phi": [-2.0, -1.0], "alpha": 1.2, "beta": 1.1, "gamma": 1.15}})
+    encoding = space.encoding
+    identity = space.identity()
+    assert not space.contains(identity)
+    assert encoding.decode(encoding.encode([identity])[0]) == identity
+    unit = "layer2.0.conv1"
+    sparsity = encoding.columns[encoding.column(unit, "sparsity")]
+    assert sparsity.values == (0.0, 0.25, 0.5)
+    assert [sparsity.values[i] for i in sparsity.ladder] == [0.5, 0.25]  # most compressed first
+    w_bits = encoding.columns[encoding.column(unit, "w_bits")]
+    assert [w_bits.values[i] for i in w_bits.ladder] == [4, 8]
+    phi = encoding.columns[encoding.column("scaling", "phi")]
+    assert phi.values == (-2.0, -1.0, 0.0) and [phi.values[i] for i in phi.ladder] == [-2.0, -1.0]
+    rows = encoding.random(500, rng=0)
+    for i, column in enumerate(encoding.columns):
+        assert set(rows[:, i]) == set(column.offered), (column.owner, column.dim)
+    assert all(space.contains(encoding.decode(row)) for row in rows[:20])
+
+
+def test_unit_variants_walk_every_shape_of_a_unit(resnet20):
+    _, graph = resnet20
+    space = SearchSpace.from_dict(graph, {"name": "t", "defaults": {"keep": [0.5], "rank": [0.5]},
+                                          "scaling": {"mode": "explicit", "depth": [0.5]}})
+    encoding = space.encoding
+    unit = "layer1.2.conv1"  # dropped at depth 0.5 with its block
+    columns = [(encoding.columns[c].owner, encoding.columns[c].dim) for c in encoding.shape_columns(unit)]
+    assert columns == [("scaling", "depth"), (graph.out_group(unit), "keep"), (graph.out_group("conv1"), "keep"),
+                       (unit, "rank")]
+    variants = dict(encoding.unit_variants(unit))
+    assert len(variants) == 8  # depth 1.0 only (0.5 drops it) x 2 x 2 keeps x 2 ranks
+    for combo, cfg in variants.items():
+        candidate = encoding.decode(np.array([combo[columns.index((c.owner, c.dim))]
+                                              if (c.owner, c.dim) in columns else c.offered[0]
+                                              for c in encoding.columns]))
+        assert cfg == dataclasses.replace(next(x for x in space.layer_configs(candidate) if x.name == unit),
+                                          w_bits=32, a_bits=32, sparsity=0.0)
 
 
 def test_candidate_normalises_number_types():

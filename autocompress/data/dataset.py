@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from autocompress.data.augment import augment_batch
-from autocompress.data.sources import DataError, Split, load_source
+from autocompress.data.base import DataError, Split
+from autocompress.data.sources import load_source
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import matplotlib
 
@@ -23,6 +22,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
+from autocompress.export.manifest import ExportedMember, Manifest  # noqa: E402
 from autocompress.search.study import TrialRecord  # noqa: E402
 from autocompress.space import Candidate, SearchSpace  # noqa: E402
 
@@ -46,17 +46,17 @@ def _finite(values) -> list[float]:
     return [v for v in values if v is not None and math.isfinite(v)]
 
 
-def plot_front(manifest: dict[str, Any], study_records: Sequence[TrialRecord], path: str | Path) -> Path:
+def plot_front(manifest: Manifest, study_records: Sequence[TrialRecord], path: str | Path) -> Path:
     """Accuracy against each cost; returns ``path``."""
     path = Path(path)
-    members = manifest["members"]
-    reference = manifest["reference"]
-    energy_method = manifest.get("energy_method", "none")
+    members = manifest.members
+    reference = manifest.reference
+    energy_method = manifest.energy_method
     pool = [t for t in study_records if t.feasible and t.evaluated and t.accuracy is not None]
     filtered = sum(not t.feasible for t in study_records)
     panels = []
     for name, (array, factor, label) in PANELS.items():
-        values = _finite([t.costs.get(array) for t in pool] + [m["predicted"].get(array) for m in members])
+        values = _finite([t.costs.get(array) for t in pool] + [m.predicted.get(array) for m in members])
         if not values:
             continue  # e.g. energy on a profile without an energy model
         if name == "energy_mj":
@@ -65,49 +65,49 @@ def plot_front(manifest: dict[str, Any], study_records: Sequence[TrialRecord], p
 
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.8), squeeze=False)
     axes = axes[0]
-    ref_acc = reference.get("accuracy_val")
+    ref_acc = reference.accuracy_val
     for ax, (name, array, factor, label) in zip(axes, panels, strict=True):
         xs = [t.costs[array] * factor for t in pool]
         ax.scatter(xs, [t.accuracy for t in pool], s=18, color="0.6", alpha=0.55, linewidths=0,
                    label="evaluated trial (proxy accuracy)", zorder=2)
         for m in members:
-            x = m["predicted"][array] * factor
-            ax.plot([x, x], [m["accuracy_proxy"], m["accuracy_val"]], ls=":", color=MEMBER_COLOR, lw=1, zorder=3)
-            ax.scatter([x], [m["accuracy_proxy"]], s=60, color=MEMBER_COLOR, edgecolors="black", linewidths=0.6,
+            x = m.predicted[array] * factor
+            ax.plot([x, x], [m.accuracy_proxy, m.accuracy_val], ls=":", color=MEMBER_COLOR, lw=1, zorder=3)
+            ax.scatter([x], [m.accuracy_proxy], s=60, color=MEMBER_COLOR, edgecolors="black", linewidths=0.6,
                        zorder=4)
-            ax.scatter([x], [m["accuracy_val"]], s=70, marker="D", facecolors="none", edgecolors=MEMBER_COLOR,
+            ax.scatter([x], [m.accuracy_val], s=70, marker="D", facecolors="none", edgecolors=MEMBER_COLOR,
                        linewidths=1.5, zorder=5)
-            ax.annotate(f"#{m['trial']}", (x, m["accuracy_proxy"]), xytext=(5, -11), textcoords="offset points",
+            ax.annotate(f"#{m.trial}", (x, m.accuracy_proxy), xytext=(5, -11), textcoords="offset points",
                         fontsize=8, color="darkred", zorder=6)
-            measured = m["measured"].get(array) if name == "latency_ms" else None
+            measured = m.measured.get(array) if name == "latency_ms" else None
             if measured is not None:
-                missed = any(r["met_measured"] is False and r["metric"] == "latency_ms" for r in m["budgets"])
-                ax.scatter([measured], [m["accuracy_val"]], s=55, marker="s", facecolors="none",
+                missed = any(r.met_measured is False and r.metric == "latency_ms" for r in m.budgets)
+                ax.scatter([measured], [m.accuracy_val], s=55, marker="s", facecolors="none",
                            edgecolors=MISSED_COLOR if missed else MEASURED_COLOR, linewidths=1.5, zorder=5)
                 if missed:
-                    ax.annotate("missed budget", (measured, m["accuracy_val"]), xytext=(6, 5),
+                    ax.annotate("missed budget", (measured, m.accuracy_val), xytext=(6, 5),
                                 textcoords="offset points", fontsize=7, color=MISSED_COLOR, ha="left", zorder=6)
-                ax.plot([x, measured], [m["accuracy_val"]] * 2, color=MEASURED_COLOR, lw=0.8, alpha=0.6, zorder=3)
-        ref_x = reference["predicted"].get(array)
+                ax.plot([x, measured], [m.accuracy_val] * 2, color=MEASURED_COLOR, lw=0.8, alpha=0.6, zorder=3)
+        ref_x = reference.predicted.get(array)
         if ref_x is not None and ref_acc is not None and math.isfinite(ref_x):
             ax.scatter([ref_x * factor], [ref_acc], s=220, marker="*", color=REFERENCE_COLOR, edgecolors="black",
                        linewidths=0.7, zorder=6)
             ax.annotate(f"reference ({ref_acc:.3f})", (ref_x * factor, ref_acc), xytext=(0, -10),
                         textcoords="offset points", fontsize=8, ha="center", va="top", zorder=6)
-            ref_measured = reference["measured"].get(array) if name == "latency_ms" else None
+            ref_measured = reference.measured.get(array) if name == "latency_ms" else None
             if ref_measured is not None:
                 ax.scatter([ref_measured], [ref_acc], s=200, marker="*", facecolors="none",
                            edgecolors=MEASURED_COLOR, linewidths=1.2, zorder=6)
         _budget_lines(ax, name, manifest)
         if name == "latency_ms":
-            timed = manifest.get("timing", {}).get("measured", False)
+            timed = manifest.timing.measured
             label += "  [x: predicted; blue: measured]" if timed else "  [predicted; not re-measured here]"
         else:
             label += "  [predicted]"
         ax.set_xlabel(label, fontsize=9)
         ax.grid(True, alpha=0.3)
         ax.margins(x=0.08, y=0.1)
-        lo = _finite(xs + [m["predicted"][array] * factor for m in members]
+        lo = _finite(xs + [m.predicted[array] * factor for m in members]
                      + ([ref_x * factor] if ref_x is not None else []))
         if lo and min(lo) > 0 and max(lo) / min(lo) > 30:
             ax.set_xscale("log")
@@ -127,10 +127,10 @@ def plot_front(manifest: dict[str, Any], study_records: Sequence[TrialRecord], p
         Line2D([], [], ls=":", color=MEASURED_COLOR, label="budget (x measured reference)"),
     ]
     fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=8, frameon=False)
-    study = manifest["study"]
-    fig.suptitle(f"{study['name']}: {len(pool)} evaluated feasible trials shown, {filtered} filtered over budget "
-                 f"(not shown); {len(members)} exported\nprofile {manifest['profile']['name']} "
-                 f"({manifest['profile']['runtime']}, {manifest['profile']['threads']} thread(s))", fontsize=10)
+    study = manifest.study
+    fig.suptitle(f"{study.name}: {len(pool)} evaluated feasible trials shown, {filtered} filtered over budget "
+                 f"(not shown); {len(members)} exported\nprofile {manifest.profile.name} "
+                 f"({manifest.profile.runtime}, {manifest.profile.threads} thread(s))", fontsize=10)
     fig.tight_layout(rect=(0, 0.1, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -138,29 +138,29 @@ def plot_front(manifest: dict[str, Any], study_records: Sequence[TrialRecord], p
     return path
 
 
-def _budget_lines(ax, panel: str, manifest: dict[str, Any]) -> None:
-    rows = manifest["members"][0]["budgets"] if manifest["members"] else []
+def _budget_lines(ax, panel: str, manifest: Manifest) -> None:
+    rows = manifest.members[0].budgets if manifest.members else []
     for row in rows:
-        if _BUDGET_PANEL.get(row["metric"]) != panel:
+        if _BUDGET_PANEL.get(row.metric) != panel:
             continue
-        scale = _TO_PANEL[row["metric"]]
-        limit = row["limit"] * scale
+        scale = _TO_PANEL[row.metric]
+        limit = row.limit * scale
         ax.axvline(limit, ls="--", color="tab:purple", lw=1.2, zorder=1)
-        ax.annotate(row["text"], (limit, 0.98), xycoords=("data", "axes fraction"), xytext=(-3, 0),
+        ax.annotate(row.text, (limit, 0.98), xycoords=("data", "axes fraction"), xytext=(-3, 0),
                     textcoords="offset points", fontsize=8, color="tab:purple", rotation=90, ha="right",
                     va="top")
-        if row.get("relative") is not None and row.get("measured_limit") is not None and panel == "latency_ms":
-            measured_limit = row["measured_limit"] * scale
+        if row.relative is not None and row.measured_limit is not None and panel == "latency_ms":
+            measured_limit = row.measured_limit * scale
             ax.axvline(measured_limit, ls=":", color=MEASURED_COLOR, lw=1.2, zorder=1)
-            ax.annotate(f"{row['relative']:g} x measured reference", (measured_limit, 0.98),
+            ax.annotate(f"{row.relative:g} x measured reference", (measured_limit, 0.98),
                         xycoords=("data", "axes fraction"), xytext=(-3, 0), textcoords="offset points", fontsize=8,
                         color=MEASURED_COLOR, rotation=90, ha="right", va="top")
 
 
-def plot_policy(manifest: dict[str, Any], space: SearchSpace, path: str | Path) -> Path:
+def plot_policy(manifest: Manifest, space: SearchSpace, path: str | Path) -> Path:
     """Per-layer choices of every exported member, as grouped bars; returns ``path``."""
     path = Path(path)
-    members = manifest["members"]
+    members = manifest.members
     units = [u.name for u in sorted(space.graph.units.values(), key=lambda u: u.index)]
     identity = {cfg.name: cfg for cfg in space.layer_configs(space.identity())}
     rows = ("keep", "w_bits", "a_bits", "rank", "sparsity")
@@ -168,7 +168,7 @@ def plot_policy(manifest: dict[str, Any], space: SearchSpace, path: str | Path) 
               "rank": "rank ratio (1 = not factorized)", "sparsity": "weight sparsity"}
     values: dict[str, dict[str, list[float]]] = {r: {} for r in rows}
     for m in members:
-        candidate = Candidate.from_dict(m["candidate"])
+        candidate = Candidate.from_dict(m.candidate)
         configs = {cfg.name: cfg for cfg in space.layer_configs(candidate)}
         label = _member_label(m)
         for r in rows:
@@ -219,7 +219,7 @@ def plot_policy(manifest: dict[str, Any], space: SearchSpace, path: str | Path) 
     axes[-1].set_xticklabels(units, rotation=45, ha="right", fontsize=8)
     axes[-1].set_xlabel("layer (execution order)")
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.suptitle(f"per-layer policy of the exported models ({manifest['study']['name']})", fontsize=10,
+    fig.suptitle(f"per-layer policy of the exported models ({manifest.study.name})", fontsize=10,
                  y=1 - 0.12 / height, va="top")
     fig.legend(handles, labels, loc="upper center", ncol=legend_cols, fontsize=8, frameon=False,
                bbox_to_anchor=(0.5, 1 - 0.4 / height))
@@ -230,7 +230,7 @@ def plot_policy(manifest: dict[str, Any], space: SearchSpace, path: str | Path) 
     return path
 
 
-def _member_label(member: dict[str, Any]) -> str:
-    latency = member["measured"].get("latency_ms")
-    cost = f"{latency:.3g} ms measured" if latency is not None else f"{member['predicted']['latency_ms']:.3g} ms predicted"
-    return f"#{member['trial']}: val {member['accuracy_val']:.3f}, {cost}"
+def _member_label(member: ExportedMember) -> str:
+    latency = member.measured.get("latency_ms")
+    cost = f"{latency:.3g} ms measured" if latency is not None else f"{member.predicted['latency_ms']:.3g} ms predicted"
+    return f"#{member.trial}: val {member.accuracy_val:.3f}, {cost}"

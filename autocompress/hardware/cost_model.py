@@ -4,23 +4,23 @@ Like Once-for-All's efficiency predictor, it only knows the search space and a
 profile. At construction it prices every choice combination each unit can
 take (its groups' keep ratios, rank, bits, sparsity, global scaling) into a
 small per-unit table; a candidate's cost is then one table gather per unit,
-vectorized over many candidates at once. A signature the profile lacks is
-interpolated only if the profile declares it, otherwise construction fails
-naming the missing signatures.
+vectorized over many candidates at once. Rows are the space's encoding
+(``space.encoding``), and the shapes come from its ``unit_variants``, the
+same walk ``required_signatures`` lists a profile's needs from. A signature
+the profile lacks is interpolated only if the profile declares it, otherwise
+construction fails naming the missing signatures.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
-from autocompress.graph import kept_channels
 from autocompress.hardware.analytic import roofline_ms
 from autocompress.hardware.energy import EnergyTable, energy_mj_arrays
 from autocompress.hardware.profile import (
@@ -30,7 +30,7 @@ from autocompress.hardware.profile import (
     calibration_features,
 )
 from autocompress.hardware.signature import LayerSignature, leaf_signatures
-from autocompress.space import IDENTITY, Candidate, CandidateError, SearchSpace
+from autocompress.space import Candidate, SearchSpace
 
 log = logging.getLogger(__name__)
 
@@ -73,26 +73,16 @@ class CostModel:
     def __init__(self, profile: HardwareProfile, space: SearchSpace, *, model: str | None = None):
         self.profile = profile
         self.space = space
+        self.encoding = space.encoding
         self.calibration = profile.calibration_for(model, space.graph.input_shape)
         self.interpolated: set[str] = set()
-        self._energy_table = (EnergyTable.from_dict(profile.energy.table)
-                              if profile.energy.method == "modelled" and profile.energy.table else None)
-        self.columns: list[tuple[str, str]] = []
-        self.choices: list[tuple[float, ...]] = []
-        for unit, dims in space.choices.items():
-            for dim, options in dims.items():
-                self._add_column(unit, dim, options, IDENTITY[dim])
-        identity_scaling = {"phi": 0.0, "depth": 1.0, "width": 1.0, "resolution": 1.0}
-        for key, options in space.scaling_choices.items():
-            self._add_column("scaling", key, options, identity_scaling[key])
-        self._index = {col: i for i, col in enumerate(self.columns)}
-        self._value_index = [{float(v): j for j, v in enumerate(c)} for c in self.choices]
+        # the model prices every layer of a modelled profile, and the layers without a figure of a measured one
+        self._energy_table = EnergyTable.from_dict(profile.energy.table) if profile.energy.table else None
         self._lut = {key: entry.latency_ms for key, entry in profile.entries.items()}
         self._lut_energy = {key: entry.energy_mj for key, entry in profile.entries.items()
-                            if entry.energy_mj is not None}
+                            if entry.energy_mj is not None and profile.energy.method != "modelled"}
         missing: set[str] = set()
         self._priced: dict[tuple, np.ndarray] = {}
-        self._scaling_states: dict[tuple, tuple] = {}
         self._tables = [self._build(unit, missing) for unit in space.graph.units]
         if missing:
             shown = ", ".join(sorted(missing)[:5])
@@ -103,100 +93,26 @@ class CostModel:
         if self.interpolated:
             log.info("cost model: %d signature(s) interpolated from neighbours", len(self.interpolated))
 
-    # -- columns ------------------------------------------------------------------------
-    def _add_column(self, owner: str, dim: str, options: Sequence[float], identity: float) -> None:
-        self.columns.append((owner, dim))
-        self.choices.append(tuple(sorted(set(options) | {identity})))
-
-    def column(self, owner: str, dim: str) -> int:
-        """Index of the column (a unit's dimension, or a scaling key under ``"scaling"``) in encoded rows."""
-        return self._index[(owner, dim)]
-
-    def encode(self, candidates: Iterable[Candidate]) -> np.ndarray:
-        """(N, columns) choice indices; the form ``predict_batch`` and samplers share."""
-        rows = []
-        for candidate in candidates:
-            flat = candidate.flat()
-            row = []
-            for i, (owner, dim) in enumerate(self.columns):
-                value = flat.get(f"{owner}:{dim}")
-                if value is None:
-                    value = IDENTITY.get(dim, 0.0 if dim == "phi" else 1.0)
-                try:
-                    row.append(self._value_index[i][float(value)])
-                except KeyError:
-                    raise CandidateError(f"{owner}.{dim}: {value} is not priced (choices {list(self.choices[i])})") from None
-            rows.append(row)
-        return np.asarray(rows, dtype=np.intp).reshape(len(rows), len(self.columns))
-
-    def decode(self, row: np.ndarray) -> Candidate:
-        """The inverse of ``encode`` for one row of choice indices."""
-        layers: dict[str, dict[str, float]] = {}
-        picked: dict[str, float] = {}
-        for col, (owner, dim) in enumerate(self.columns):
-            value = self.choices[col][int(row[col])]
-            if owner == "scaling":
-                picked[dim] = value
-            else:
-                layers.setdefault(owner, {})[dim] = value
-        return Candidate(layers, self.space.scaling_for(picked) if self.space.scaling_choices else None)
-
-    def random_indices(self, n: int, rng: np.random.Generator | int = 0) -> np.ndarray:
-        """n random candidates of the space, already encoded (the identity extras excluded)."""
-        rng = np.random.default_rng(rng)
-        cols = []
-        for (owner, dim), options in zip(self.columns, self.choices, strict=True):
-            allowed = (self.space.scaling_choices[dim] if owner == "scaling" else self.space.choices[owner][dim])
-            idx = np.array([options.index(v) for v in allowed], dtype=np.intp)
-            cols.append(idx[rng.integers(len(idx), size=n)])
-        return np.stack(cols, axis=1)
-
     # -- tables ---------------------------------------------------------------------------
-    def _scaling_at(self, combo: dict[int, int]) -> tuple[dict[str, float], tuple[float, float], set[str]]:
-        """Multipliers, input-resolution scale and dropped units of one scaling choice (computed once)."""
-        picked = tuple((dim, self.choices[col][combo[col]]) for col, (owner, dim) in enumerate(self.columns)
-                       if owner == "scaling" and col in combo)
-        if picked not in self._scaling_states:
-            scale = self.space.scaling_for(dict(picked))
-            h, w = self.space.input_resolution(Candidate({}, scale))
-            h0, w0 = self.space.graph.input_shape[1:]
-            self._scaling_states[picked] = (scale, (h / h0, w / w0), self.space.graph.dropped_units(scale["depth"]))
-        return self._scaling_states[picked]
-
     def _build(self, unit: str, missing: set[str]) -> _UnitTable:
-        graph, space = self.space.graph, self.space
-        own = {dim: self._index[(unit, dim)] for dim in space.choices[unit]}
-        scaling_cols = [i for i, (owner, _) in enumerate(self.columns) if owner == "scaling"]
-        groups = _unit_groups(graph, unit)
-        group_cols = [self._index[(g, "keep")] for g in groups]
-        shape_cols = scaling_cols + group_cols + ([own["rank"]] if "rank" in own else [])
-        bit_cols = [own["w_bits"], own["a_bits"], own["sparsity"]]
-        columns = tuple(shape_cols + bit_cols)
-        w_opts = np.array(self.choices[own["w_bits"]], dtype=float)
-        a_opts = np.array(self.choices[own["a_bits"]], dtype=float)
-        sp_opts = np.array(self.choices[own["sparsity"]], dtype=float)
+        """The unit's metrics over its shape columns (``Encoding.shape_columns``) and its bits and sparsity."""
+        encoding = self.encoding
+        shape_cols = encoding.shape_columns(unit)
+        bit_cols = [encoding.column(unit, dim) for dim in ("w_bits", "a_bits", "sparsity")]
+        w_opts, a_opts, sp_opts = (np.array(encoding.columns[c].values, dtype=float) for c in bit_cols)
         precisions = np.array([[self.profile.precision_for(int(w), int(a)) for a in a_opts] for w in w_opts])
         unique_prec = sorted(set(precisions.flat))
 
-        shape_sizes = [len(self.choices[c]) for c in shape_cols]
+        shape_sizes = [len(encoding.columns[c].values) for c in shape_cols]
         table = np.zeros((*shape_sizes, len(w_opts), len(a_opts), len(sp_opts), len(_RAW)))
-        for combo_idx in itertools.product(*(range(n) for n in shape_sizes)):
-            combo = dict(zip(shape_cols, combo_idx, strict=True))
-            scale, resolution_scale, dropped = self._scaling_at(combo)
-            if unit in dropped:
-                continue
-            kept = {g: kept_channels(graph.groups[g].channels,
-                                     self.choices[col][combo[col]] * scale["width"], space.channel_divisor)
-                    for g, col in zip(groups, group_cols, strict=True)}
-            rank_ratio = self.choices[own["rank"]][combo[own["rank"]]] if "rank" in own else 1.0
-            cfg = space.unit_config(unit, kept, resolution_scale, rank_ratio=rank_ratio)
+        for combo_idx, cfg in encoding.unit_variants(unit):  # units dropped by depth scaling cost nothing
             leaves = tuple(leaf_signatures(cfg, FLOAT_PRECISION))
             memo_key = (leaves, tuple(w_opts), tuple(a_opts), tuple(sp_opts))
             if memo_key not in self._priced:  # repeated blocks share shapes: price each shape once
                 self._priced[memo_key] = self._price(list(leaves), w_opts, a_opts, sp_opts, precisions,
                                                      unique_prec, missing)
             table[combo_idx] = self._priced[memo_key]
-        return _UnitTable(unit, columns, table)
+        return _UnitTable(unit, (*shape_cols, *bit_cols), table)
 
     def _price(self, leaves: list[LayerSignature], w_opts, a_opts, sp_opts, precisions, unique_prec,
                missing: set[str]) -> np.ndarray:
@@ -226,14 +142,14 @@ class CostModel:
             out[..., _F["layers_quant"]] += quant
             out[..., _F["mact_float"]] += np.where(quant, 0.0, leaf.output_elements / 1e6)
             out[..., _F["mact_quant"]] += np.where(quant, leaf.output_elements / 1e6, 0.0)
-            if self._energy_table is not None:
-                out[..., _F["energy_mj"]] += energy_mj_arrays(
+            energy = energy_lut[prec, sp_index]
+            if self._energy_table is not None and np.isnan(energy).any():
+                energy = np.where(np.isnan(energy), energy_mj_arrays(
                     self._energy_table, macs=macs, weight_bytes=weight_bytes,
                     activation_bytes=(leaf.input_elements + leaf.output_elements) * act_bytes,
                     precision=np.asarray(unique_prec)[prec],
-                )
-            else:
-                out[..., _F["energy_mj"]] += energy_lut[prec, sp_index]
+                ), energy)
+            out[..., _F["energy_mj"]] += energy
             bitmap = np.where(SP > 0, math.ceil(params / 8), 0)
             bias = 4 * leaf.out_channels if i == len(leaves) - 1 else 0  # folded BN gives every layer a bias
             out[..., _F["size_bytes"]] += weight_bytes + bitmap + bias
@@ -294,7 +210,7 @@ class CostModel:
         return out
 
     def predict(self, candidate: Candidate) -> Costs:
-        out = self.predict_batch(self.encode([candidate]))
+        out = self.predict_batch(self.encoding.encode([candidate]))
         return Costs(
             latency_ms=float(out["latency_ms"][0]), energy_mj=float(out["energy_mj"][0]),
             size_bytes=float(out["size_bytes"][0]), macs=float(out["macs"][0]), bitops=float(out["bitops"][0]),
@@ -306,41 +222,20 @@ class CostModel:
         return self.predict(self.space.identity())
 
 
-def _unit_groups(graph, unit: str) -> list[str]:
-    """Prunable groups that shape a unit: its output group, then its input groups."""
-    groups: list[str] = []
-    out_group = graph.out_group(unit)
-    for g in ([out_group] if out_group else []) + [g for g, _, _ in graph.in_segments(unit)]:
-        if g is not None and graph.groups[g].prunable and g not in groups:
-            groups.append(g)
-    return groups
-
-
 def required_signatures(space: SearchSpace, precisions: Iterable[str], *, sparse_kernels: bool = False) -> list[str]:
-    """Every leaf signature ``space`` can produce at the given kernel precisions (for profiling)."""
+    """Every leaf signature ``space`` can produce at the given kernel precisions (for profiling).
+
+    It walks the same unit variants the cost tables are built from, so a
+    profile measured from this list prices every candidate of the space.
+    """
     precisions = list(precisions)
+    encoding = space.encoding
     keys: set[str] = set()
-    graph = space.graph
-    h0, w0 = graph.input_shape[1:]
-    scaling_keys = list(space.scaling_choices)
-    for scale_combo in itertools.product(*(space.scaling_choices[k] for k in scaling_keys)):
-        scale = space.scaling_for(dict(zip(scaling_keys, scale_combo, strict=True)))
-        res = space.input_resolution(Candidate({}, scale))
-        dropped = graph.dropped_units(scale["depth"])
-        for unit in graph.units:
-            if unit in dropped:
-                continue
-            groups = _unit_groups(graph, unit)
-            keep_options = [sorted(set(space.choices[g]["keep"]) | {1.0}) for g in groups]
-            ranks = sorted(set(space.choices[unit].get("rank", (1.0,))) | {1.0})
-            sparsities = sorted(set(space.choices[unit]["sparsity"]) | {0.0}) if sparse_kernels else [0.0]
-            for keeps in itertools.product(*keep_options):
-                kept = {g: kept_channels(graph.groups[g].channels, k * scale["width"], space.channel_divisor)
-                        for g, k in zip(groups, keeps, strict=True)}
-                for rank in ranks:
-                    cfg = space.unit_config(unit, kept, (res[0] / h0, res[1] / w0), rank_ratio=rank)
-                    for leaf in leaf_signatures(cfg, FLOAT_PRECISION):
-                        for prec in precisions:
-                            for sp in sparsities:
-                                keys.add(replace(leaf, precision=prec, sparsity=sp).key)
+    for unit in space.graph.units:
+        sparsities = encoding.columns[encoding.column(unit, "sparsity")].values if sparse_kernels else (0.0,)
+        for _, cfg in encoding.unit_variants(unit):
+            for leaf in leaf_signatures(cfg, FLOAT_PRECISION):
+                for prec in precisions:
+                    for sp in sparsities:
+                        keys.add(replace(leaf, precision=prec, sparsity=float(sp)).key)
     return sorted(keys)

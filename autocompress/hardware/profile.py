@@ -17,13 +17,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from autocompress.hardware.signature import LayerSignature, SignatureError
 from autocompress.shipped import shipped_dir
 
 SCHEMA_VERSION = 1
 NonNegative = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
+#: where an energy figure came from: a hardware counter, a published table, or the energy model
+MeasuredEnergy = Literal["measured:rapl", "measured:nvml"]
 
 
 class ProfileError(ValueError):
@@ -59,6 +61,14 @@ class Entry(_Strict):
     std_ms: NonNegative = 0.0
     count: Annotated[int, Field(ge=1)] = 1
     energy_mj: NonNegative | None = None  # measured or imported energy; None: the energy model prices it
+    #: the counter that measured ``energy_mj``; None: as the profile's ``energy.method`` says (older files)
+    energy_method: MeasuredEnergy | Literal["imported"] | None = None
+
+    @model_validator(mode="after")
+    def _method_needs_a_figure(self) -> Entry:
+        if self.energy_method is not None and self.energy_mj is None:
+            raise ValueError(f"energy_method {self.energy_method!r} without an energy_mj it describes")
+        return self
 
 
 class PrecisionRule(_Strict):
@@ -145,10 +155,15 @@ class Roofline(_Strict):
 
 
 class EnergySpec(_Strict):
-    """Where energy figures come from; every figure the cost model returns carries ``method``."""
+    """Where energy figures come from; every figure the cost model returns carries ``method``.
 
-    method: Literal["measured:rapl", "measured:nvml", "modelled", "imported", "none"] = "none"
-    table: dict[str, Any] | None = None  # an EnergyTable (autocompress.hardware.energy) when modelled
+    Measured or imported: each entry's ``energy_mj``; an entry without one is
+    priced by ``table`` where the profile has one (a measured profile extended
+    on a machine without the counter), else it has no energy.
+    """
+
+    method: MeasuredEnergy | Literal["modelled", "imported", "none"] = "none"
+    table: dict[str, Any] | None = None  # an EnergyTable (autocompress.hardware.energy): the energy model
     notes: str = ""
 
 

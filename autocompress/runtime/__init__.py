@@ -1,5 +1,17 @@
-"""Measuring on the machine this runs on: runtimes, the timing harness, the profiler, validation.
+"""Measuring on the machine this runs on: runtimes, the timing harness, energy counters, the profiler, validation.
 
 ``autocompress.hardware`` prices candidates from tables; this package builds and
-times real models and layers to make and check those tables.
+times real models and layers to make and check those tables. Runtimes are
+looked up by name: ``create_runtime("onnxruntime", threads=1)``.
 """
+
+from autocompress.runtime.base import (
+    Runtime,
+    UnknownRuntimeError,
+    create_runtime,
+    is_registered,
+    register_runtime,
+    runtime_names,
+)
+
+__all__ = ["Runtime", "UnknownRuntimeError", "create_runtime", "is_registered", "register_runtime", "runtime_names"]

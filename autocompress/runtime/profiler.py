@@ -20,6 +20,13 @@ different days then mixes scales. Every chunk therefore also times a few fixed
 *anchor* signatures, and a run's entries are rescaled by how far the anchors
 moved from their reference values, the ones stored in the profile when it was
 first measured. An extension run weeks later lands on the same scale.
+
+Layers are opened in the runtime registered under ``settings.runtime``
+(:func:`~autocompress.runtime.base.create_runtime`). Where the machine has the
+energy counter that sees that runtime's work (RAPL for the CPU runtimes),
+each signature also runs under it once and its entry records the energy per
+call and the counter (``measured:rapl``); otherwise the profile's energy is
+modelled, and says so.
 """
 
 from __future__ import annotations
@@ -34,29 +41,22 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from autocompress.hardware.energy import HOROWITZ_45NM
 from autocompress.hardware.profile import (
     EnergySpec,
     Entry,
     HardwareProfile,
-    PrecisionRule,
     ProfileError,
     Provenance,
     this_machine,
 )
 from autocompress.hardware.signature import LayerSignature
-from autocompress.runtime.timing import Timing, time_callables, torch_callable
+from autocompress.runtime.base import Runtime, create_runtime
+from autocompress.runtime.energy_meters import EnergyMeter, measure_energies
+from autocompress.runtime.timing import Timing, time_callables
 
 log = logging.getLogger(__name__)
-
-RUNTIMES = {
-    "onnxruntime": {"precisions": {"fp32": "ONNX Runtime float32 kernels (MLAS)",
-                                   "int8": "ONNX Runtime QDQ -> fused int8 kernels (u8 activations, s8 weights)"},
-                    "rules": [PrecisionRule(max_w_bits=8, max_a_bits=8, precision="int8")]},
-    "torch-eager": {"precisions": {"fp32": "PyTorch eager float32 (oneDNN / MKL)"}, "rules": []},
-}
 
 
 @dataclass(frozen=True)
@@ -71,41 +71,27 @@ class ProfileSettings:
     sessions: int = 2
     anchors: int = 4
     seed: int = 0
+    #: seconds each signature runs under the machine's energy counter, where it has one (0: no energy)
+    energy_seconds: float = 0.2
 
     def __post_init__(self) -> None:
         for name in ("passes", "rounds", "reps", "chunk", "sessions"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ProfileError(f"profile settings: {name} must be an integer >= 1, got {value!r}")
+        if not self.energy_seconds >= 0:
+            raise ProfileError(f"profile settings: energy_seconds must be >= 0, got {self.energy_seconds!r}")
+        self.open_runtime()  # an unknown runtime or thread count fails here, before anything is measured
+
+    def open_runtime(self) -> Runtime:
+        """The registered runtime these settings measure in."""
+        return create_runtime(self.runtime, threads=self.threads)
 
     def describe(self) -> str:
         return (f"{self.passes} passes over the whole table, each in its own order and chunk: {self.sessions} "
                 f"sessions x {self.rounds} interleaved rounds x {self.reps} timed runs after {self.warmup} warm-up "
                 f"runs; value = min over passes and sessions of the min of round medians, rescaled to the "
                 f"profile's scale by {self.anchors} anchor signatures timed in every chunk")
-
-
-def layer_callable(sig: LayerSignature, settings: ProfileSettings) -> Callable[[], object]:
-    """A zero-argument function that runs one signature once in the runtime."""
-    if settings.runtime == "onnxruntime":
-        from autocompress.runtime.onnx_runtime import layer_model, ort_callable, ort_session
-
-        session = ort_session(layer_model(sig, seed=settings.seed), threads=settings.threads)
-        rng = np.random.default_rng(settings.seed)
-        shape = (1, sig.in_channels, *sig.in_hw) if sig.op == "conv" else (sig.in_hw[0], sig.in_channels)
-        name = session.get_inputs()[0].name
-        return ort_callable(session, {name: rng.standard_normal(shape).astype(np.float32)})
-    if settings.runtime == "torch-eager":
-        torch.set_num_threads(settings.threads)  # the profile's thread count, not torch's default
-        if sig.precision != "fp32":
-            raise ProfileError(f"torch eager has no {sig.precision} kernels on this CPU; profile fp32 only")
-        if sig.op == "conv":
-            layer = torch.nn.Conv2d(sig.in_channels, sig.out_channels, sig.kernel_size, sig.stride, sig.padding,
-                                    groups=sig.groups)
-            return torch_callable(layer, (sig.in_channels, *sig.in_hw))
-        layer = torch.nn.Linear(sig.in_channels, sig.out_channels)
-        return torch_callable(layer, (sig.in_hw[0], sig.in_channels))
-    raise ProfileError(f"unknown runtime {settings.runtime!r}; known: {sorted(RUNTIMES)}")
 
 
 def partial_path(out: Path) -> Path:
@@ -121,6 +107,15 @@ class Measurement:
     anchors: dict[str, float]  # anchor signature -> reference latency (ms): the scale every entry is on
     scale: float = 1.0  # what this run's timings were multiplied by: reference / this run's anchors
     chunk_ratios: list[float] = field(default_factory=list)  # per chunk: reference / its anchors (spread: noise)
+
+    @property
+    def energy_method(self) -> str | None:
+        """The counter that measured the entries' energy (``"measured:rapl"``), or None if none did."""
+        methods = {e.energy_method for e in self.entries.values() if e.energy_method is not None}
+        if len(methods) > 1:
+            raise ProfileError(f"entries measured with different energy counters {sorted(methods)}: "
+                               "measure a profile's energy on one kind of counter")
+        return methods.pop() if methods else None
 
 
 def pick_anchors(keys: Iterable[str], n: int) -> list[str]:
@@ -167,8 +162,16 @@ def measure_signatures(
     *,
     anchors: dict[str, float] | None = None,
     progress: Callable[[int, int, float], None] | None = None,
+    meter: EnergyMeter | None = None,
 ) -> Measurement:
-    """Time every signature, resuming from ``<out>.partial.jsonl``.
+    """Time every signature, resuming from ``<out>.partial.jsonl``; where there is a meter, its energy too.
+
+    ``meter``: the energy counter read (default: the runtime's, where this
+    machine exposes one). Each signature runs under it for
+    ``settings.energy_seconds`` once, in the first pass that times it; its
+    entry then carries ``energy_mj`` (per call, idle power included) and the
+    counter in ``energy_method``. Without a counter entries carry no energy and
+    the profile's energy model prices them.
 
     ``anchors``: reference anchor latencies of the profile being extended; the
     run's entries are multiplied by the median of reference / this run's anchor
@@ -178,6 +181,11 @@ def measure_signatures(
     already damp for the entries.
     """
     out = Path(out)
+    runtime = settings.open_runtime()
+    if settings.energy_seconds == 0:
+        meter = None
+    elif meter is None:
+        meter = runtime.energy_meter()
     partial = partial_path(out)
     partial.parent.mkdir(parents=True, exist_ok=True)
     done = _read_partial(partial)
@@ -198,11 +206,14 @@ def measure_signatures(
             todo = [todo[i] for i in rng.permutation(len(todo))]  # mix sizes so drift spreads over all of them
             for start in range(0, len(todo), settings.chunk):
                 chunk = todo[start:start + settings.chunk]
-                best = _time_chunk(chunk + [a for a in done.anchor_keys if a not in chunk], settings,
-                                   seed=settings.seed + 7919 * pass_ + start)
+                unmetered = [] if meter is None else [k for k in chunk if not any(
+                    e.energy_mj is not None for e in done.entries.get(k, {}).values())]
+                best, energies = _time_chunk(chunk + [a for a in done.anchor_keys if a not in chunk], runtime,
+                                             settings, seed=settings.seed + 7919 * pass_ + start,
+                                             meter=meter, metered=unmetered)
                 for key in chunk:
                     entry = Entry(latency_ms=best[key].value_ms, std_ms=best[key].std_ms,
-                                  count=best[key].count * settings.sessions)
+                                  count=best[key].count * settings.sessions, **energies.get(key, {}))
                     done.entries.setdefault(key, {})[pass_] = entry
                     fh.write(json.dumps({"key": key, "pass": pass_, "entry": entry.model_dump()}) + "\n")
                 if done.anchor_keys:
@@ -226,18 +237,44 @@ def measure_signatures(
     return Measurement(entries, reference, scale, chunk_ratios)
 
 
-def _time_chunk(keys: list[str], settings: ProfileSettings, *, seed: int) -> dict[str, Timing]:
-    """Each signature's fastest session: a session can stay slower than another of the same layer for life."""
-    fns = {f"{k}#{s}": layer_callable(LayerSignature.parse(k), settings)
+def _time_chunk(keys: list[str], runtime: Runtime, settings: ProfileSettings, *, seed: int,
+                meter: EnergyMeter | None, metered: list[str]) -> tuple[dict[str, Timing], dict[str, dict]]:
+    """Each signature's fastest session (a session can stay slower than another of the same layer for life),
+    and the energy per call of the ``metered`` signatures' first sessions, measured after the timing."""
+    fns = {f"{k}#{s}": runtime.open_layer(LayerSignature.parse(k), seed=settings.seed)
            for k in keys for s in range(settings.sessions)}
-    timings = time_callables(fns, rounds=settings.rounds, reps=settings.reps, warmup=settings.warmup, seed=seed)
-    return {k: min((timings[f"{k}#{s}"] for s in range(settings.sessions)), key=lambda t: t.value_ms) for k in keys}
+    with runtime.measuring():
+        timings = time_callables(fns, rounds=settings.rounds, reps=settings.reps, warmup=settings.warmup, seed=seed)
+        energies = measure_energies({k: fns[f"{k}#0"] for k in metered}, meter, seconds=settings.energy_seconds)
+    best = {k: min((timings[f"{k}#{s}"] for s in range(settings.sessions)), key=lambda t: t.value_ms) for k in keys}
+    return best, {k: e for k, e in energies.items() if "energy_mj" in e}
 
 
 def _fastest_pass(passes: dict[int, Entry]) -> Entry:
-    """A signature's value from its fastest pass; the count covers every pass."""
+    """A signature's latency from its fastest pass, its energy from the pass that measured it; the count
+    covers every pass."""
     best = min(passes.values(), key=lambda e: e.latency_ms)
-    return best.model_copy(update={"count": sum(e.count for e in passes.values())})
+    metered = next((e for e in passes.values() if e.energy_mj is not None), best)
+    return best.model_copy(update={"count": sum(e.count for e in passes.values()), "energy_mj": metered.energy_mj,
+                                   "energy_method": metered.energy_method})
+
+
+def energy_spec(method: str | None, settings: ProfileSettings) -> EnergySpec:
+    """How a measured profile's energy is obtained: the counter that measured its entries, else the model.
+
+    The 45 nm table is kept either way: it prices the entries a counter did not
+    measure (a profile extended on a machine without one).
+    """
+    table = HOROWITZ_45NM.to_dict()
+    if method is None:
+        return EnergySpec(method="modelled", table=table,
+                          notes="no energy counter on this machine: energy is modelled from 45 nm per-operation "
+                                "and per-byte figures, not measured")
+    counter = {"measured:rapl": "the CPU package counter (RAPL)", "measured:nvml": "the GPU's counter (NVML)"}
+    return EnergySpec(method=method, table=table,
+                      notes=f"energy per call measured with {counter.get(method, method)} while each layer ran "
+                            f"for {settings.energy_seconds:g} s, idle power included; entries without a "
+                            f"measurement are modelled from 45 nm per-operation and per-byte figures")
 
 
 def build_profile(
@@ -249,15 +286,13 @@ def build_profile(
     versions: dict[str, str],
     device: str | None = None,
 ) -> HardwareProfile:
-    runtime = RUNTIMES[settings.runtime]
+    runtime = settings.open_runtime()
     return HardwareProfile(
-        name=name, kind="measured", device=this_machine(device or ""), runtime=settings.runtime,
+        name=name, kind="measured", device=this_machine(device or ""), runtime=runtime.name,
         threads=settings.threads, batch_size=1, repetitions=settings.describe(),
-        precisions=runtime["precisions"], precision_rules=runtime["rules"],
+        precisions=dict(runtime.precisions), precision_rules=list(runtime.precision_rules),
         sparse_kernels=False, interpolation="channels", entries=measured.entries, anchors=measured.anchors,
-        energy=EnergySpec(method="modelled", table=HOROWITZ_45NM.to_dict(),
-                          notes="no energy counter on this machine: energy is modelled from 45 nm per-operation "
-                                "and per-byte figures, not measured"),
+        energy=energy_spec(measured.energy_method, settings),
         provenance=Provenance(command=command, date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                               versions=versions),
     )

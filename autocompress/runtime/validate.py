@@ -33,7 +33,7 @@ from scipy import stats
 from scipy.optimize import lsq_linear
 from torch import nn
 
-from autocompress.compress import deploy_copy, materialize
+from autocompress.compress import materialize
 from autocompress.hardware.cost_model import FLOAT_PRECISION, CostModel
 from autocompress.hardware.profile import (
     CALIBRATION_FEATURES,
@@ -44,14 +44,9 @@ from autocompress.hardware.profile import (
     calibration_features,
     calibration_key,
 )
-from autocompress.runtime.timing import (
-    Timing,
-    across_sessions,
-    open_sessions,
-    time_callables,
-    torch_callable,
-    torch_threads,
-)
+from autocompress.hardware.signature import LayerSignature
+from autocompress.runtime.base import Opener, Runtime, create_runtime
+from autocompress.runtime.timing import Timing, across_sessions, open_sessions, time_callables
 from autocompress.space import Candidate, SearchSpace
 
 log = logging.getLogger(__name__)
@@ -98,32 +93,20 @@ def draw_candidates(space: SearchSpace, n: int, subset: str, rng: np.random.Gene
 
 
 def session_opener(profile: HardwareProfile, model: nn.Module, input_shape: Sequence[int], path: Path,
-                   seed: int, *, export: bool = True) -> Callable[[], Callable[[], object]]:
+                   seed: int, *, export: bool = True) -> Opener:
     """Each call of the result opens a fresh timed session of ``model`` in the profile's runtime.
 
-    ONNX Runtime sessions run the file at ``path``: exported here from
-    ``model``, or (``export=False``) the artifact already written there. Torch
-    eager runs with whatever thread count is set when it runs (see
-    :func:`torch_threads`).
+    ``path``: where the runtime keeps the model's artifact (ONNX Runtime: the
+    file exported there, or with ``export=False`` the one already written
+    there). Time the sessions inside the runtime's ``measuring()`` context,
+    which sets its threads.
     """
-    x = np.random.default_rng(seed).standard_normal((1, *input_shape)).astype(np.float32)
-    if profile.runtime == "onnxruntime":
-        from autocompress.runtime.onnx_runtime import export_onnx, ort_callable, ort_session
-
-        exported = export_onnx(model, tuple(input_shape), path) if export else path
-
-        def open_session():
-            session = ort_session(exported, threads=profile.threads)
-            return ort_callable(session, {session.get_inputs()[0].name: x})
-        return open_session
-    if profile.runtime == "torch-eager":
-        deployed = deploy_copy(model)
-        return lambda: torch_callable(deployed, tuple(input_shape), seed=seed)
-    raise ProfileError(f"profile runtime {profile.runtime!r} cannot be measured on this machine")
+    runtime = create_runtime(profile.runtime, threads=profile.threads)
+    return runtime.model_opener(model, input_shape, path=path, seed=seed, export=export)
 
 
 def candidate_opener(profile: HardwareProfile, model: nn.Module, space: SearchSpace, candidate: Candidate,
-                     path: Path, seed: int) -> Callable[[], Callable[[], object]]:
+                     path: Path, seed: int) -> Opener:
     """:func:`session_opener` of one candidate built from ``model``, at the candidate's input resolution."""
     shape = (space.graph.input_shape[0], *space.input_resolution(candidate))
     return session_opener(profile, materialize(model, candidate, space).eval(), shape, path, seed)
@@ -224,6 +207,7 @@ def validate_profile(
     A model's latency is its median ratio to its reference over 2 x
     ``sessions`` sessions, times the reference's median latency in the run.
     """
+    runtime = create_runtime(profile.runtime, threads=profile.threads)  # an unknown runtime fails before any export
     rng = np.random.default_rng(seed)
     has_int8 = any(rule.precision != FLOAT_PRECISION for rule in profile.precision_rules)
     subsets = SUBSETS if has_int8 else SUBSETS[:1]
@@ -241,7 +225,7 @@ def validate_profile(
                 per_role = {"calibrate": n_calibrate // len(subsets), "validate": n_validate // len(subsets)}
                 drawn = draw_candidates(suite.space, sum(per_role.values()), subset, rng)
                 roles = ["calibrate"] * per_role["calibrate"] + ["validate"] * per_role["validate"]
-                raw = costs.predict_batch(costs.encode(drawn))
+                raw = costs.predict_batch(suite.space.encoding.encode(drawn))
                 for i, (candidate, role) in enumerate(zip(drawn, roles, strict=False)):
                     features = np.array([raw[f][i] for f in CALIBRATION_FEATURES])
                     samples.append(Sample(suite.name, role, subset, candidate, features))
@@ -255,13 +239,13 @@ def validate_profile(
             return [f"{i}/{half}#{k}" for k in range(sessions)]
 
         mine = {suite.name: [i for i, s in enumerate(samples) if s.suite == suite.name] for suite in suites}
-        anchors = _anchor_callables(profile, sessions, seed)
+        anchors = _anchor_callables(profile, runtime, sessions, seed)
         # each suite against its own reference; the anchors (layers) alone: a model's cache would disturb them
         groups = [({label: fns[label] for i in mine[name] for half in HALVES for label in labels(i, half)},
                    references[name]) for name in mine] + ([(anchors, None)] if anchors else [])
         total = rounds * sum(len(group) for group, _ in groups)
         timings: dict[str, Timing] = {}
-        with torch_threads(profile.threads):
+        with runtime.measuring():
             for group, reference in groups:
                 offset = len(timings) * rounds
                 timings.update(time_callables(
@@ -286,15 +270,12 @@ def validate_profile(
                          reference_ms=reference_ms)
 
 
-def _anchor_callables(profile: HardwareProfile, sessions: int, seed: int) -> dict[str, Callable[[], object]]:
+def _anchor_callables(profile: HardwareProfile, runtime: Runtime, sessions: int,
+                      seed: int) -> dict[str, Callable[[], object]]:
     """The profile's anchor signatures, timed beside the models (none for profiles without anchors)."""
     if not profile.anchors:
         return {}
-    from autocompress.hardware.signature import LayerSignature
-    from autocompress.runtime.profiler import ProfileSettings, layer_callable
-
-    settings = ProfileSettings(runtime=profile.runtime, threads=profile.threads, seed=seed)
-    return {f"anchor/{key}/{k}": layer_callable(LayerSignature.parse(key), settings)
+    return {f"anchor/{key}/{k}": runtime.open_layer(LayerSignature.parse(key), seed=seed)
             for key in profile.anchors for k in range(sessions)}
 
 
@@ -365,7 +346,7 @@ def samples_from_report(profile: HardwareProfile, suites: Sequence[Suite], repor
                 raise ProfileError(f"the report has samples of {row['model']!r}; pass that model too")
             if "candidate" in row:  # features from today's table and cost model
                 candidate = Candidate.from_dict(row["candidate"])
-                raw = costs[suite.name].predict_batch(costs[suite.name].encode([candidate]))
+                raw = costs[suite.name].predict_batch(suite.space.encoding.encode([candidate]))
                 features = np.array([raw[f][0] for f in CALIBRATION_FEATURES])
             else:
                 candidate = Candidate({})

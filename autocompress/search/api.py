@@ -3,6 +3,12 @@
 Plain Python first: pass a ``SearchConfig`` (the same keys an experiment YAML
 holds), or your own ``nn.Module``, ``ImageData`` and evaluation function. The
 CLI is a thin layer that merges YAML with flags into a ``SearchConfig``.
+
+Training the reference takes minutes (about 15 on CIFAR-10), so ``check``
+first validates, in seconds, everything else a run needs on an untrained model
+of the same architecture: the data spec, the space, the profile's coverage,
+the budgets and the strategy's options. Its errors start with the field they
+are about (``budgets: ...``).
 """
 
 from __future__ import annotations
@@ -11,40 +17,48 @@ import dataclasses
 import json
 import logging
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from autocompress.base_model import trained_base_model
-from autocompress.data import ImageData, load_data
-from autocompress.graph import ModelGraph
+from autocompress.base_model import build_model, trained_base_model
+from autocompress.data import DataError, DataInfo, ImageData, load_data, probe_data
+from autocompress.graph import GraphError, ModelGraph
 from autocompress.hardware import CostModel
-from autocompress.hardware.profile import find_profile
-from autocompress.models import model_info
-from autocompress.search.budget import parse_budgets
+from autocompress.hardware.profile import HardwareProfile, ProfileError, find_profile
+from autocompress.models import ModelError, model_info
+from autocompress.search.budget import Budget, BudgetError, parse_budgets
 from autocompress.search.engine import (
     COST_OBJECTIVES,
     Evaluate,
     Progress,
+    SearchRun,
     create_study,
     reachability_probe,
     run_search,
     warm_start_candidates,
 )
 from autocompress.search.strategies import (
-    COST_MODEL_STRATEGIES,
-    STRATEGY_NAMES,
     Strategy,
+    check_strategy,
     enqueue_params,
+    make_sampler,
     make_strategy,
+    strategy_names,
 )
 from autocompress.search.study import StudyError, TrialRecord, check_config, open_storage
-from autocompress.space import Candidate, SearchSpace
+from autocompress.space import Candidate, CandidateError, SearchSpace, SpaceError
 from autocompress.train import Evaluator, FitConfig
 
 log = logging.getLogger(__name__)
+
+
+class ConfigError(ValueError):
+    """A SearchConfig field a run cannot use, where no more specific error (budget, space, ...) applies."""
 
 
 @dataclass
@@ -55,6 +69,8 @@ class SearchConfig:
     data: str = "mnist5k"
     space: str | None = None  # default: the model's family space
     profile: str = "cpu-onnxruntime-1t"
+    calibration: str | None = None  # the profile's calibration to price with; default: config.model's, for a
+    # given nn.Module the pooled one (another model's calibration would misprice it)
     budgets: list[str] = field(default_factory=lambda: ["latency<=0.5x"])
     objective: str = "pareto"  # "pareto" (accuracy vs costs) or "constrained" (max accuracy)
     objective_costs: list[str] = field(default_factory=lambda: ["latency_ms"])
@@ -80,8 +96,8 @@ class SearchConfig:
     cache_dir: str | None = None
 
     #: keys that must match when a stored study is resumed
-    IDENTITY_KEYS = ("model", "data", "space", "profile", "budgets", "objective", "objective_costs", "seed",
-                     "proxy_epochs", "proxy_train_limit", "proxy_eval_limit", "max_train")
+    IDENTITY_KEYS = ("model", "data", "space", "profile", "calibration", "budgets", "objective", "objective_costs",
+                     "seed", "proxy_epochs", "proxy_train_limit", "proxy_eval_limit", "max_train")
 
     def __post_init__(self) -> None:
         if self.objective not in ("pareto", "constrained"):
@@ -89,8 +105,8 @@ class SearchConfig:
         for name in self.objective_costs:
             if name not in COST_OBJECTIVES:
                 raise ValueError(f"objective_costs: unknown cost {name!r}; expected some of {list(COST_OBJECTIVES)}")
-        if self.strategy not in STRATEGY_NAMES:
-            raise ValueError(f"strategy: unknown {self.strategy!r}; expected one of {list(STRATEGY_NAMES)}")
+        if self.strategy not in strategy_names():
+            raise ValueError(f"strategy: unknown {self.strategy!r}; expected one of {strategy_names()}")
         if self.n_trials < 1:
             raise ValueError(f"n_trials: expected a positive number, got {self.n_trials}")
 
@@ -127,9 +143,93 @@ class SearchSetup:
     reference: dict[str, float]
 
 
+@dataclass
+class Checked:
+    """What a run needs besides trained weights; the space and costs hold for the trained model too."""
+
+    data: DataInfo | ImageData
+    space: SearchSpace
+    costs: CostModel
+    budgets: list[Budget]
+    reference: dict[str, float]
+
+
+_FIELD_ERRORS = (BudgetError, CandidateError, DataError, GraphError, ModelError, ProfileError, SpaceError)
+
+
+@contextmanager
+def _field(name: str, value: str | None = None) -> Iterator[None]:
+    """An error raised while checking a field starts with its name (and value); plain ValueErrors become
+    ConfigError. The CLI reads the name to say which file or flag set the field."""
+    prefix = f"{name}: " if value is None else f"{name}: {value}: "
+    try:
+        yield
+    except (ValueError, TypeError) as exc:
+        message = str(exc) if str(exc).startswith((f"{name}:", f"{name}.")) else prefix + str(exc)
+        raise (type(exc) if isinstance(exc, _FIELD_ERRORS) else ConfigError)(message) from exc
+
+
+def check(config: SearchConfig, *, model: nn.Module | None = None,
+          data: ImageData | DataInfo | None = None) -> Checked:
+    """Validate, in seconds and before any training, everything a run needs besides trained weights.
+
+    The data spec is probed (shape and classes, not the images), the zoo model is
+    built untrained, and the space, the profile's coverage of it (``CostModel``
+    refuses missing signatures), the budgets (parsed against the uncompressed
+    cost, and reachable by some candidate) and the strategy's options are checked.
+    A given ``model`` needs ``config.space`` and is priced with the pooled
+    calibration unless ``config.calibration`` names one.
+    """
+    with _field("strategy_options"):
+        check_strategy(config.strategy, config.strategy_options)
+    if config.weights is not None and not Path(config.weights).expanduser().exists():
+        raise ModelError(f"weights: {config.weights}: no such file")
+    with _field("profile"):
+        profile = find_profile(config.profile)
+    with _field("calibration"):
+        calibration = _calibration(config, profile, given=model is not None)
+    if data is None:
+        with _field("data"):
+            data = probe_data(config.data, cache_dir=config.cache_dir)
+    if model is None:
+        with _field("model"):
+            model = build_model(config.model, data)
+    elif config.space is None:
+        raise SpaceError("space: a model given as an nn.Module needs a search space (SearchConfig.space: a YAML "
+                         "path or a shipped name such as 'generic'); config.model names another architecture")
+    with _field("model"):
+        graph = ModelGraph.from_model(model, data.input_shape)
+    with _field("space"):
+        space = SearchSpace.from_yaml(graph, config.space or model_info(config.model).family)
+    with _field("profile", config.profile):
+        costs = CostModel(profile, space, model=calibration)
+    reference = costs.reference().to_dict()
+    with _field("budgets"):
+        budgets = parse_budgets(config.budgets, reference)
+        reachability_probe(costs, space, budgets, config.seed)
+    return Checked(data, space, costs, budgets, reference)
+
+
+def _calibration(config: SearchConfig, profile: HardwareProfile, *, given: bool) -> str | None:
+    """Whose calibration prices the model: the one named, else the zoo model's own, else (given module) pooled."""
+    if config.calibration is None:
+        return None if given else config.model
+    names = {key.partition("@")[0] for key in profile.model_calibrations} | set(profile.model_calibrations)
+    if config.calibration not in names:
+        raise ProfileError(f"{config.calibration!r} is not one of the profile's calibrations "
+                           f"{sorted(profile.model_calibrations)} (leave it unset for the pooled one)")
+    return config.calibration
+
+
 def prepare(config: SearchConfig, *, model: nn.Module | None = None, data: ImageData | None = None,
             progress: bool = True) -> SearchSetup:
-    data = data or load_data(config.data, seed=config.seed, max_train=config.max_train, cache_dir=config.cache_dir)
+    """``check`` the config, then load the data and train (or load) the reference model."""
+    checked = check(config, model=model, data=data)
+    if data is None:
+        with _field("data"):
+            data = load_data(config.data, seed=config.seed, max_train=config.max_train, cache_dir=config.cache_dir)
+        if (data.input_shape, data.num_classes) != (checked.data.input_shape, checked.data.num_classes):
+            checked = check(config, model=model, data=data)  # an image folder mixing grey and colour images
     if model is None:
         fit = FitConfig(epochs=config.base_epochs, lr=config.base_lr, warmup_steps=20, seed=config.seed,
                         progress=progress)
@@ -138,17 +238,7 @@ def prepare(config: SearchConfig, *, model: nn.Module | None = None, data: Image
     else:
         info = {"source": "given"}
     model.eval()
-    graph = ModelGraph.from_model(model, data.input_shape)
-    space = SearchSpace.from_yaml(graph, config.space or _family(config.model))
-    profile = find_profile(config.profile)
-    costs = CostModel(profile, space, model=config.model)
-    reference = costs.reference().to_dict()
-    budgets = parse_budgets(config.budgets, reference)
-    return SearchSetup(config, data, model, info, space, costs, budgets, reference)
-
-
-def _family(model: str) -> str:
-    return model_info(model).family
+    return SearchSetup(config, data, model, info, checked.space, checked.costs, checked.budgets, checked.reference)
 
 
 def default_evaluator(setup: SearchSetup, *, progress: bool = False) -> Evaluate:
@@ -183,24 +273,33 @@ def search(
     *,
     model: nn.Module | None = None,
     data: ImageData | None = None,
+    setup: SearchSetup | None = None,
     evaluate: Evaluate | None = None,
     strategy: Strategy | None = None,
     on_trial=None,
     progress: bool = True,
 ) -> SearchResult:
-    """Run (or resume) a search and return its feasible Pareto front."""
-    setup = prepare(config, model=model, data=data, progress=progress)
-    reachability_probe(setup.costs, setup.space, setup.budgets, config.seed)
+    """Run (or resume) a search and return its feasible Pareto front.
+
+    ``setup`` is what ``prepare(config)`` returned, for a caller that prepares first
+    (to show the search's own progress apart from the reference's training).
+    """
+    if setup is None:
+        setup = prepare(config, model=model, data=data, progress=progress)
+    elif setup.config != config or model is not None or data is not None:
+        raise ValueError("search(): give a setup prepared from this config, or model/data, not both")
+    run = SearchRun(budgets=tuple(setup.budgets), objective=config.objective,
+                    objective_costs=tuple(config.objective_costs), n_trials=config.n_trials,
+                    timeout_s=config.timeout_s, max_filtered=config.max_filtered)
     storage = open_storage(config.storage_path)
     try:
-        study = create_study(storage, config.study_name, objective=config.objective,
-                             objective_costs=config.objective_costs,
-                             strategy=config.strategy, seed=config.seed)
+        study = create_study(storage, config.study_name, run, make_sampler(
+            config.strategy, seed=config.seed, options=config.strategy_options))
     except Exception as exc:  # Optuna replays the journal here: a corrupted file fails in many ways
         raise StudyError(f"{config.storage_path}: cannot open study {config.study_name!r} (corrupted or "
                          f"not an autocompress study file; it was left as it is): {type(exc).__name__}: {exc}") from exc
     check_config(study, config.to_dict(), SearchConfig.IDENTITY_KEYS)
-    if strategy is None and config.strategy in COST_MODEL_STRATEGIES:
+    if strategy is None:
         strategy = make_strategy(config.strategy, setup.costs, setup.budgets, seed=config.seed,
                                  reference_accuracy=setup.base_info.get("val_accuracy"),
                                  options=config.strategy_options)
@@ -210,14 +309,11 @@ def search(
     study.set_user_attr("reference", setup.reference)
     study.set_user_attr("budgets_resolved", [str(b) for b in setup.budgets])
     study.set_user_attr("base_model", json.loads(json.dumps(setup.base_info, default=str)))
-    front = run_search(
-        base_model=setup.base_model, space=setup.space, costs=setup.costs, budgets=setup.budgets,
-        evaluate=evaluate or default_evaluator(setup), study=study, objective=config.objective,
-        objective_costs=config.objective_costs, n_trials=config.n_trials, timeout_s=config.timeout_s,
-        strategy=strategy, on_trial=on_trial, seed=config.seed, max_filtered=config.max_filtered,
-    )
+    front = run_search(run, study=study, costs=setup.costs, base_model=setup.base_model,
+                       evaluate=evaluate or default_evaluator(setup), strategy=strategy, on_trial=on_trial)
     return SearchResult(front, config.study_name, config.storage_path, setup.reference,
                         [str(b) for b in setup.budgets], setup.base_info)
 
 
-__all__ = ["Progress", "SearchConfig", "SearchResult", "SearchSetup", "default_evaluator", "prepare", "search"]
+__all__ = ["Checked", "ConfigError", "Progress", "SearchConfig", "SearchResult", "SearchSetup", "check",
+           "default_evaluator", "prepare", "search"]

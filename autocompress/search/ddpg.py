@@ -167,6 +167,7 @@ class DDPGStrategy:
     """The agent as a search strategy: ``propose(history)`` returns the next episode's candidate."""
 
     name = "ddpg"
+    evaluates_over_budget = False
 
     def __init__(self, costs: CostModel, budgets: Sequence[Budget], *, config: DDPGConfig | None = None,
                  seed: int = 0):
@@ -234,7 +235,7 @@ class DDPGStrategy:
 
     def observe(self, record: TrialRecord) -> None:
         """Learn from one evaluated trial (an episode)."""
-        row = self.layerwise.encode(record.candidate)
+        row = self.layerwise.encoding.encode([record.candidate])[0]
         states, actions = self._episode(row)
         reward = self._reward(record)
         c = self.config
@@ -290,4 +291,4 @@ class DDPGStrategy:
     def propose(self, history: Sequence[TrialRecord]) -> Candidate:
         self.sync(history)
         rng = np.random.default_rng([self.seed, len(history)])
-        return self.layerwise.candidate(self.rollout(rng))
+        return self.layerwise.encoding.decode(self.rollout(rng))

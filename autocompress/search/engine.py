@@ -1,18 +1,22 @@
 """The search loop: propose, price, filter by budget, evaluate, record.
 
 ``run_search`` drives an Optuna study with ask/tell. Every proposed candidate
-is priced by the cost model first; one that breaks a budget is recorded as
-filtered (its violations teach constrained samplers) and costs no training.
-The rest are materialized and scored by the evaluator (a short distillation
-fine-tune by default). The study holds everything, so killing the process and
-running the same search again continues to the requested number of trials.
+is priced by the cost model first, and its budget violations are the trial's
+Optuna constraints. One that breaks a budget is told PRUNED and marked
+filtered: it costs no training and holds no objective values, while its
+violations still teach the constrained samplers. The rest are materialized
+and scored by the evaluator (a short distillation fine-tune by default). The
+study holds everything, so killing the process and running the same search
+again continues to the requested number of trials.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,17 +27,62 @@ from torch import nn
 from autocompress.compress import materialize
 from autocompress.hardware import CostModel
 from autocompress.search.budget import Budget, BudgetError, check_reachable, feasible
-from autocompress.search.strategies import Strategy, enqueue_params, make_sampler, suggest_candidate
-from autocompress.search.study import WORKER, TrialRecord, fail_stale_trials, records
+from autocompress.search.strategies import Strategy, enqueue_params, suggest_candidate
+from autocompress.search.study import FILTERED, TrialRecord, fail_stale_trials, records, worker_id
 from autocompress.space import Candidate, SearchSpace
 
 log = logging.getLogger(__name__)
-optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 #: cost objectives a Pareto search can trade accuracy against (cost-model array names)
 COST_OBJECTIVES = ("latency_ms", "energy_mj", "size_bytes", "macs", "bitops")
+OBJECTIVES = ("pareto", "constrained")
 
 Evaluate = Callable[[nn.Module, Candidate], tuple[float, dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class SearchRun:
+    """The loop's settings: what is optimized, under which budgets, for how long."""
+
+    budgets: tuple[Budget, ...] = ()
+    objective: str = "constrained"  # "constrained" (max accuracy) or "pareto" (accuracy against costs)
+    objective_costs: tuple[str, ...] = ("latency_ms",)  # the costs a "pareto" search trades accuracy against
+    n_trials: int = 20  # evaluated trials in the study, counting those of earlier runs
+    timeout_s: float | None = None
+    max_filtered: int = 2000  # give up after this many over-budget proposals in a row
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "budgets", tuple(self.budgets))
+        object.__setattr__(self, "objective_costs", tuple(self.objective_costs))
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective: expected one of {list(OBJECTIVES)}, got {self.objective!r}")
+        for name in self.objective_costs:
+            if name not in COST_OBJECTIVES:
+                raise ValueError(f"objective_costs: unknown cost {name!r}; expected some of {list(COST_OBJECTIVES)}")
+
+    @property
+    def metric_names(self) -> list[str]:
+        """The study's objectives, as the dashboard names them."""
+        return ["accuracy"] if self.objective == "constrained" else ["accuracy", *self.objective_costs]
+
+    @property
+    def directions(self) -> list[str]:
+        return ["maximize"] + ["minimize"] * (len(self.metric_names) - 1)
+
+    def values(self, accuracy: float, costs: dict[str, float]) -> list[float]:
+        """A trained trial's objective values, in ``metric_names`` order."""
+        return [accuracy, *(costs[c] for c in self.metric_names[1:])]
+
+
+@contextmanager
+def quiet_optuna() -> Iterator[None]:
+    """Optuna's per-trial INFO lines (thousands of filtered proposals) hidden for a while, then restored."""
+    level = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(max(level, optuna.logging.WARNING))
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(level)
 
 
 @dataclass
@@ -84,8 +133,8 @@ def reachability_probe(costs: CostModel, space: SearchSpace, budgets: list[Budge
     bits = sorted({b for dims in space.choices.values() for b in dims.get("w_bits", ())})
     corners = [space.uniform(keep=0.0, rank=rank, w_bits=b, a_bits=b, sparsity=0.99, phi=-99, depth=0.0,
                              width=0.0, resolution=0.0) for b in bits for rank in (0.0, 1.0)]
-    encoded = np.vstack([costs.encode(corners + warm_start_candidates(space)),
-                         costs.random_indices(20_000, rng=seed)])
+    encoded = np.vstack([space.encoding.encode(corners + warm_start_candidates(space)),
+                         space.encoding.random(20_000, rng=seed)])
     check_reachable(budgets, costs.predict_batch(encoded))
 
 
@@ -112,38 +161,35 @@ def warm_start_candidates(space: SearchSpace) -> list[Candidate]:
 
 
 def run_search(
+    run: SearchRun,
     *,
-    base_model: nn.Module,
-    space: SearchSpace,
-    costs: CostModel,
-    budgets: list[Budget],
-    evaluate: Evaluate,
     study: optuna.Study,
-    objective: str = "constrained",
-    objective_costs: Sequence[str] = ("latency_ms",),
-    n_trials: int = 20,
-    timeout_s: float | None = None,
+    costs: CostModel,
+    base_model: nn.Module,
+    evaluate: Evaluate,
     strategy: Strategy | None = None,
     on_trial: Callable[[Progress, TrialRecord], None] | None = None,
-    seed: int = 0,
-    max_filtered: int = 2000,
 ) -> list[TrialRecord]:
-    """Evaluate candidates until ``n_trials`` have been evaluated in the study (or time runs out).
+    """Evaluate candidates of ``costs.space`` until ``run.n_trials`` are evaluated in the study (or time runs out).
 
-    Returns the feasible Pareto front (accuracy against ``objective_costs``). After ``max_filtered``
+    Returns the feasible Pareto front (accuracy against ``run.objective_costs``). After ``run.max_filtered``
     over-budget proposals in a row the sampler is given up on (BudgetError); the study keeps them all.
     """
-    for name in objective_costs:
-        if name not in COST_OBJECTIVES:
-            raise ValueError(f"unknown cost objective {name!r}; expected some of {COST_OBJECTIVES}")
+    with quiet_optuna():
+        return _loop(run, study, costs, base_model, evaluate, strategy, on_trial)
+
+
+def _loop(run: SearchRun, study: optuna.Study, costs: CostModel, base_model: nn.Module, evaluate: Evaluate,
+          strategy: Strategy | None, on_trial: Callable[[Progress, TrialRecord], None] | None) -> list[TrialRecord]:
+    space, budgets, objective_costs = costs.space, list(run.budgets), list(run.objective_costs)
     fail_stale_trials(study)
     history = records(study)
-    progress = Progress(target=n_trials, evaluated=sum(t.evaluated for t in history),
+    progress = Progress(target=run.n_trials, evaluated=sum(t.evaluated for t in history),
                         filtered=sum(not t.feasible for t in history))
     _refresh(progress, history, objective_costs)
-    deadline = None if timeout_s is None else time.perf_counter() + timeout_s
+    deadline = None if run.timeout_s is None else time.perf_counter() + run.timeout_s
     filtered_in_a_row = 0
-    while progress.evaluated < n_trials and (deadline is None or time.perf_counter() < deadline):
+    while progress.evaluated < run.n_trials and (deadline is None or time.perf_counter() < deadline):
         if strategy is not None:
             proposal = strategy.propose(history)
             if proposal is None:
@@ -151,26 +197,27 @@ def run_search(
                 break
             study.enqueue_trial(enqueue_params(proposal, space), skip_if_exists=False)
         trial = study.ask()
-        trial.set_user_attr("worker", WORKER)
+        trial.set_user_attr("worker", worker_id())
         candidate = suggest_candidate(trial, space)
         tick = time.perf_counter()
-        predicted = costs.predict_batch(costs.encode([candidate]))
+        predicted = costs.predict_batch(space.encoding.encode([candidate]))
         cost_values = {k: float(predicted[k][0]) for k in COST_OBJECTIVES}
-        violations = [float(b.violation(predicted)[0]) for b in budgets] or [0.0]
+        violations = [float(b.violation(predicted)[0]) for b in budgets]
         ok = bool(feasible(budgets, predicted)[0])
         progress.scoring_s += time.perf_counter() - tick
         trial.set_user_attr("candidate", candidate.to_json())
         trial.set_user_attr("costs", cost_values)
-        for budget, violation in zip(budgets, violations, strict=False):
+        for budget, violation in zip(budgets, violations, strict=True):
             trial.set_constraint(budget.text, violation)
         trial.set_user_attr("feasible", ok)
-        if not ok and not getattr(strategy, "evaluates_over_budget", False):
+        if not ok and not (strategy is not None and strategy.evaluates_over_budget):
             trial.set_user_attr("evaluated", False)
-            study.tell(trial, _values(objective, 0.0, cost_values, objective_costs))
+            trial.set_user_attr(FILTERED, "over budget")
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
             progress.filtered += 1
             filtered_in_a_row += 1
             history.append(TrialRecord(trial.number, candidate, cost_values, False, False, None, None, None))
-            if filtered_in_a_row >= max_filtered:
+            if filtered_in_a_row >= run.max_filtered:
                 raise BudgetError(f"the last {filtered_in_a_row} proposals all broke the budget(s) "
                                   f"{', '.join(map(str, budgets))}; the space has few feasible points")
             continue
@@ -189,7 +236,7 @@ def run_search(
         for key, value in details.items():
             if key not in ("fidelity",) and isinstance(value, int | float | str):
                 trial.set_user_attr(f"eval_{key}", value)
-        study.tell(trial, _values(objective, float(accuracy), cost_values, objective_costs))
+        study.tell(trial, run.values(float(accuracy), cost_values))
         record = TrialRecord(trial.number, candidate, cost_values, ok, True, float(accuracy),
                              details.get("fidelity", "proxy"), seconds)
         history.append(record)
@@ -200,13 +247,7 @@ def run_search(
                  ", ".join(f"{k} {cost_values[k]:.4g}" for k in objective_costs), seconds)
         if on_trial is not None:
             on_trial(progress, record)
-    return pareto_front(records(study), list(objective_costs))
-
-
-def _values(objective: str, accuracy: float, costs: dict[str, float], objective_costs: Sequence[str]) -> list[float]:
-    if objective == "constrained":
-        return [accuracy]
-    return [accuracy, *(costs[c] for c in objective_costs)]
+    return pareto_front(records(study), objective_costs)
 
 
 def _refresh(progress: Progress, history: Sequence[TrialRecord], objective_costs: Sequence[str]) -> None:
@@ -215,17 +256,13 @@ def _refresh(progress: Progress, history: Sequence[TrialRecord], objective_costs
     progress.front_size = len(pareto_front(history, list(objective_costs)))
 
 
-def directions(objective: str, objective_costs: Sequence[str]) -> list[str]:
-    if objective == "constrained":
-        return ["maximize"]
-    if objective == "pareto":
-        return ["maximize"] + ["minimize"] * len(objective_costs)
-    raise ValueError(f"unknown objective {objective!r}; expected 'constrained' or 'pareto'")
-
-
-def create_study(storage, name: str, *, objective: str, objective_costs: Sequence[str], strategy: str,
-                 seed: int) -> optuna.Study:
-    dirs = directions(objective, objective_costs)
-    sampler = make_sampler(strategy, seed=seed, n_objectives=len(dirs))
-    return optuna.create_study(study_name=name, storage=storage, directions=dirs, sampler=sampler,
-                               load_if_exists=True)
+def create_study(storage: optuna.storages.BaseStorage, name: str, run: SearchRun,
+                 sampler: optuna.samplers.BaseSampler) -> optuna.Study:
+    """Create (or open, to resume) the study of a search, its objectives named for the dashboard."""
+    with quiet_optuna():
+        study = optuna.create_study(study_name=name, storage=storage, directions=run.directions, sampler=sampler,
+                                    load_if_exists=True)
+    with warnings.catch_warnings():  # experimental since Optuna 3.2, and what the dashboard reads
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(run.metric_names)
+    return study

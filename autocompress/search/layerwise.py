@@ -1,11 +1,11 @@
 """The space seen as a sequence of decisions, one per compressible unit: what AMC, HAQ and NetAdapt walk.
 
-A step owns some cost-model columns (a unit's keep ratio, bits and rank, or
-the global scaling). Each column's allowed choices are laid out on a
-*ladder* from most to least compressed, so a number in [0, 1] picks a choice
-and "one rung down" means "a little more compression". Everything here works
-on encoded rows (``CostModel.encode``), so pricing thousands of partial
-decisions is one vectorized call.
+A step owns some columns of the space's encoding (a unit's keep ratio, bits
+and rank, or the global scaling). Each column's offered choices lie on its
+*ladder* (``Column.ladder``), from most to least compressed, so a number in
+[0, 1] picks a choice and "one rung down" means "a little more compression".
+Everything here works on encoded rows (``SearchSpace.encoding``), so pricing
+thousands of partial decisions is one vectorized call.
 
 Budgets are guaranteed by construction with *completions*: uniform corners
 (every remaining unit at its smallest keep, one bit-width, smallest or full
@@ -28,11 +28,10 @@ import numpy as np
 
 from autocompress.hardware import CostModel
 from autocompress.search.budget import Budget, BudgetError, feasible
-from autocompress.space import Candidate, SearchSpace
+from autocompress.space import DIMENSIONS, Encoding, SearchSpace
 
 #: dimensions a layerwise strategy decides by default (sparsity only pays off on sparse kernels)
 DEFAULT_DIMS = ("keep", "w_bits", "a_bits", "rank")
-_MORE_COMPRESSED_IS_LARGER = {"sparsity"}  # for every other dimension a smaller value compresses more
 
 
 @dataclass(frozen=True)
@@ -41,7 +40,7 @@ class Step:
 
     name: str  # unit name, or "scaling"
     dims: tuple[str, ...]  # decided dimensions, a subset of the strategy's dims (positions kept)
-    columns: tuple[int, ...]  # cost-model column of each decided dimension
+    columns: tuple[int, ...]  # encoding column of each decided dimension
     ladders: tuple[np.ndarray, ...]  # per column: choice indices, most compressed first
     slots: tuple[int, ...]  # action component of each decided dimension
 
@@ -58,39 +57,33 @@ class Layerwise:
     """Decision steps, ladders and budget-respecting completions of one space on one cost model."""
 
     def __init__(self, costs: CostModel, budgets: Sequence[Budget], dims: Sequence[str] = DEFAULT_DIMS):
-        unknown = set(dims) - {"keep", "w_bits", "a_bits", "rank", "sparsity"}
+        unknown = set(dims) - set(DIMENSIONS)
         if unknown:
             raise ValueError(f"dims: unknown dimension(s) {sorted(unknown)}")
         self.costs = costs
         self.space: SearchSpace = costs.space
+        self.encoding: Encoding = costs.encoding
         self.budgets = list(budgets)
         self.dims = tuple(dims)
-        self.identity_row = costs.encode([self.space.identity()])[0]
+        self.identity_row = self.encoding.encode([self.space.identity()])[0]
         self.reference_metrics = self.budget_metrics(self.identity_row[None, :])[0]  # the uncompressed model
         self.steps: list[Step] = []
-        scaling = [(i, dim) for i, (owner, dim) in enumerate(costs.columns) if owner == "scaling"]
-        decided = [(i, dim) for i, dim in scaling if len(self.space.scaling_choices[dim]) > 1]
+        columns = self.encoding.columns
+        decided = [(i, columns[i].dim) for i in self.encoding.scaling_columns if len(columns[i].ladder) > 1]
         if decided:  # global scaling is decided first: it sets every unit's shapes
             self.steps.append(Step("scaling", tuple(d for _, d in decided), tuple(i for i, _ in decided),
-                                   tuple(self._ladder(i) for i, _ in decided), tuple(range(len(decided)))))
+                                   tuple(columns[i].ladder for i, _ in decided), tuple(range(len(decided)))))
         for unit, choices in self.space.choices.items():
-            picked = [(costs.column(unit, d), d) for d in self.dims if len(choices.get(d, ())) > 1]
+            picked = [(self.encoding.column(unit, d), d) for d in self.dims if len(choices.get(d, ())) > 1]
             if picked:
                 self.steps.append(Step(unit, tuple(d for _, d in picked), tuple(i for i, _ in picked),
-                                       tuple(self._ladder(i) for i, _ in picked),
+                                       tuple(columns[i].ladder for i, _ in picked),
                                        tuple(self.dims.index(d) for _, d in picked)))
         self.action_dim = max(len(self.dims), max((len(s.dims) for s in self.steps if s.name == "scaling"),
                                                   default=0))
         self.completions = self._completions()
 
     # -- ladders ----------------------------------------------------------------------------
-    def _ladder(self, column: int) -> np.ndarray:
-        owner, dim = self.costs.columns[column]
-        options = self.costs.choices[column]
-        allowed = self.space.scaling_choices[dim] if owner == "scaling" else self.space.choices[owner][dim]
-        order = sorted(allowed, reverse=dim in _MORE_COMPRESSED_IS_LARGER)
-        return np.array([options.index(v) for v in order], dtype=np.intp)
-
     @staticmethod
     def rung(ladder: np.ndarray, action: float) -> int:
         """The ladder choice a number in [0, 1] picks (0: most compressed, 1: least)."""
@@ -124,7 +117,7 @@ class Layerwise:
             row = self.identity_row.copy()
             for step in self.steps:
                 for dim, col, ladder in zip(step.dims, step.columns, step.ladders, strict=True):
-                    values = np.array([self.costs.choices[col][i] for i in ladder], dtype=float)
+                    values = np.array([self.encoding.columns[col].values[i] for i in ladder], dtype=float)
                     want = {"w_bits": w, "a_bits": a}.get(dim)
                     if want is not None:
                         row[col] = ladder[int(np.argmin(np.abs(values - want)))]
@@ -144,7 +137,7 @@ class Layerwise:
 
     def _decided_values(self, dim: str) -> list[float | None]:
         """Every value any step can pick for ``dim`` ([None] when no step decides it)."""
-        return sorted({self.costs.choices[c][i] for s in self.steps
+        return sorted({self.encoding.columns[c].values[i] for s in self.steps
                        for d, c, lad in zip(s.dims, s.columns, s.ladders, strict=True) if d == dim
                        for i in lad}) or [None]
 
@@ -198,13 +191,7 @@ class Layerwise:
         best = np.lexsort((-positions.sum(axis=1), distance))[0]
         return combos[best]
 
-    # -- candidates -----------------------------------------------------------------------------
-    def candidate(self, row: np.ndarray) -> Candidate:
-        return self.costs.decode(row)
-
-    def encode(self, candidate: Candidate) -> np.ndarray:
-        return self.costs.encode([candidate])[0]
-
+    # -- rows -------------------------------------------------------------------------------------
     def prefix_rows(self, row: np.ndarray) -> np.ndarray:
         """(steps + 1, columns): row t has steps before t decided as in ``row``, the rest at identity."""
         out = np.repeat(self.identity_row[None, :], len(self.steps) + 1, axis=0)

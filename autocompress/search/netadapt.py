@@ -122,7 +122,9 @@ class NetAdaptStrategy:
     def iterations(self, history: Sequence[TrialRecord]) -> tuple[list[Iteration], np.ndarray | None]:
         """Replay the loop against the history: finished iterations, and the next row to evaluate (or None)."""
         lw = self.layerwise
-        evaluated = {tuple(lw.encode(r.candidate)): r for r in history if r.evaluated and r.accuracy is not None}
+        trained = [r for r in history if r.evaluated and r.accuracy is not None]
+        rows = lw.encoding.encode(r.candidate for r in trained)
+        evaluated = {tuple(row): r for row, r in zip(rows, trained, strict=True)}
         current = lw.identity_row.copy()
         current_accuracy = self.reference_accuracy
         done: list[Iteration] = []
@@ -165,4 +167,4 @@ class NetAdaptStrategy:
 
     def propose(self, history: Sequence[TrialRecord]) -> Candidate | None:
         _, row = self.iterations(history)
-        return None if row is None else self.layerwise.candidate(row)
+        return None if row is None else self.layerwise.encoding.decode(row)

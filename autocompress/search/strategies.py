@@ -1,25 +1,36 @@
-"""Strategies: what proposes the next candidate.
+"""Strategies: what proposes the next candidate, registered by name.
 
-The search loop speaks ask/tell with an Optuna study. Optuna's samplers (TPE
-with constraints, NSGA-II with constraints, QMC) are strategies as they are; a
-strategy of our own (random search under the budget, a reinforcement-learning
-agent, the NetAdapt loop) implements ``Strategy.propose`` and its candidates are enqueued into the
-same study, so storage, resume, export and the dashboard do not care which
-strategy ran. Strategies see a read-only history (``TrialRecord``s), never the
+The search loop speaks ask/tell with an Optuna study. Every strategy is one
+entry of ``STRATEGIES``, built the same way: by name, with keyword options
+validated against its options class (the keys of ``strategy_options``).
+An entry gives the sampler the study asks and, for a strategy of our own
+(random search under the budget, a reinforcement-learning agent, the NetAdapt
+loop), a proposer built on the cost model whose candidates are enqueued into
+the same study; so storage, resume, export and the dashboard do not care which
+strategy ran. Proposers see a read-only history (``TrialRecord``s), never the
 study itself, and keep no state that a resume could not rebuild from it.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Container, Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Protocol, runtime_checkable
 
 import optuna
+from optuna.distributions import BaseDistribution
+from optuna.trial import FrozenTrial, TrialState
+from pydantic import TypeAdapter, ValidationError
 
 from autocompress.hardware import CostModel
 from autocompress.search.budget import Budget
-from autocompress.search.study import TrialRecord
+from autocompress.search.ddpg import DDPGConfig, DDPGStrategy
+from autocompress.search.netadapt import NetAdaptConfig, NetAdaptStrategy
+from autocompress.search.random_search import FeasibleRandomSearch
+from autocompress.search.study import TrialRecord, is_filtered
 from autocompress.space import Candidate, SearchSpace
 
 
@@ -28,66 +39,203 @@ class Strategy(Protocol):
     """A proposer of candidates that learns from finished trials."""
 
     name: str
-    # A strategy whose path runs through over-budget models (NetAdapt) sets ``evaluates_over_budget = True``:
-    # the engine then fine-tunes its proposals even when they break a budget (they never enter the front).
+    #: True for a strategy whose path runs through over-budget models (NetAdapt): the engine then fine-tunes
+    #: its proposals even when they break a budget (they never enter the front)
+    evaluates_over_budget: bool
 
     def propose(self, history: Sequence[TrialRecord]) -> Candidate | None:
         """The next candidate to try, or None when the strategy is finished."""
 
 
-# Budget violations reach the constrained samplers (TPE, NSGA-II) through Trial.set_constraint.
-SAMPLERS: dict[str, Callable[[int, int], optuna.samplers.BaseSampler]] = {
-    "tpe": lambda seed, n_obj: optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=8),
-    "nsga2": lambda seed, n_obj: optuna.samplers.NSGAIISampler(seed=seed, population_size=16),
-    "qmc": lambda seed, n_obj: optuna.samplers.QMCSampler(seed=seed, scramble=True, warn_independent_sampling=False),
-}
+@dataclass(frozen=True)
+class StrategyContext:
+    """What a proposer is built from: the space priced by the cost model, the resolved budgets, the seed."""
+
+    costs: CostModel
+    budgets: tuple[Budget, ...]
+    seed: int
+    reference_accuracy: float | None = None  # the uncompressed model's validation accuracy
 
 
-#: strategies of our own, built from the search's cost model and budgets (their trials use Optuna's random
-#: sampler only as the carrier of the enqueued values)
-COST_MODEL_STRATEGIES = ("random", "ddpg", "netadapt")
-STRATEGY_NAMES = (*sorted(SAMPLERS), *COST_MODEL_STRATEGIES)
+@dataclass(frozen=True)
+class NoOptions:
+    """A strategy without options."""
+
+
+@dataclass(frozen=True)
+class TPEOptions:
+    n_startup_trials: int = 8
+    multivariate: bool = True
+
+
+@dataclass(frozen=True)
+class NSGA2Options:
+    population_size: int = 16
+
+
+@dataclass(frozen=True)
+class QMCOptions:
+    qmc_type: str = "sobol"
+    scramble: bool = True
+
+
+@dataclass(frozen=True)
+class RegisteredStrategy:
+    """One strategy: its options class, the sampler its study asks and, on the cost model, its proposer."""
+
+    name: str
+    options: type  # a dataclass; its fields are the valid ``strategy_options`` keys
+    sampler: Callable[[Any, int], optuna.samplers.BaseSampler]  # (options, seed) -> the study's sampler
+    build: Callable[[Any, StrategyContext], Strategy] | None = None  # None: the sampler proposes by itself
+
+    def parse(self, options: Mapping[str, Any] | None) -> Any:
+        """``options`` as an instance of the options class; errors name ``strategy_options.<key>``."""
+        options = dict(options or {})
+        known = [f.name for f in dataclasses.fields(self.options)]
+        unknown = sorted(set(options) - set(known))
+        if unknown:
+            expected = f"expected some of {known}" if known else "it takes none"
+            raise ValueError(f"strategy_options.{unknown[0]}: not an option of strategy {self.name!r}; {expected}")
+        try:
+            return TypeAdapter(self.options).validate_python(options)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            loc = [str(part) for part in first["loc"]]
+            reason = str(first["ctx"]["error"]) if "error" in first.get("ctx", {}) else first["msg"]
+            named, _, rest = reason.partition(": ")
+            if not loc and named in known:  # a check of the options class that names its field
+                loc, reason = [named], rest
+            raise ValueError(f"{'.'.join(['strategy_options', *loc])}: {reason} (strategy {self.name!r})") from None
+
+
+_REGISTRY: dict[str, RegisteredStrategy] = {}
+#: every registered strategy, by name (read-only; add one with ``register_strategy``)
+STRATEGIES: Mapping[str, RegisteredStrategy] = MappingProxyType(_REGISTRY)
+
+
+def _carrier(options: Any, seed: int) -> optuna.samplers.BaseSampler:
+    """The sampler of a proposer's study: it only carries the enqueued values (nothing left to sample)."""
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def register_strategy(name: str, *, options: type = NoOptions,
+                      sampler: Callable[[Any, int], optuna.samplers.BaseSampler] | None = None,
+                      build: Callable[[Any, StrategyContext], Strategy] | None = None) -> RegisteredStrategy:
+    """Add a strategy: an Optuna ``sampler`` factory, or a proposer ``build``er on the cost model."""
+    if (sampler is None) == (build is None):
+        raise ValueError(f"strategy {name!r}: give either a sampler factory or a proposer builder")
+    if name in _REGISTRY:
+        raise ValueError(f"strategy {name!r} is already registered")
+    entry = RegisteredStrategy(name, options, sampler or _carrier, build)
+    _REGISTRY[name] = entry
+    return entry
+
+
+def strategy_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def registered(name: str) -> RegisteredStrategy:
+    if name not in _REGISTRY:
+        raise ValueError(f"strategy: unknown {name!r}; expected one of {strategy_names()}")
+    return _REGISTRY[name]
+
+
+def check_strategy(name: str, options: Mapping[str, Any] | None = None) -> Any:
+    """Validate a strategy name and its options without building anything; returns the parsed options."""
+    return registered(name).parse(options)
+
+
+def make_sampler(name: str, *, seed: int, options: Mapping[str, Any] | None = None) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler a study of strategy ``name`` asks."""
+    entry = registered(name)
+    return entry.sampler(entry.parse(options), seed)
 
 
 def make_strategy(name: str, costs: CostModel, budgets: Sequence[Budget], *, seed: int,
-                  reference_accuracy: float | None = None, options: Mapping[str, Any] | None = None) -> Strategy:
-    """A strategy built on the cost model, by name; ``options`` are fields of its config class."""
-    if name == "random":
-        from autocompress.search.random_search import FeasibleRandomSearch
-
-        if options:
-            raise ValueError(f"strategy_options: random search takes none, got {sorted(options)}")
-        return FeasibleRandomSearch(costs, budgets, seed=seed)
-    if name == "ddpg":
-        from autocompress.search.ddpg import DDPGConfig, DDPGStrategy
-
-        return DDPGStrategy(costs, budgets, seed=seed, config=_config(DDPGConfig, options))
-    if name == "netadapt":
-        from autocompress.search.netadapt import NetAdaptConfig, NetAdaptStrategy
-
-        return NetAdaptStrategy(costs, budgets, reference_accuracy=reference_accuracy,
-                                config=_config(NetAdaptConfig, options))
-    raise ValueError(f"unknown strategy {name!r}; expected one of {list(COST_MODEL_STRATEGIES)}")
+                  reference_accuracy: float | None = None,
+                  options: Mapping[str, Any] | None = None) -> Strategy | None:
+    """The proposer of strategy ``name`` on the cost model, or None when its Optuna sampler proposes."""
+    entry = registered(name)
+    parsed = entry.parse(options)
+    if entry.build is None:
+        return None
+    return entry.build(parsed, StrategyContext(costs, tuple(budgets), seed, reference_accuracy))
 
 
-def _config(cls: type, options: Mapping[str, Any] | None):
-    options = dict(options or {})
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise ValueError(f"strategy_options: unknown key(s) {unknown} for {cls.__name__}; expected some of "
-                         f"{sorted(known)}")
-    if "dims" in options:
-        options["dims"] = tuple(options["dims"])
-    return cls(**options)
+class FilteredNSGAIISampler(optuna.samplers.NSGAIISampler):
+    """NSGA-II whose generations also hold the proposals the cost model filtered.
+
+    A filtered proposal is told PRUNED (never trained, it has no accuracy), but
+    NSGA-II builds its populations and its search space from COMPLETE trials
+    only: under a tight budget its random first generation would wait for
+    ``population_size`` trained points, which random sampling almost never
+    reaches. Here it sees them as complete trials with the worst objective
+    values and their budget violations, so, by Deb's constrained domination,
+    they rank behind every feasible trial in order of violation, and the
+    population moves towards the budget as it did when they were complete.
+    Like any Optuna sampler, one instance serves one study.
+    """
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        self._filtered_copies: dict[int, FrozenTrial] = {}  # filtered trials never change: copied once
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
+        return super().infer_relative_search_space(_FilteredAsComplete(study, self._filtered_copies), trial)
+
+    def sample_relative(self, study: optuna.Study, trial: FrozenTrial,
+                        search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+        return super().sample_relative(_FilteredAsComplete(study, self._filtered_copies), trial, search_space)
 
 
-def make_sampler(strategy: str, *, seed: int, n_objectives: int) -> optuna.samplers.BaseSampler:
-    if strategy in COST_MODEL_STRATEGIES:
-        return optuna.samplers.RandomSampler(seed=seed)
-    if strategy not in SAMPLERS:
-        raise ValueError(f"unknown strategy {strategy!r}; expected one of {list(STRATEGY_NAMES)}")
-    return SAMPLERS[strategy](seed, n_objectives)
+class _FilteredAsComplete:
+    """The study as NSGA-II reads it: filtered trials appear COMPLETE, with the worst objective values."""
+
+    def __init__(self, study: optuna.Study, copies: dict[int, FrozenTrial]):
+        self._study = study
+        self._copies = copies
+        self._worst = [float("-inf") if d == optuna.study.StudyDirection.MAXIMIZE else float("inf")
+                       for d in study.directions]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._study, name)
+
+    def _get_trials(self, deepcopy: bool = True, states: Container[TrialState] | None = None,
+                    use_cache: bool = False) -> list[FrozenTrial]:
+        wants_complete = states is None or TrialState.COMPLETE in states
+        fetch = None if states is None else (tuple(states) + (TrialState.PRUNED,) if wants_complete else states)
+        out = []
+        for trial in self._study._get_trials(deepcopy=deepcopy, states=fetch, use_cache=use_cache):
+            if wants_complete and is_filtered(trial):
+                trial = self._as_complete(trial, keep=not deepcopy)
+            elif states is not None and trial.state not in states:
+                continue
+            out.append(trial)
+        return out
+
+    def _as_complete(self, trial: FrozenTrial, *, keep: bool) -> FrozenTrial:
+        """A complete copy of a filtered trial; shared copies (``keep``) are made once per trial."""
+        if keep and trial.number in self._copies:
+            return self._copies[trial.number]
+        view = copy.copy(trial)
+        view.state, view.values = TrialState.COMPLETE, self._worst
+        if keep:
+            self._copies[trial.number] = view
+        return view
+
+
+register_strategy("tpe", options=TPEOptions, sampler=lambda o, seed: optuna.samplers.TPESampler(
+    seed=seed, multivariate=o.multivariate, n_startup_trials=o.n_startup_trials))
+register_strategy("nsga2", options=NSGA2Options,
+                  sampler=lambda o, seed: FilteredNSGAIISampler(seed=seed, population_size=o.population_size))
+register_strategy("qmc", options=QMCOptions, sampler=lambda o, seed: optuna.samplers.QMCSampler(
+    seed=seed, qmc_type=o.qmc_type, scramble=o.scramble, warn_independent_sampling=False))
+register_strategy("random", build=lambda o, ctx: FeasibleRandomSearch(ctx.costs, ctx.budgets, seed=ctx.seed))
+register_strategy("ddpg", options=DDPGConfig,
+                  build=lambda o, ctx: DDPGStrategy(ctx.costs, ctx.budgets, config=o, seed=ctx.seed))
+register_strategy("netadapt", options=NetAdaptConfig, build=lambda o, ctx: NetAdaptStrategy(
+    ctx.costs, ctx.budgets, config=o, reference_accuracy=ctx.reference_accuracy))
 
 
 def suggest_candidate(trial: optuna.Trial, space: SearchSpace) -> Candidate:

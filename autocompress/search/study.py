@@ -3,9 +3,12 @@
 Each trial stores its Candidate (JSON), predicted costs, whether it met the
 budgets, and — for trained trials — accuracy, fidelity and timing, as Optuna
 user attributes, so optuna-dashboard shows it and any trial can be rebuilt
-into the exact model it scored. The study's own attributes hold the resolved
-search configuration. Storage: a local journal file by default (safe for
-several local worker processes), or any Optuna database URL.
+into the exact model it scored. Trained trials are COMPLETE with their
+objective values; a proposal the cost model filtered (over budget, never
+trained) is PRUNED with the user attribute ``filtered``, so the dashboard's
+values and Pareto plot hold trained models only. The study's own attributes
+hold the resolved search configuration. Storage: a local journal file by
+default (safe for several local worker processes), or any Optuna database URL.
 """
 
 from __future__ import annotations
@@ -27,7 +30,18 @@ from optuna.trial import FrozenTrial, TrialState
 from autocompress.space import Candidate
 
 log = logging.getLogger(__name__)
-WORKER = f"{socket.gethostname()}:{os.getpid()}"
+#: user attribute of a proposal the cost model filtered: why it was never trained
+FILTERED = "filtered"
+
+
+def worker_id() -> str:
+    """This process as a study's trials name their worker (read when used: a forked worker has its own)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def is_filtered(trial: FrozenTrial) -> bool:
+    """A proposal the cost model filtered: told PRUNED, never trained."""
+    return trial.state == TrialState.PRUNED and FILTERED in trial.user_attrs
 
 
 class StudyError(ValueError):
@@ -123,20 +137,25 @@ def study_names(storage: str | Path) -> list[str]:
 
 
 def records(study: optuna.Study) -> list[TrialRecord]:
-    """Finished trials with a candidate, oldest first."""
-    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    """Finished trials with a candidate (trained or filtered), oldest first."""
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
     return [TrialRecord.from_trial(t) for t in done if "candidate" in t.user_attrs]
 
 
 def fail_stale_trials(study: optuna.Study) -> int:
-    """Trials left RUNNING by a local worker that no longer exists (killed) are marked FAIL."""
-    host = socket.gethostname()
+    """Trials left RUNNING by a local worker that no longer exists (killed) are marked FAIL.
+
+    Optuna's own heartbeat (``optuna.storages.fail_stale_trials``) needs an RDB
+    storage; the default journal file has none, so a trial names its worker
+    (host and pid) and a dead local pid is what makes it stale.
+    """
+    host = worker_id().rpartition(":")[0]
     stale = 0
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         worker = trial.user_attrs.get("worker", "")
         worker_host, _, pid = worker.rpartition(":")
         if worker_host == host and pid.isdigit() and not _alive(int(pid)):
-            study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+            study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
             stale += 1
     if stale:
         log.info("marked %d trial(s) of a killed worker as failed", stale)

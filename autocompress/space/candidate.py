@@ -21,6 +21,8 @@ IDENTITY = {"keep": 1.0, "w_bits": 32, "a_bits": 32, "rank": 1.0, "sparsity": 0.
 SCALING_KEYS = ("depth", "width", "resolution")
 #: "phi" is kept beside the multipliers it produced when the space uses compound scaling
 SCALING_EXTRA = ("phi",)
+#: value of each scaling key that leaves the model at its trained depth, width and input size
+IDENTITY_SCALING = {"phi": 0.0, "depth": 1.0, "width": 1.0, "resolution": 1.0}
 
 
 class CandidateError(ValueError):
@@ -54,7 +56,7 @@ class Candidate:
             cleaned[unit] = {
                 d: _clean(dims[d], f"layers.{unit}.{d}", integer=d.endswith("bits")) for d in DIMENSIONS if d in dims
             }
-        scale = {k: 1.0 for k in SCALING_KEYS}
+        scale = {k: IDENTITY_SCALING[k] for k in SCALING_KEYS}
         for key, value in (scaling or {}).items():
             if key not in SCALING_KEYS + SCALING_EXTRA:
                 raise CandidateError(f"scaling.{key}: unknown key; known: {SCALING_KEYS + SCALING_EXTRA}")

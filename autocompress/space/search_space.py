@@ -11,12 +11,21 @@ import fnmatch
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
 from autocompress.graph import ModelGraph, kept_channels
-from autocompress.space.candidate import DIMENSIONS, IDENTITY, Candidate, CandidateError
+from autocompress.space.candidate import (
+    DIMENSIONS,
+    IDENTITY,
+    IDENTITY_SCALING,
+    SCALING_KEYS,
+    Candidate,
+    CandidateError,
+)
+from autocompress.space.encoding import Encoding
 from autocompress.space.spec import SpaceError, SpaceSpec, parse_spec, read_spec
 
 SELECTORS = {
@@ -190,7 +199,7 @@ class SearchSpace:
     def scaling_for(self, picked: Mapping[str, float]) -> dict[str, float]:
         if "phi" in self.scaling_choices:
             return self.multipliers(picked["phi"])
-        return {k: picked.get(k, 1.0) for k in ("depth", "width", "resolution")}
+        return {k: picked.get(k, IDENTITY_SCALING[k]) for k in SCALING_KEYS}
 
     def input_resolution(self, candidate: Candidate) -> tuple[int, int]:
         _, h, w = self.graph.input_shape
@@ -198,11 +207,14 @@ class SearchSpace:
         return (h, w) if r == 1.0 else (max(1, round(h * r)), max(1, round(w * r)))
 
     # -- candidates ---------------------------------------------------------------
+    @cached_property
+    def encoding(self) -> Encoding:
+        """The candidates as rows of choice indices: what the cost model and layer-wise strategies compute on."""
+        return Encoding(space=self)
+
     def sample(self, rng: np.random.Generator | int) -> Candidate:
-        rng = np.random.default_rng(rng) if isinstance(rng, int) else rng
-        layers = {u: {d: c[int(rng.integers(len(c)))] for d, c in dims.items()} for u, dims in self.choices.items()}
-        picked = {k: c[int(rng.integers(len(c)))] for k, c in self.scaling_choices.items()}
-        return Candidate(layers, self.scaling_for(picked))
+        """One candidate drawn uniformly, choice by choice."""
+        return self.encoding.decode(self.encoding.random(1, rng)[0])
 
     def uniform(self, **values: float) -> Candidate:
         """The same value for a dimension everywhere it is free (closest allowed choice elsewhere).
@@ -210,7 +222,7 @@ class SearchSpace:
         Keyword names are dimensions (``keep=0.5, w_bits=8``) or scaling keys
         (``phi=-1`` or ``depth=0.5``); unnamed ones take their identity value.
         """
-        unknown = set(values) - set(DIMENSIONS) - {"phi", "depth", "width", "resolution"}
+        unknown = set(values) - set(DIMENSIONS) - set(IDENTITY_SCALING)
         if unknown:
             raise CandidateError(f"uniform(): unknown dimension(s) {sorted(unknown)}")
 
@@ -221,14 +233,13 @@ class SearchSpace:
             u: {d: closest(c, values.get(d, IDENTITY[d])) for d, c in dims.items()}
             for u, dims in self.choices.items()
         }
-        identity_scale = {"phi": 0.0, "depth": 1.0, "width": 1.0, "resolution": 1.0}
-        picked = {k: closest(c, values.get(k, identity_scale[k])) for k, c in self.scaling_choices.items()}
+        picked = {k: closest(c, values.get(k, IDENTITY_SCALING[k])) for k, c in self.scaling_choices.items()}
         return Candidate(layers, self.scaling_for(picked))
 
     def identity(self) -> Candidate:
         """The uncompressed reference, whether or not the space contains it."""
         layers = {u: {d: IDENTITY[d] for d in dims} for u, dims in self.choices.items()}
-        return Candidate(layers, self.multipliers(0.0) if "phi" in self.scaling_choices else None)
+        return Candidate(layers, IDENTITY_SCALING if "phi" in self.scaling_choices else None)
 
     def validate(self, candidate: Candidate) -> Candidate:
         """Raise CandidateError naming every value that is not a choice of this space."""
@@ -255,8 +266,8 @@ class SearchSpace:
                     if key != "phi" and not math.isclose(scaling[key], want, rel_tol=1e-6):
                         problems.append(f"scaling.{key}: {scaling[key]} does not follow from phi={phi} ({want})")
         else:
-            for key in ("depth", "width", "resolution"):
-                options = self.scaling_choices.get(key, (1.0,))
+            for key in SCALING_KEYS:
+                options = self.scaling_choices.get(key, (IDENTITY_SCALING[key],))
                 if not any(math.isclose(scaling[key], o) for o in options):
                     problems.append(f"scaling.{key}: {scaling[key]} is not one of {list(options)}")
         if problems:

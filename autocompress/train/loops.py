@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from autocompress.compress.quantization import ActFakeQuant
+from autocompress.progress import progress_bar
 
 if TYPE_CHECKING:  # imports flow one way: train does not need data at import time
     from autocompress.data import ImageData
@@ -190,7 +190,7 @@ class FitConfig:
     alpha: float = 0.9  # weight of the distillation term (used only with a teacher)
     channels_last: bool = True
     seed: int = 0
-    progress: bool = True  # tqdm bar on stderr with loss, accuracy so far and steps/s
+    progress: bool = True  # loss, accuracy so far and steps/s: a live bar on a terminal, else log lines
 
     def __post_init__(self) -> None:
         checks = [
@@ -318,7 +318,7 @@ def _train(model: nn.Module, loader: Batches, config: FitConfig, total: int, bat
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
     seen = steps_in_pass = 0
-    bar = tqdm(total=total, desc=desc, unit="step", disable=not config.progress, leave=False, dynamic_ncols=True)
+    bar = progress_bar(total=total, desc=desc, unit="step", enabled=config.progress, leave=False)
     try:
         for step, (x, y) in enumerate(_epochs(loader)):
             if step >= total:

@@ -1,0 +1,257 @@
+"""``autocompress profile measure | validate | analytic | show``: make, check and describe hardware profiles.
+
+Each verb is its own subcommand with only its own options; the models a
+profile is measured for or validated on are untrained zoo models, so nothing
+here needs data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from autocompress.hardware.profile import ProfileError
+from autocompress.progress import progress_bar
+from autocompress.space import SpaceError
+from autocompress.versions import versions
+
+
+def _suites(args: argparse.Namespace) -> list:
+    """(model, space) pairs a profile is measured for or validated on, untrained weights."""
+    from autocompress.graph import ModelGraph
+    from autocompress.models import create_model, model_info
+    from autocompress.runtime.validate import Suite
+    from autocompress.space import SearchSpace
+
+    shape = tuple(int(x) for x in args.input_shape.lower().split("x"))
+    if len(shape) != 3:
+        raise SpaceError(f"--input-shape {args.input_shape!r}: expected CxHxW, e.g. 3x32x32")
+    spaces = args.spaces or [None] * len(args.models)
+    if len(spaces) != len(args.models):
+        raise SpaceError("--spaces: give one space per model, or none for the models' default spaces")
+    suites = []
+    for name, space in zip(args.models, spaces, strict=True):
+        model = create_model(name, in_channels=shape[0], num_classes=args.num_classes).eval()
+        graph = ModelGraph.from_model(model, shape)
+        suites.append(Suite(name, model, SearchSpace.from_yaml(graph, space or model_info(name).family)))
+    return suites
+
+
+def _bar(desc: str):
+    """A progress display and the ``progress(done, total[, eta_s])`` callback the profiler and validation call."""
+    bar = progress_bar(desc=desc)
+
+    def update(done: int, total: int, eta_s: float | None = None) -> None:
+        bar.total = total
+        bar.n = done
+        if eta_s is not None:
+            bar.set_postfix_str(f"ETA {eta_s / 60:.1f} min", refresh=False)
+        bar.refresh()
+    return bar, update
+
+
+def _timing_options(args: argparse.Namespace) -> dict[str, int]:
+    """The timing flags given; the rest keep the defaults of what runs (layers and whole models differ)."""
+    return {name: getattr(args, name) for name in ("rounds", "reps", "sessions") if getattr(args, name) is not None}
+
+
+def _command() -> str:
+    """How this run was invoked, for a profile's provenance."""
+    return "autocompress " + " ".join(sys.argv[1:]) if sys.argv else "autocompress profile"
+
+
+def cmd_profile_show(args: argparse.Namespace) -> int:
+    from autocompress.hardware.profile import find_profile
+
+    print(describe_profile(find_profile(args.profile)))
+    return 0
+
+
+def cmd_profile_validate(args: argparse.Namespace) -> int:
+    from autocompress.hardware import HardwareProfile
+    from autocompress.runtime.validate import validate_profile
+
+    command = _command()
+    profile = HardwareProfile.load(args.profile)
+    if args.from_report:  # recalibrate on the timings of an earlier run instead of measuring again
+        from autocompress.runtime.validate import samples_from_report, score_samples
+
+        suites = _suites(args)
+        earlier = json.loads(Path(args.from_report).read_text())
+        samples = samples_from_report(profile, suites, earlier)
+        profile = profile.model_copy(update={"validation": []})
+        profile, report = score_samples(profile, suites, samples, sorted({s.subset for s in samples}),
+                                        command=command, anchor_ratio=earlier.get("anchor_ratio"))
+    else:
+        bar, update = _bar("timing whole models")
+        profile, report = validate_profile(profile, _suites(args), n_validate=args.n,
+                                           n_calibrate=args.calibrate, seed=args.seed, command=command,
+                                           progress=update, **_timing_options(args))
+        bar.close()
+    out = Path(args.out or args.profile)
+    profile.save(out)
+    report_path = out.with_name(out.stem + ".validation.json")
+    report_path.write_text(json.dumps(report, indent=1))
+    print(describe_profile(profile))
+    print(f"wrote {out} and {report_path}")
+    return 0
+
+
+def cmd_profile_analytic(args: argparse.Namespace) -> int:
+    from autocompress.hardware import HOROWITZ_45NM, analytic_profile
+
+    rates = {}
+    for item in args.peak_gmacs.split(","):
+        precision, _, value = item.partition("=")
+        try:
+            rates[precision.strip()] = float(value) * 1e9
+        except ValueError:
+            raise SpaceError(f"--peak-gmacs {args.peak_gmacs!r}: expected PRECISION=GMACS,... "
+                             "e.g. fp32=100,int8=400") from None
+    profile = analytic_profile(name=args.name or Path(args.out).stem,
+                               device=args.device or "analytic accelerator",
+                               peak_macs_per_s=rates, bandwidth_bytes_per_s=args.bandwidth_gbs * 1e9,
+                               energy_table=HOROWITZ_45NM, layer_overhead_ms=args.layer_overhead_us / 1e3,
+                               command=_command())
+    profile.save(args.out)
+    print(describe_profile(profile))
+    return 0
+
+
+def cmd_profile_measure(args: argparse.Namespace) -> int:
+    from autocompress.hardware import HardwareProfile, required_signatures
+    from autocompress.runtime import create_runtime
+    from autocompress.runtime.profiler import ProfileSettings, build_profile, measure_signatures
+
+    precisions = args.precisions or list(create_runtime(args.runtime, threads=args.threads).precisions)
+    suites = _suites(args)
+    command = _command()
+    settings = ProfileSettings(runtime=args.runtime, threads=args.threads, passes=args.passes, warmup=args.warmup,
+                               chunk=args.chunk, anchors=args.anchors, seed=args.seed, **_timing_options(args))
+    keys = sorted({k for s in suites for k in required_signatures(s.space, precisions)})
+    existing = HardwareProfile.load(args.out) if Path(args.out).exists() else None
+    if existing is not None:  # extend a profile: measure only what it lacks, keep its calibration
+        if (existing.runtime, existing.threads) != (settings.runtime, settings.threads):
+            raise ProfileError(f"{args.out}: measured with {existing.runtime}/{existing.threads} thread(s); "
+                               f"cannot extend it with {settings.runtime}/{settings.threads}")
+        if not args.remeasure:
+            keys = [k for k in keys if k not in existing.entries]
+    print(f"{len(keys)} layer signatures to measure for {', '.join(args.models)} ({', '.join(precisions)})")
+    bar, update = _bar("measuring layers")
+    if existing is not None and existing.entries and not existing.anchors:
+        logging.getLogger(__name__).warning("%s has no anchor signatures: new entries cannot be put on the scale "
+                                            "of its old ones", args.out)
+    measured = measure_signatures(keys, args.out, settings, anchors=existing.anchors if existing else None,
+                                  progress=update)
+    bar.close()
+    if measured.chunk_ratios:
+        import numpy as np
+
+        low, high = np.percentile(measured.chunk_ratios, [10, 90])
+        print(f"anchors: this run's timings x {measured.scale:.3f} to the profile's reference scale "
+              f"(single chunks: {low:.3f} .. {high:.3f}, 10th-90th percentile)")
+    if existing is not None:
+        provenance = existing.provenance.model_copy(
+            update={"command": existing.provenance.command + " ; extended by: " + command})
+        profile = existing.model_copy(update={"entries": {**existing.entries, **measured.entries},
+                                              "anchors": existing.anchors or measured.anchors,
+                                              "provenance": provenance})
+    else:
+        profile = build_profile(args.name or Path(args.out).stem, measured, settings, command=command,
+                                versions=versions(), device=args.device)
+    profile.save(args.out)
+    from autocompress.runtime.profiler import partial_path
+
+    partial_path(Path(args.out)).unlink(missing_ok=True)
+    print(describe_profile(profile))
+    return 0
+
+
+def describe_profile(profile) -> str:
+    lines = [f"{profile.name}: {profile.kind} profile, {profile.runtime}, {profile.threads} thread(s), "
+             f"batch {profile.batch_size}, {len(profile.entries)} layer signatures",
+             f"  device: {profile.device.name} ({profile.device.cpu or profile.device.gpu or profile.device.notes})",
+             "  precisions: " + "; ".join(f"{k}: {v}" for k, v in profile.precisions.items()),
+             f"  energy: {profile.energy.method}" + (f" ({profile.energy.notes})" if profile.energy.notes else "")]
+    for name, cal in {"pooled": profile.calibration, **profile.model_calibrations}.items():
+        terms = " ".join(f"{c:+.4g}*{f}" for f, c in cal.coefficients.items())
+        lines.append(f"  calibration[{name}]: {terms} {cal.offset_ms:+.4f} ms "
+                     f"({cal.form}, fitted on {cal.fitted_on} models)")
+    if profile.validation:
+        lines.append(f"  {'models':44s} {'subset':16s} {'n':>4s} {'spearman':>9s} {'med err%':>9s} "
+                     f"{'p90 err%':>9s} {'<=10%':>7s} {'noise%':>7s}")
+        for v in profile.validation:
+            lines.append(f"  {'+'.join(v.models):44s} {v.subset:16s} {v.n_candidates:4d} {v.spearman:9.3f} "
+                         f"{v.median_abs_pct_error:9.2f} {v.p90_abs_pct_error:9.2f} {v.within_10pct:7.0%} "
+                         f"{v.noise_floor_pct:7.2f}")
+        ratios = {v.date: v.anchor_ratio for v in profile.validation if v.anchor_ratio is not None}
+        for date, ratio in ratios.items():
+            lines.append(f"  validation of {date}: anchors ran at {ratio:.3f}x their table latency "
+                         "(the machine's speed then, against when the table was measured)")
+    return "\n".join(lines)
+
+
+def add_profile_parser(sub: argparse._SubParsersAction) -> None:
+    """Add ``profile`` and its four verbs to the command parsers ``sub``."""
+    prof = sub.add_parser("profile", help="measure, validate, model or show a hardware profile")
+    verbs = prof.add_subparsers(dest="action", required=True, metavar="{measure,validate,analytic,show}")
+    suites = argparse.ArgumentParser(add_help=False)  # the models a profile is measured for or validated on
+    suites.add_argument("--models", nargs="+", default=["resnet20", "mobilenetv2_cifar"])
+    suites.add_argument("--spaces", nargs="+", default=None, help="one space per model (default: the family's)")
+    suites.add_argument("--input-shape", default="3x32x32")
+    suites.add_argument("--num-classes", type=int, default=10)
+    suites.add_argument("--seed", type=int, default=0)
+    timing = argparse.ArgumentParser(add_help=False)
+    timing.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default: 3)")
+
+    measure = verbs.add_parser("measure", parents=[suites, timing],
+                               help="time every layer signature the models' spaces can produce, on this machine")
+    measure.add_argument("--reps", type=int, default=None, help="timed runs per round (default: 20)")
+    measure.add_argument("--sessions", type=int, default=None,
+                         help="runtime sessions per layer (default: 2, the fastest counts)")
+    measure.add_argument("--out", required=True, help="profile JSON to write, or to extend when it exists")
+    measure.add_argument("--runtime", default="onnxruntime", help="onnxruntime | torch-eager")
+    measure.add_argument("--threads", type=int, default=1)
+    measure.add_argument("--precisions", nargs="+", default=None,
+                         help="kernel precisions to measure (default: all the runtime has)")
+    measure.add_argument("--passes", type=int, default=2,
+                         help="passes over the whole table, the fastest counts (damps drift)")
+    measure.add_argument("--warmup", type=int, default=3)
+    measure.add_argument("--chunk", type=int, default=48, help="signatures per resumable chunk")
+    measure.add_argument("--anchors", type=int, default=4,
+                         help="anchor signatures timed in every chunk to correct drift (0: none)")
+    measure.add_argument("--remeasure", action="store_true",
+                         help="re-measure these models' signatures even where the profile has them")
+    measure.add_argument("--name", default=None, help="the profile's name (default: the file's stem)")
+    measure.add_argument("--device", default=None, help="a name for the device (default: this host's name)")
+    measure.set_defaults(func=cmd_profile_measure)
+
+    validate = verbs.add_parser("validate", parents=[suites, timing],
+                                help="calibrate and validate a profile on held-out whole models")
+    validate.add_argument("profile", help="profile JSON")
+    validate.add_argument("--reps", type=int, default=None, help="timed runs per round (default: 10)")
+    validate.add_argument("--sessions", type=int, default=None,
+                          help="runtime sessions per whole model and set (default: 3, each timed against the "
+                               "uncompressed model)")
+    validate.add_argument("--n", type=int, default=50, help="held-out candidates per model")
+    validate.add_argument("--calibrate", type=int, default=20, help="calibration candidates per model")
+    validate.add_argument("--from-report", default=None,
+                          help="recalibrate on the measured timings of an earlier validation report")
+    validate.add_argument("--out", default=None, help="profile JSON to write (default: in place)")
+    validate.set_defaults(func=cmd_profile_validate)
+
+    analytic = verbs.add_parser("analytic", help="describe an accelerator by its peak rates and bandwidth")
+    analytic.add_argument("--out", required=True, help="profile JSON to write")
+    analytic.add_argument("--name", default=None, help="the profile's name (default: the file's stem)")
+    analytic.add_argument("--device", default=None, help="a name for the device")
+    analytic.add_argument("--peak-gmacs", default="fp32=100,int8=400", help="peak GMAC/s per precision")
+    analytic.add_argument("--bandwidth-gbs", type=float, default=25.0, help="memory bandwidth, GB/s")
+    analytic.add_argument("--layer-overhead-us", type=float, default=2.0, help="fixed cost per layer")
+    analytic.set_defaults(func=cmd_profile_analytic)
+
+    show = verbs.add_parser("show", help="describe a profile: device, calibration, validation")
+    show.add_argument("profile", help="profile JSON or shipped name")
+    show.set_defaults(func=cmd_profile_show)

@@ -1,0 +1,181 @@
+"""``manifest.json`` of an export, as a pydantic model with a schema version.
+
+The manifest is what plots, the CLI, the README's figures and the experiments
+read, so it is validated when written and when loaded: a file from another
+version, cut short or edited by hand fails with the file and field named.
+Cost-model predictions and measurements stay open mappings (``predicted``,
+``measured``): runtimes and meters add their own keys.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from autocompress.files import read_json, validation_problems, write_json
+
+MANIFEST_FORMAT = "autocompress-export/2"
+MANIFEST_NAME = "manifest.json"
+
+
+class ExportError(ValueError):
+    """A trial that cannot be exported (unknown, not evaluated, over budget), a member directory that
+    cannot be rebuilt, or a manifest that cannot be read."""
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class BudgetCheck(_Record):
+    """One budget checked on the cost model's prediction and, where measurable, on the measurement."""
+
+    text: str
+    metric: str
+    relative: float | None
+    limit: float
+    predicted: float
+    met_predicted: bool
+    measured: float | None = None
+    measured_limit: float | None = None
+    met_measured: bool | None = None  # None: not measurable here (say why in ``note``)
+    noise_band_pct: float | None = None
+    note: str = ""
+    energy_method: str | None = None  # energy budgets: where the figure comes from
+
+
+class ExportedMember(_Record):
+    """One exported model: a row of the manifest."""
+
+    trial: int
+    candidate: dict[str, Any]
+    accuracy_proxy: float  # the search's proxy score (short fine-tune, subset)
+    accuracy_val: float  # after the final fine-tune
+    accuracy_test: float
+    predicted: dict[str, Any]  # cost model: latency_ms, energy_mj, size_bytes, macs, bitops + energy_method
+    measured: dict[str, Any]  # re-measured latency (+ spread), counted size / MACs / BitOps, ONNX checks
+    budgets: list[BudgetCheck]
+    files: dict[str, str]  # relative to the export directory
+    dir: str  # the member's directory, relative to the export directory
+    input_shape: list[int]
+    fine_tune: dict[str, Any] = {}
+    note: str = ""  # one line: all budgets met on measurement, or what missed
+
+
+class StudyInfo(_Record):
+    name: str
+    storage: str
+    trials: int
+    evaluated: int
+    filtered: int
+    selected: Literal["pareto", "given"]
+    objective_costs: list[str]
+
+
+class ProfileInfo(_Record):
+    name: str
+    kind: str
+    runtime: str
+    threads: int
+    batch_size: int
+    device: dict[str, Any]
+    energy_method: str
+    energy_notes: str = ""
+
+
+class TimingInfo(_Record):
+    """How the members and the reference were timed, and the noise band a latency budget allows."""
+
+    runtime: str
+    threads: int
+    rounds: int
+    reps: int
+    sessions: int
+    seed: int
+    measured: bool
+    note: str
+    noise_band_pct: float
+    noise_band_source: str
+    device_note: str = ""
+
+
+class ReferenceInfo(_Record):
+    """The uncompressed model, measured beside the members."""
+
+    accuracy_val: float | None
+    accuracy_test: float
+    accuracy_val_same_fine_tune: float  # given the members' final fine-tune too: like compared with like
+    accuracy_test_same_fine_tune: float
+    predicted: dict[str, Any]
+    measured: dict[str, Any]
+    files: dict[str, str]
+    input_shape: list[int]
+
+
+class FineTuneInfo(_Record):
+    epochs: float
+    lr: float
+    seed: int
+    distillation: str
+    fidelity: str
+
+
+class Manifest(_Record):
+    """Everything an export wrote and measured; ``format`` is the schema version."""
+
+    format: Literal["autocompress-export/2"] = MANIFEST_FORMAT
+    date: str
+    study: StudyInfo
+    config: dict[str, Any]
+    base_model: dict[str, Any]
+    profile: ProfileInfo
+    energy_method: str
+    measured_on: dict[str, Any]
+    timing: TimingInfo
+    budgets: list[str]
+    reference: ReferenceInfo
+    final_fine_tune: FineTuneInfo
+    members: list[ExportedMember]
+    all_budgets_met_measured: bool
+    versions: dict[str, str]
+    plots: dict[str, str] = {}  # name -> PNG, relative to the export directory
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def plain(value: Any) -> Any:
+    """``value`` as JSON data (numpy numbers, paths and other objects as JSON values or strings)."""
+    return json.loads(json.dumps(value, default=_json_default))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    return str(value)
+
+
+def write_manifest(manifest: Manifest, path: str | Path) -> Path:
+    """Atomic write (an interrupted write never leaves half a manifest)."""
+    return write_json(manifest.to_dict(), path)
+
+
+def load_manifest(path: str | Path) -> Manifest:
+    """A manifest written by :func:`~autocompress.export.export_front` (the file, or the export directory)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / MANIFEST_NAME
+    data = read_json(path, what="manifest", error=ExportError)
+    if not isinstance(data, dict):
+        raise ExportError(f"{path}: expected a JSON object at the top level")
+    if data.get("format") != MANIFEST_FORMAT:
+        raise ExportError(f"{path}: field format: expected {MANIFEST_FORMAT!r}, got {data.get('format')!r} "
+                          "(not an export manifest, or written by another autocompress version: export again)")
+    try:
+        return Manifest.model_validate(data)
+    except ValidationError as exc:
+        raise ExportError(f"{path}: {validation_problems(exc)}") from None

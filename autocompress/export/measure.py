@@ -1,0 +1,123 @@
+"""What an export measures on this machine: latency of every member beside the reference, ONNX agreement.
+
+Kept apart from the exporter's bookkeeping so the runtime that opens sessions
+and the meters that read energy plug in here only.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from autocompress.compress import deploy_copy
+from autocompress.hardware.profile import HardwareProfile
+from autocompress.runtime import create_runtime, is_registered, runtime_names
+from autocompress.runtime.energy_meters import measure_energies
+from autocompress.runtime.onnx_runtime import ort_session
+from autocompress.runtime.timing import (
+    Timing,
+    across_sessions,
+    open_sessions,
+    time_callables,
+)
+from autocompress.runtime.validate import session_opener
+
+log = logging.getLogger(__name__)
+
+REFERENCE = "reference"
+
+
+def timing_note(*, sessions: int, rounds: int, reps: int) -> str:
+    """What :func:`measure_latency` does, for the manifest."""
+    return (f"every member and the reference timed together, interleaved: {sessions} session(s) x {rounds} rounds x "
+            f"{reps} runs each, every call followed by a call of the reference; latency = median over sessions of "
+            "the median round ratio to the reference x the reference's median")
+
+
+def measure_latency(models: Mapping[str, tuple[nn.Module, Sequence[int], Path]], profile: HardwareProfile, *,
+                    rounds: int, reps: int, sessions: int, seed: int,
+                    progress: bool) -> tuple[dict[str, dict[str, Any]], str]:
+    """Time every model (``sessions`` sessions each) in one interleaved run; ``(timings by label, why not)``.
+
+    ``models``: label -> (model, input shape, its exported ONNX file), with
+    :data:`REFERENCE` the uncompressed model. Every timed call is followed by a
+    call of one reference session, and a model's latency is its median ratio
+    to the reference times the reference's median over the run (see
+    :mod:`autocompress.runtime.timing`: the machine's drift cancels in the
+    ratio, which is also what relative budgets compare). When the profile's
+    runtime cannot run here, nothing is timed and the second value says so.
+    """
+    if not is_registered(profile.runtime):
+        note = (f"not measured: the profile's runtime {profile.runtime!r} cannot run on this machine "
+                f"(measurable: {', '.join(runtime_names())})")
+        log.warning(note)
+        return {}, note
+    runners = {label: session_opener(profile, model, shape, onnx, seed, export=False)
+               for label, (model, shape, onnx) in models.items()}
+    fns = open_sessions(runners, sessions, seed)
+    bar = None
+    if progress:
+        from autocompress.progress import progress_bar
+
+        bar = progress_bar(total=rounds * len(fns), desc="re-measuring latency", leave=False)
+    try:
+        runtime = create_runtime(profile.runtime, threads=profile.threads)
+        with runtime.measuring():
+            timings: dict[str, Timing] = time_callables(
+                fns, rounds=rounds, reps=reps, seed=seed, reference=runners[REFERENCE](),
+                progress=(lambda done, total: bar.update(done - bar.n)) if bar is not None else None)
+            # energy per call where this machine has the runtime's counter (energy_method says which), else "none"
+            energies = measure_energies({label: fns[f"{label}#0"] for label in runners}, runtime.energy_meter())
+    finally:
+        if bar is not None:
+            bar.close()
+    reference_ms = float(np.median([t.reference_ms for t in timings.values()]))
+    out = {}
+    for label in runners:
+        per_session = [timings[f"{label}#{s}"] for s in range(sessions)]
+        values = [t.ratio * reference_ms for t in per_session]
+        typical = sorted(per_session, key=lambda t: t.ratio)[sessions // 2]  # the median session's statistics
+        out[label] = {
+            "latency_ms": across_sessions(values),
+            "latency_vs_reference": across_sessions([t.ratio for t in per_session]),
+            "latency_median_ms": typical.median_ms,
+            "latency_std_ms": typical.std_ms,
+            "latency_sessions_ms": values,
+            "latency_spread_pct": (max(values) - min(values)) / min(values) * 100 if min(values) > 0 else 0.0,
+            "latency_round_medians_ms": list(typical.round_medians_ms),
+            "latency_runtime": profile.runtime,
+            **energies[label],
+        }
+    return out, ""
+
+
+def onnx_check(model: nn.Module, onnx_files: Mapping[str, Path], x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
+    """Run the exported files in ONNX Runtime (batch 1): fp32 agreement with PyTorch, test accuracy of each.
+
+    ``onnx_files``: precision (``fp32``, ``int8``) -> file; ``x``, ``y``: test images and labels.
+    """
+    with torch.no_grad():
+        reference = deploy_copy(model)(x[:8]).numpy()
+    check: dict[str, Any] = {"onnx_check_images": int(len(y))}
+    arr = x.numpy().astype(np.float32)
+    for key, path in onnx_files.items():
+        session = ort_session(path, threads=1)
+        input_name = session.get_inputs()[0].name
+        logits = np.concatenate([session.run(None, {input_name: arr[i:i + 1]})[0] for i in range(len(arr))])
+        check[f"onnx_{key}_accuracy_test"] = float((logits.argmax(1) == y.numpy()).mean())
+        if key == "fp32":
+            check["onnx_fp32_max_abs_diff"] = float(np.abs(logits[:8] - reference).max())
+    return check
+
+
+def counted(counts) -> dict[str, Any]:
+    """What :func:`~autocompress.counting.count_model` counts, under the cost model's names
+    (``macs``: effective, as priced)."""
+    return {"size_bytes": counts.size_bytes, "macs": counts.effective_macs, "dense_macs": counts.macs,
+            "bitops": counts.bitops, "params": counts.params}
