@@ -165,8 +165,8 @@ def _search(args: argparse.Namespace, config, overrides: dict[str, Any], out: Pa
         best = "-" if progress.best_accuracy is None else f"{progress.best_accuracy:.4f}"
         bar.set_postfix_str(f"best {best}, front {progress.front_size}, filtered {progress.filtered}")
 
-    result = search(config, setup=setup, on_trial=on_trial, progress=not args.quiet)
-    bar.close()
+    with bar:  # closed on an error too
+        result = search(config, setup=setup, on_trial=on_trial, progress=not args.quiet)
     summary = {"study": result.study_name, "storage": result.storage, "budgets": result.budgets,
                "reference": result.reference, "base_model": result.base_info,
                "front": [{"trial": t.number, "accuracy": t.accuracy, "costs": t.costs} for t in result.front]}

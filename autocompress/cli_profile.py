@@ -26,9 +26,10 @@ def _suites(args: argparse.Namespace) -> list:
     from autocompress.runtime.validate import Suite
     from autocompress.space import SearchSpace
 
-    shape = tuple(int(x) for x in args.input_shape.lower().split("x"))
-    if len(shape) != 3:
-        raise SpaceError(f"--input-shape {args.input_shape!r}: expected CxHxW, e.g. 3x32x32")
+    parts = args.input_shape.lower().split("x")
+    if len(parts) != 3 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise SpaceError(f"--input-shape {args.input_shape!r}: expected CxHxW with positive integers, e.g. 3x32x32")
+    shape = tuple(int(p) for p in parts)
     spaces = args.spaces or [None] * len(args.models)
     if len(spaces) != len(args.models):
         raise SpaceError("--spaces: give one space per model, or none for the models' default spaces")
@@ -87,10 +88,10 @@ def cmd_profile_validate(args: argparse.Namespace) -> int:
                                         command=command, anchor_ratio=earlier.get("anchor_ratio"))
     else:
         bar, update = _bar("timing whole models")
-        profile, report = validate_profile(profile, _suites(args), n_validate=args.n,
-                                           n_calibrate=args.calibrate, seed=args.seed, command=command,
-                                           progress=update, **_timing_options(args))
-        bar.close()
+        with bar:
+            profile, report = validate_profile(profile, _suites(args), n_validate=args.n,
+                                               n_calibrate=args.calibrate, seed=args.seed, command=command,
+                                               progress=update, **_timing_options(args))
     out = Path(args.out or args.profile)
     profile.save(out)
     report_path = out.with_name(out.stem + ".validation.json")
@@ -144,9 +145,9 @@ def cmd_profile_measure(args: argparse.Namespace) -> int:
     if existing is not None and existing.entries and not existing.anchors:
         logging.getLogger(__name__).warning("%s has no anchor signatures: new entries cannot be put on the scale "
                                             "of its old ones", args.out)
-    measured = measure_signatures(keys, args.out, settings, anchors=existing.anchors if existing else None,
-                                  progress=update)
-    bar.close()
+    with bar:
+        measured = measure_signatures(keys, args.out, settings, anchors=existing.anchors if existing else None,
+                                      progress=update)
     if measured.chunk_ratios:
         import numpy as np
 

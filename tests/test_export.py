@@ -351,3 +351,9 @@ def test_budget_rows_compare_measured_with_measured():
     untimed = budget_rows(budgets, predicted, {"size_bytes": 900.0}, {"size_bytes": 5000.0}, noise_pct=5.0,
                           energy_method="modelled", timing_note="runtime 'simulator' cannot run here")
     assert untimed[0].met_measured is None and "simulator" in untimed[0].note
+    # an energy counter read during re-measurement: energy is checked like latency, with its method
+    metered = budget_rows(budgets, predicted, {"latency_ms": 1.0, "energy_mj": 0.52, "energy_method": "measured:rapl",
+                                               "size_bytes": 900.0},
+                          {**ref_measured, "energy_mj": 1.0}, noise_pct=5.0, energy_method="modelled")
+    assert metered[2].energy_method == "measured:rapl" and metered[2].measured_limit == 0.5
+    assert metered[2].met_measured and "noise band" in metered[2].note

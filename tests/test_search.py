@@ -246,5 +246,5 @@ def test_experiment_yaml_with_flag_overrides(tmp_path, lenet_profile):
     with pytest.raises(SpaceError, match="strategy: unknown 'tpee'"):
         load_experiment(str(exp), {})
     exp.write_text("model: lenet5\nobjective: fastest\n")
-    with pytest.raises(SpaceError, match="objective: expected 'pareto' or 'constrained'"):
+    with pytest.raises(SpaceError, match=r"objective: expected one of \['pareto', 'constrained'\]"):
         load_experiment(str(exp), {})

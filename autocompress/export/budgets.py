@@ -47,8 +47,9 @@ def budget_rows(budgets: list[Budget], predicted: dict[str, Any], measured: dict
     Latency: met when measured <= limit * (1 + noise band); a relative latency
     budget's limit is its factor times the *measured* reference. Size, MACs and
     BitOps are counted on the real model (exact, no band); a relative one is
-    compared with the counted reference. Energy is modelled (or measured when
-    the profile says so); a modelled energy has no measurement here.
+    compared with the counted reference. Energy is checked like latency when
+    the re-measurement read an energy counter (RAPL, NVML); otherwise only its
+    prediction (modelled) is reported.
     """
     rows = []
     for budget in budgets:
@@ -58,7 +59,8 @@ def budget_rows(budgets: list[Budget], predicted: dict[str, Any], measured: dict
         row = BudgetCheck(text=budget.text, metric=budget.metric, relative=budget.relative, limit=budget.limit,
                           predicted=pred_value, met_predicted=pred_value <= budget.limit * (1 + 1e-9))
         if array == "energy_mj":
-            row.energy_method = energy_method
+            row.energy_method = measured.get("energy_method") or energy_method
+        if array == "energy_mj" and measured.get("energy_mj") is None:
             row.note = (f"energy is {energy_method}, not measured on this machine: predicted "
                         f"{pred_value:.4g} {unit} ({energy_method}) against the limit {budget.limit:.4g} {unit}")
             rows.append(row)
@@ -76,11 +78,12 @@ def budget_rows(budgets: list[Budget], predicted: dict[str, Any], measured: dict
         else:
             limit = budget.limit
             basis = "the absolute limit"
-        band = noise_pct if array == "latency_ms" else 0.0
+        timed = array in ("latency_ms", "energy_mj")  # measured with the timing noise; the rest is counted
+        band = noise_pct if timed else 0.0
         met = value <= limit * (1 + band / 100)
         over_pct = (value / limit - 1) * 100 if limit > 0 else math.inf
         row.measured, row.measured_limit, row.met_measured, row.noise_band_pct = value, limit, bool(met), band
-        what = "measured" if array == "latency_ms" else "counted"
+        what = "measured" if timed else "counted"
         if value <= limit:
             row.note = f"{what} {value:.4g} {unit} <= {limit:.4g} {unit} ({basis})"
         elif met:

@@ -35,8 +35,8 @@ def select_trials(study, history: list[TrialRecord], trials: list[int] | None, c
                               f"(state {all_trials[number].state.name})")
         if not record.feasible:
             over = ", ".join(f"{k} {v:.4g}" for k, v in record.costs.items() if k in costs or k == "latency_ms")
-            raise ExportError(f"trial {number} of study {study.study_name!r} broke a budget (predicted {over}): "
-                              "it was filtered, never trained")
+            why = "an over-budget step, trained but never exported" if record.evaluated else "filtered, never trained"
+            raise ExportError(f"trial {number} of study {study.study_name!r} broke a budget (predicted {over}): {why}")
         if not record.evaluated or record.accuracy is None:
             raise ExportError(f"trial {number} of study {study.study_name!r} was not evaluated")
         if record not in chosen:

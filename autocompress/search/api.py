@@ -33,10 +33,10 @@ from autocompress.hardware.profile import HardwareProfile, ProfileError, find_pr
 from autocompress.models import ModelError, model_info
 from autocompress.search.budget import Budget, BudgetError, parse_budgets
 from autocompress.search.engine import (
-    COST_OBJECTIVES,
     Evaluate,
     Progress,
     SearchRun,
+    check_objective,
     create_study,
     reachability_probe,
     run_search,
@@ -100,11 +100,7 @@ class SearchConfig:
                      "seed", "proxy_epochs", "proxy_train_limit", "proxy_eval_limit", "max_train")
 
     def __post_init__(self) -> None:
-        if self.objective not in ("pareto", "constrained"):
-            raise ValueError(f"objective: expected 'pareto' or 'constrained', got {self.objective!r}")
-        for name in self.objective_costs:
-            if name not in COST_OBJECTIVES:
-                raise ValueError(f"objective_costs: unknown cost {name!r}; expected some of {list(COST_OBJECTIVES)}")
+        check_objective(self.objective, self.objective_costs)
         if self.strategy not in strategy_names():
             raise ValueError(f"strategy: unknown {self.strategy!r}; expected one of {strategy_names()}")
         if self.n_trials < 1:

@@ -40,6 +40,15 @@ OBJECTIVES = ("pareto", "constrained")
 Evaluate = Callable[[nn.Module, Candidate], tuple[float, dict[str, Any]]]
 
 
+def check_objective(objective: str, objective_costs: Sequence[str]) -> None:
+    """The objective and the costs it trades accuracy against, checked by name (errors name the field)."""
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective: expected one of {list(OBJECTIVES)}, got {objective!r}")
+    for name in objective_costs:
+        if name not in COST_OBJECTIVES:
+            raise ValueError(f"objective_costs: unknown cost {name!r}; expected some of {list(COST_OBJECTIVES)}")
+
+
 @dataclass(frozen=True)
 class SearchRun:
     """The loop's settings: what is optimized, under which budgets, for how long."""
@@ -54,11 +63,7 @@ class SearchRun:
     def __post_init__(self) -> None:
         object.__setattr__(self, "budgets", tuple(self.budgets))
         object.__setattr__(self, "objective_costs", tuple(self.objective_costs))
-        if self.objective not in OBJECTIVES:
-            raise ValueError(f"objective: expected one of {list(OBJECTIVES)}, got {self.objective!r}")
-        for name in self.objective_costs:
-            if name not in COST_OBJECTIVES:
-                raise ValueError(f"objective_costs: unknown cost {name!r}; expected some of {list(COST_OBJECTIVES)}")
+        check_objective(self.objective, self.objective_costs)
 
     @property
     def metric_names(self) -> list[str]:
