@@ -21,7 +21,7 @@ from torch import nn
 
 from autocompress.data import DataInfo, ImageData
 from autocompress.models import ModelError, create_model, model_info
-from autocompress.train import FitConfig, evaluate, train_base
+from autocompress.train import FitConfig, evaluate, resolve_device, train_base
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +72,15 @@ def trained_base_model(
     fit: FitConfig | None = None,
     cache_dir: str | Path | None = None,
     model_kwargs: dict[str, Any] | None = None,
+    device: str | torch.device = "cpu",
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """The reference model in eval mode, and where it came from (with its val accuracy)."""
+    """The reference model in eval mode on the CPU, and where it came from (with its val accuracy).
+
+    ``device`` is where it trains and is evaluated; it is no part of the cache key,
+    and the cached weights are saved from the CPU, so a model trained on a GPU is
+    reused on a machine without one.
+    """
+    device = resolve_device(device)
     model_kwargs = model_kwargs or {}
     model = build_model(name, data, **model_kwargs)
     fit = fit or FitConfig()
@@ -89,7 +96,7 @@ def trained_base_model(
             log.info("base model loaded from cache %s", cached)
         else:
             log.info("training the base model %s on %s (%s epochs)", name, data.name, fit.epochs)
-            metrics = train_base(model, data, fit)
+            metrics = train_base(model, data, fit, device=device)
             info = {"source": "trained", "train": metrics}
             if cached is not None:
                 cached.parent.mkdir(parents=True, exist_ok=True)
@@ -98,5 +105,5 @@ def trained_base_model(
                 tmp.replace(cached)
                 info["path"] = str(cached)
     model.eval()
-    info["val_accuracy"] = evaluate(model, data.loader("val", batch_size=256))
+    info["val_accuracy"] = evaluate(model, data.loader("val", batch_size=256), device=device)
     return model, info

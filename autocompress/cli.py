@@ -24,6 +24,7 @@ from autocompress.search.api import ConfigError
 from autocompress.search.budget import BudgetError
 from autocompress.search.study import StudyError
 from autocompress.space import CandidateError, SpaceError
+from autocompress.train.device import DeviceError
 from autocompress.versions import versions
 
 
@@ -33,7 +34,8 @@ class ExportFailed(ValueError):
 
 
 USER_ERRORS = (DataError, GraphError, ModelError, SpaceError, CandidateError, ProfileError, BudgetError, StudyError,
-               ConfigError, ExportFailed, FileNotFoundError)
+               ConfigError, DeviceError, ExportFailed, FileNotFoundError)
+DEVICE_HELP = "where models train and are evaluated: cpu | cuda | cuda:N (latency is still priced for the profile)"
 DEFAULT_CACHE = Path(os.environ.get("AUTOCOMPRESS_CACHE", Path.home() / ".cache" / "autocompress"))
 
 
@@ -48,7 +50,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from autocompress.demo import format_report, run_demo
 
     config = {k: getattr(args, k) for k in ("model", "data", "space", "candidate", "weights", "seed",
-                                            "base_epochs", "finetune_epochs", "max_train")}
+                                            "base_epochs", "finetune_epochs", "max_train", "device")}
     report = run_demo(**config, cache_dir=args.cache_dir, progress=not args.quiet)
     write_run_dir(Path(args.out), config, report)
     print(format_report(report))
@@ -129,7 +131,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     overrides = {k: getattr(args, k) for k in ("model", "data", "space", "profile", "calibration", "objective", "strategy",
                                                "seed", "study", "storage", "out", "weights", "base_epochs",
                                                "proxy_epochs", "final_epochs", "max_train", "cache_dir",
-                                               "timeout_s")}
+                                               "timeout_s", "device")}
     overrides["budgets"] = args.budget
     overrides["objective_costs"] = args.objective_costs
     overrides["n_trials"] = args.trials
@@ -163,16 +165,21 @@ def _search(args: argparse.Namespace, config, overrides: dict[str, Any], out: Pa
         bar.initial = progress.evaluated - progress.evaluated_this_run  # a resumed study's trials are not this run's
         bar.n = progress.evaluated
         best = "-" if progress.best_accuracy is None else f"{progress.best_accuracy:.4f}"
-        bar.set_postfix_str(f"best {best}, front {progress.front_size}, filtered {progress.filtered}")
+        counts = progress.proposals
+        ratio = "-" if counts.priced_per_feasible is None else f"{counts.priced_per_feasible:.1f}"
+        bar.set_postfix_str(f"best {best}, front {progress.front_size}, priced {counts.priced} ({ratio} per "
+                            f"feasible), duplicates {counts.duplicates}")
 
     with bar:  # closed on an error too
         result = search(config, setup=setup, on_trial=on_trial, progress=not args.quiet)
     summary = {"study": result.study_name, "storage": result.storage, "budgets": result.budgets,
                "reference": result.reference, "base_model": result.base_info,
+               "proposals": result.proposals.to_dict(),
                "front": [{"trial": t.number, "accuracy": t.accuracy, "costs": t.costs} for t in result.front]}
     (out / "front.json").write_text(json.dumps(summary, indent=2, default=str))
     print(f"study {result.study_name!r} in {result.storage}: {len(result.front)} Pareto member(s) under "
           f"{', '.join(result.budgets)}")
+    print(f"  {result.proposals.summary()}")
     ref = result.reference
     print(f"  reference: latency {ref['latency_ms']:.3f} ms, energy {ref['energy_mj']:.4f} mJ ({ref['energy_method']}), "
           f"size {ref['size_bytes'] / 1024:.1f} KB, val accuracy {result.base_info.get('val_accuracy', float('nan')):.4f}")
@@ -229,7 +236,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     if name is None:
         raise SpaceError(f"{storage}: holds studies {names}; choose one with --study-name")
     study = load_study(storage, name)
-    config = SearchConfig(**{k: v for k, v in study.user_attrs["config"].items() if k in SearchConfig.fields()})
+    config = SearchConfig(**{k: v for k, v in study.user_attrs["config"].items() if k in SearchConfig.fields()}
+                          | ({"device": args.device} if args.device else {}))
     _export(prepare(config, progress=not args.quiet), study, Path(args.out), trials=args.trial,
             final_epochs=args.final_epochs, progress=not args.quiet)
     return 0
@@ -256,6 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--base-epochs", type=float, default=15.0)
     demo.add_argument("--finetune-epochs", type=float, default=2.0)
     demo.add_argument("--max-train", type=int, default=None, help="subsample the train split")
+    demo.add_argument("--device", default="cpu", help=DEVICE_HELP)
     demo.add_argument("--out", default="runs/demo", help="run directory for config.json and result.json")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(func=cmd_demo)
@@ -293,6 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     srch.add_argument("--proxy-epochs", type=float, default=None)
     srch.add_argument("--final-epochs", type=float, default=None)
     srch.add_argument("--max-train", type=int, default=None)
+    srch.add_argument("--device", default=None, help=DEVICE_HELP + " (default cpu)")
     srch.add_argument("--cache-dir", default=str(DEFAULT_CACHE))
     srch.add_argument("--no-export", action="store_true", help="stop after the search")
     srch.add_argument("--quiet", action="store_true")
@@ -304,6 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--out", required=True)
     exp.add_argument("--trial", type=int, action="append", default=None, help="export this trial (repeatable)")
     exp.add_argument("--final-epochs", type=float, default=None)
+    exp.add_argument("--device", default=None, help=DEVICE_HELP + " (default: the search's)")
     exp.add_argument("--quiet", action="store_true")
     exp.set_defaults(func=cmd_export)
     return parser

@@ -24,7 +24,7 @@ from autocompress.data import load_data, probe_data
 from autocompress.graph import ModelGraph
 from autocompress.models import model_info
 from autocompress.space import Candidate, CandidateError, SearchSpace
-from autocompress.train import Evaluator, FitConfig, evaluate
+from autocompress.train import Evaluator, FitConfig, evaluate, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +65,10 @@ def run_demo(
     max_train: int | None = None,
     cache_dir: str | Path | None = None,
     progress: bool = True,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     started = time.perf_counter()
+    resolve_device(device)  # an unavailable device fails before the data is loaded and the reference trained
 
     def resolve(net: nn.Module, shape: tuple[int, int, int]) -> tuple[SearchSpace, Candidate]:
         joint = SearchSpace.from_yaml(ModelGraph.from_model(net, shape), space or model_info(model).family)
@@ -76,13 +78,14 @@ def run_demo(
     joint, chosen = resolve(build_model(model, info), info.input_shape)  # the architecture is all it needs
     dataset = load_data(data, seed=seed, max_train=max_train, cache_dir=cache_dir)
     base_fit = FitConfig(epochs=base_epochs, lr=0.05, warmup_steps=20, seed=seed, progress=progress)
-    base, base_info = trained_base_model(model, dataset, weights=weights, fit=base_fit, cache_dir=cache_dir)
+    base, base_info = trained_base_model(model, dataset, weights=weights, fit=base_fit, cache_dir=cache_dir,
+                                         device=device)
     if dataset.input_shape != info.input_shape:  # an image folder mixing grey and colour images
         joint, chosen = resolve(base, dataset.input_shape)
     compressed = materialize(base, chosen, joint)
     resolution = joint.input_resolution(chosen)[0]
     evaluator = Evaluator(
-        teacher=base, data=dataset, fidelity="full",
+        teacher=base, data=dataset, fidelity="full", device=device,
         fit=FitConfig(epochs=finetune_epochs, lr=0.01, seed=seed, progress=progress),
     )
     result = evaluator(compressed, resolution=resolution if resolution != dataset.input_shape[1] else None)
@@ -94,9 +97,10 @@ def run_demo(
         "model": model, "data": dataset.name, "space": joint.source, "seed": seed,
         "candidate": chosen.to_dict(),
         "base": {"val_accuracy": base_info["val_accuracy"],
-                 "test_accuracy": evaluate(base, dataset.loader("test", batch_size=256)),
+                 "test_accuracy": evaluate(base, dataset.loader("test", batch_size=256), device=device),
                  "source": base_info["source"], **_summary(base_counts)},
-        "compressed": {"val_accuracy": result.accuracy, "test_accuracy": evaluate(compressed, test_loader),
+        "compressed": {"val_accuracy": result.accuracy,
+                       "test_accuracy": evaluate(compressed, test_loader, device=device),
                        "fine_tune_steps": result.fine_tune_steps, **_summary(small_counts)},
         "seconds": time.perf_counter() - started,
     }

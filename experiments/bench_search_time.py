@@ -51,7 +51,7 @@ def main() -> None:
         phases["export (fine-tune, ONNX, re-measure, plots)"] = time.perf_counter() - start
 
     total = sum(phases.values())
-    print(f"quickstart: {args.trials} evaluated trials ({p.filtered} filtered by budget), "
+    print(f"quickstart: {args.trials} evaluated trials ({p.proposals.filtered} filtered by budget), "
           f"{len(manifest.members)} exported")
     for name, seconds in phases.items():
         print(f"  {name:55s} {seconds:8.1f} s  {seconds / total:6.1%}")

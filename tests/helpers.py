@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from autocompress.graph import ModelGraph
+from autocompress.hardware import HOROWITZ_45NM, CostModel, HardwareProfile, analytic_profile
 from autocompress.models import create_model, model_info
 from autocompress.space import SearchSpace
 
@@ -28,3 +29,15 @@ def shipped_space(name: str, graph: ModelGraph) -> SearchSpace:
 def open_space(graph: ModelGraph, **dims) -> SearchSpace:
     """A space where every dimension takes the given choices everywhere."""
     return SearchSpace.from_dict(graph, {"name": "test", "defaults": dims})
+
+
+def roofline_profile() -> HardwareProfile:
+    """An analytic profile: prices any signature, deterministic, no timing noise."""
+    return analytic_profile(name="roofline", device="test", peak_macs_per_s={"fp32": 2e9, "int8": 8e9},
+                            bandwidth_bytes_per_s=4e9, energy_table=HOROWITZ_45NM, layer_overhead_ms=0.003)
+
+
+def lenet_priced() -> tuple[nn.Module, CostModel]:
+    """LeNet-5 and its shipped space, priced by :func:`roofline_profile`."""
+    model, graph = zoo_model("lenet5")
+    return model, CostModel(roofline_profile(), shipped_space("lenet5", graph))

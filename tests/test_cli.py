@@ -11,12 +11,13 @@ import pytest
 import yaml
 
 from autocompress import cli
-from autocompress.hardware import HOROWITZ_45NM, CostModel, HardwareProfile, analytic_profile
+from autocompress.hardware import CostModel, HardwareProfile
 from autocompress.hardware.profile import ProfileError, find_profile
 from autocompress.models import create_model
 from autocompress.progress import LoggedProgress, progress_bar
 from autocompress.search import SearchConfig, check, load_study, records
 from autocompress.space import SpaceError
+from tests.helpers import roofline_profile
 
 LENET = ["--model", "lenet5", "--data", "mnist5k"]
 
@@ -31,8 +32,7 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
 @pytest.fixture(scope="module")
 def roofline(tmp_path_factory) -> str:
     """An analytic profile: prices any signature, deterministic, no timing noise."""
-    profile = analytic_profile(name="roofline", device="test", peak_macs_per_s={"fp32": 2e9, "int8": 8e9},
-                               bandwidth_bytes_per_s=4e9, energy_table=HOROWITZ_45NM, layer_overhead_ms=0.003)
+    profile = roofline_profile()
     return str(profile.save(tmp_path_factory.mktemp("profiles") / "roofline.json"))
 
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from autocompress.graph import ModelGraph
-from autocompress.hardware import HOROWITZ_45NM, CostModel, analytic_profile
+from autocompress.hardware import CostModel
 from autocompress.hardware.profile import find_profile
 from autocompress.models import create_model
 from autocompress.search import SearchConfig, load_study, parse_budgets, records, search
@@ -17,6 +17,7 @@ from autocompress.search.random_search import FeasibleRandomSearch
 from autocompress.search.strategies import Strategy, make_strategy
 from autocompress.search.study import TrialRecord
 from autocompress.space import SearchSpace
+from tests.helpers import roofline_profile
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +32,7 @@ def resnet_costs():
 def lenet_costs():
     graph = ModelGraph.from_model(create_model("lenet5", input_size=28), (1, 28, 28))
     space = SearchSpace.from_yaml(graph, "lenet")
-    profile = analytic_profile(name="roofline", device="test", peak_macs_per_s={"fp32": 2e9, "int8": 8e9},
-                               bandwidth_bytes_per_s=4e9, energy_table=HOROWITZ_45NM, layer_overhead_ms=0.003)
+    profile = roofline_profile()
     return CostModel(profile, space)
 
 
@@ -254,8 +254,7 @@ def test_netadapt_efficiency_selection_and_replay(resnet_costs):
 
 @pytest.mark.parametrize("strategy", ["random", "ddpg", "netadapt"])
 def test_search_with_a_cost_model_strategy(tmp_path, strategy):
-    profile = analytic_profile(name="roofline", device="test", peak_macs_per_s={"fp32": 2e9, "int8": 8e9},
-                               bandwidth_bytes_per_s=4e9, energy_table=HOROWITZ_45NM, layer_overhead_ms=0.003)
+    profile = roofline_profile()
     path = str(profile.save(tmp_path / "roofline.json"))
     options = {"ddpg": {"warmup_episodes": 2, "batch_size": 8}, "netadapt": {"max_proposals": 2, "step": 0.2}}.get(
         strategy, {})

@@ -8,7 +8,6 @@ import pytest
 from optuna.storages import InMemoryStorage
 from optuna.trial import TrialState
 
-from autocompress.hardware import HOROWITZ_45NM, CostModel, analytic_profile
 from autocompress.search import (
     SearchRun,
     check_strategy,
@@ -27,13 +26,14 @@ from autocompress.search.strategies import (
     register_strategy,
 )
 from autocompress.search.study import (
+    DUPLICATE_OF,
     FILTERED,
     fail_stale_trials,
     is_filtered,
     open_storage,
     worker_id,
 )
-from tests.helpers import shipped_space, zoo_model
+from tests.helpers import lenet_priced
 
 #: options that keep each strategy small enough for a test
 SMALL = {"ddpg": {"warmup_episodes": 1, "batch_size": 4}, "netadapt": {"max_proposals": 2, "step": 0.2},
@@ -43,10 +43,7 @@ SMALL = {"ddpg": {"warmup_episodes": 1, "batch_size": 4}, "netadapt": {"max_prop
 @pytest.fixture(scope="module")
 def lenet():
     """LeNet-5, its shipped space, priced by an analytic profile (any signature, deterministic)."""
-    model, graph = zoo_model("lenet5")
-    profile = analytic_profile(name="roofline", device="test", peak_macs_per_s={"fp32": 2e9, "int8": 8e9},
-                               bandwidth_bytes_per_s=4e9, energy_table=HOROWITZ_45NM, layer_overhead_ms=0.003)
-    return model, CostModel(profile, shipped_space("lenet5", graph))
+    return lenet_priced()
 
 
 def _parameters(model):
@@ -90,8 +87,12 @@ def test_every_registered_strategy_proposes_candidates_of_the_space(lenet, name)
     assert sorted(t.number for t in complete) == [r.number for r in evaluated]
     assert all(t.values[0] == r.accuracy for t, r in zip(complete, evaluated, strict=True))
     pruned = study.get_trials(states=(TrialState.PRUNED,))
-    assert all(is_filtered(t) and t.user_attrs[FILTERED] == "over budget" for t in pruned)
-    assert all(max(t.constraints.values()) > 0 for t in pruned)  # the budget, as Optuna constraints
+    # a pruned trial is an over-budget proposal (filtered, its violated budget as Optuna constraints) or
+    # a repeat of a trained candidate, never trained again
+    filtered = [t for t in pruned if DUPLICATE_OF not in t.user_attrs]
+    assert all(is_filtered(t) and t.user_attrs[FILTERED] == "over budget" for t in filtered)
+    assert all(max(t.constraints.values()) > 0 for t in filtered)
+    assert all(t.user_attrs[DUPLICATE_OF] in {r.number for r in evaluated} for t in pruned if t not in filtered)
     assert len(pruned) == sum(not r.evaluated for r in done)
     # the same seed gives the same candidates
     assert [r.candidate for r in records(_search(name, model, costs, run))] == [r.candidate for r in done]

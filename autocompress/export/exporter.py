@@ -138,7 +138,8 @@ def export_front(
     chosen = select_trials(study, history, trials, list(config.objective_costs))
     epochs = config.final_epochs if final_epochs is None else final_epochs
     fit = FitConfig(epochs=epochs, lr=config.proxy_lr, seed=config.seed, progress=progress)
-    evaluator = Evaluator(teacher=setup.base_model, data=setup.data, fit=fit, fidelity="full")
+    evaluator = Evaluator(teacher=setup.base_model, data=setup.data, fit=fit, fidelity="full",
+                          device=config.device)
     log.info("exporting %d model(s) of study %r to %s: trials %s", len(chosen), study.study_name, out,
              [t.number for t in chosen])
 
@@ -188,11 +189,12 @@ def _export_reference(setup: SearchSetup, evaluator: Evaluator, out: Path) -> _R
     model = setup.base_model.eval()
     native = setup.data.input_shape
     files = {"model.onnx": _rel(export_onnx(model, native, ref_dir / "model.onnx", int8=False), out)}
-    accuracy_test = evaluate(model, setup.data.loader("test", batch_size=256))
+    device = setup.config.device  # evaluate() hands the model back on the CPU, where it is exported and timed
+    accuracy_test = evaluate(model, setup.data.loader("test", batch_size=256), device=device)
     # the reference given the members' final fine-tuning budget too, so accuracy compares like with like
     same_budget = copy.deepcopy(model)
     same_val = evaluator(same_budget).accuracy
-    same_test = evaluate(same_budget.eval(), setup.data.loader("test", batch_size=256))
+    same_test = evaluate(same_budget.eval(), setup.data.loader("test", batch_size=256), device=device)
     return _Reference(model=model, input_shape=native, files=files, counts=count_model(model, native),
                       accuracy_test=float(accuracy_test), same_fine_tune_val=float(same_val),
                       same_fine_tune_test=float(same_test))
@@ -215,7 +217,7 @@ def _build_member(setup: SearchSetup, record: TrialRecord, out: Path, evaluator:
     model.eval()
     test_loader = setup.data.loader("test", batch_size=256, shuffle=False, augment=False, seed=config.seed,
                                     resolution=resolution)
-    accuracy_test = evaluate(model, test_loader)
+    accuracy_test = evaluate(model, test_loader, device=config.device)  # back on the CPU for saving and ONNX
     log.info("%s: val %.4f, test %.4f after %d fine-tune steps (proxy %.4f)", label, result.accuracy,
              accuracy_test, result.fine_tune_steps, record.accuracy)
 

@@ -37,6 +37,9 @@ def select_trials(study, history: list[TrialRecord], trials: list[int] | None, c
             over = ", ".join(f"{k} {v:.4g}" for k, v in record.costs.items() if k in costs or k == "latency_ms")
             why = "an over-budget step, trained but never exported" if record.evaluated else "filtered, never trained"
             raise ExportError(f"trial {number} of study {study.study_name!r} broke a budget (predicted {over}): {why}")
+        if record.duplicate_of is not None:
+            raise ExportError(f"trial {number} of study {study.study_name!r} repeats trial {record.duplicate_of}'s "
+                              f"candidate and was not trained again: export trial {record.duplicate_of}")
         if not record.evaluated or record.accuracy is None:
             raise ExportError(f"trial {number} of study {study.study_name!r} was not evaluated")
         if record not in chosen:

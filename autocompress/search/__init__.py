@@ -11,7 +11,7 @@ from autocompress.search.api import (
     search,
 )
 from autocompress.search.budget import Budget, BudgetError, parse_budget, parse_budgets
-from autocompress.search.engine import Progress, SearchRun, pareto_front, run_search
+from autocompress.search.engine import Progress, SearchRun, SearchStalled, pareto_front, run_search
 from autocompress.search.strategies import (
     STRATEGIES,
     Strategy,
@@ -23,7 +23,7 @@ from autocompress.search.study import StudyError, TrialRecord, load_study, recor
 
 __all__ = [
     "STRATEGIES", "Budget", "BudgetError", "ConfigError", "Progress", "SearchConfig", "SearchResult", "SearchRun",
-    "SearchSetup", "Strategy", "StudyError", "TrialRecord", "check", "check_strategy", "default_evaluator",
-    "load_study", "pareto_front", "parse_budget", "parse_budgets", "prepare", "records", "register_strategy",
-    "run_search", "search", "strategy_names",
+    "SearchSetup", "SearchStalled", "Strategy", "StudyError", "TrialRecord", "check", "check_strategy",
+    "default_evaluator", "load_study", "pareto_front", "parse_budget", "parse_budgets", "prepare", "records",
+    "register_strategy", "run_search", "search", "strategy_names",
 ]

@@ -50,9 +50,16 @@ from autocompress.search.strategies import (
     make_strategy,
     strategy_names,
 )
-from autocompress.search.study import StudyError, TrialRecord, check_config, open_storage
+from autocompress.search.study import (
+    ProposalCounts,
+    StudyError,
+    TrialRecord,
+    check_config,
+    open_storage,
+    records,
+)
 from autocompress.space import Candidate, CandidateError, SearchSpace, SpaceError
-from autocompress.train import Evaluator, FitConfig
+from autocompress.train import Evaluator, FitConfig, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +101,7 @@ class SearchConfig:
     max_filtered: int = 2000  # give up after this many over-budget proposals in a row
     max_train: int | None = None
     cache_dir: str | None = None
+    device: str = "cpu"  # where the reference, the proxy and the final fine-tunes train: cpu, cuda, cuda:N
 
     #: keys that must match when a stored study is resumed
     IDENTITY_KEYS = ("model", "data", "space", "profile", "calibration", "budgets", "objective", "objective_costs",
@@ -174,8 +182,11 @@ def check(config: SearchConfig, *, model: nn.Module | None = None,
     refuses missing signatures), the budgets (parsed against the uncompressed
     cost, and reachable by some candidate) and the strategy's options are checked.
     A given ``model`` needs ``config.space`` and is priced with the pooled
-    calibration unless ``config.calibration`` names one.
+    calibration unless ``config.calibration`` names one. The training ``device``
+    must parse and be available here (latency is priced for the profile either way).
     """
+    with _field("device"):
+        resolve_device(config.device)
     with _field("strategy_options"):
         check_strategy(config.strategy, config.strategy_options)
     if config.weights is not None and not Path(config.weights).expanduser().exists():
@@ -230,7 +241,7 @@ def prepare(config: SearchConfig, *, model: nn.Module | None = None, data: Image
         fit = FitConfig(epochs=config.base_epochs, lr=config.base_lr, warmup_steps=20, seed=config.seed,
                         progress=progress)
         model, info = trained_base_model(config.model, data, weights=config.weights, fit=fit,
-                                         cache_dir=config.cache_dir)
+                                         cache_dir=config.cache_dir, device=config.device)
     else:
         info = {"source": "given"}
     model.eval()
@@ -243,7 +254,7 @@ def default_evaluator(setup: SearchSetup, *, progress: bool = False) -> Evaluate
     evaluator = Evaluator(
         teacher=setup.base_model, data=setup.data, fidelity="proxy",
         fit=FitConfig(epochs=c.proxy_epochs, lr=c.proxy_lr, seed=c.seed, progress=progress),
-        train_limit=c.proxy_train_limit, eval_limit=c.proxy_eval_limit,
+        train_limit=c.proxy_train_limit, eval_limit=c.proxy_eval_limit, device=c.device,
     )
     native = setup.data.input_shape[1]
 
@@ -262,6 +273,7 @@ class SearchResult:
     reference: dict[str, float]
     budgets: list[str]
     base_info: dict[str, Any]
+    proposals: ProposalCounts  # the whole study's: priced, feasible, over budget, duplicates
 
 
 def search(
@@ -308,7 +320,7 @@ def search(
     front = run_search(run, study=study, costs=setup.costs, base_model=setup.base_model,
                        evaluate=evaluate or default_evaluator(setup), strategy=strategy, on_trial=on_trial)
     return SearchResult(front, config.study_name, config.storage_path, setup.reference,
-                        [str(b) for b in setup.budgets], setup.base_info)
+                        [str(b) for b in setup.budgets], setup.base_info, ProposalCounts.of(records(study)))
 
 
 __all__ = ["Checked", "ConfigError", "Progress", "SearchConfig", "SearchResult", "SearchSetup", "check",

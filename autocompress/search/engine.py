@@ -1,13 +1,14 @@
-"""The search loop: propose, price, filter by budget, evaluate, record.
+"""The search loop: propose, price, filter by budget, look up, evaluate, record.
 
 ``run_search`` drives an Optuna study with ask/tell. Every proposed candidate
 is priced by the cost model first, and its budget violations are the trial's
 Optuna constraints. One that breaks a budget is told PRUNED and marked
 filtered: it costs no training and holds no objective values, while its
-violations still teach the constrained samplers. The rest are materialized
-and scored by the evaluator (a short distillation fine-tune by default). The
-study holds everything, so killing the process and running the same search
-again continues to the requested number of trials.
+violations still teach the constrained samplers. A candidate the study has
+already trained is not trained again (see ``_tell_duplicate``). The rest are
+materialized and scored by the evaluator (a short distillation fine-tune by
+default). The study holds everything, so killing the process and running the
+same search again continues to the requested number of trials.
 """
 
 from __future__ import annotations
@@ -28,7 +29,15 @@ from autocompress.compress import materialize
 from autocompress.hardware import CostModel
 from autocompress.search.budget import Budget, BudgetError, check_reachable, feasible
 from autocompress.search.strategies import Strategy, enqueue_params, suggest_candidate
-from autocompress.search.study import FILTERED, TrialRecord, fail_stale_trials, records, worker_id
+from autocompress.search.study import (
+    DUPLICATE_OF,
+    FILTERED,
+    ProposalCounts,
+    TrialRecord,
+    fail_stale_trials,
+    records,
+    worker_id,
+)
 from autocompress.space import Candidate, SearchSpace
 
 log = logging.getLogger(__name__)
@@ -58,7 +67,8 @@ class SearchRun:
     objective_costs: tuple[str, ...] = ("latency_ms",)  # the costs a "pareto" search trades accuracy against
     n_trials: int = 20  # evaluated trials in the study, counting those of earlier runs
     timeout_s: float | None = None
-    max_filtered: int = 2000  # give up after this many over-budget proposals in a row
+    max_filtered: int = 2000  # give up after this many over-budget proposals since the last trained one
+    max_duplicates: int = 200  # give up after this many repeats of trained candidates since the last new one
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "budgets", tuple(self.budgets))
@@ -90,13 +100,17 @@ def quiet_optuna() -> Iterator[None]:
         optuna.logging.set_verbosity(level)
 
 
+class SearchStalled(BudgetError):
+    """The sampler keeps proposing candidates the study has already trained: nothing new within the budgets."""
+
+
 @dataclass
 class Progress:
     """What a progress bar shows; updated after every trial."""
 
     target: int
     evaluated: int = 0
-    filtered: int = 0
+    proposals: ProposalCounts = field(default_factory=ProposalCounts)  # the study's, earlier runs included
     best_accuracy: float | None = None
     front_size: int = 0
     started: float = field(default_factory=time.perf_counter)
@@ -178,7 +192,8 @@ def run_search(
     """Evaluate candidates of ``costs.space`` until ``run.n_trials`` are evaluated in the study (or time runs out).
 
     Returns the feasible Pareto front (accuracy against ``run.objective_costs``). After ``run.max_filtered``
-    over-budget proposals in a row the sampler is given up on (BudgetError); the study keeps them all.
+    over-budget proposals (BudgetError) or ``run.max_duplicates`` repeats of trained candidates (SearchStalled)
+    since the last trained one, the sampler is given up on; the study keeps every trial.
     """
     with quiet_optuna():
         return _loop(run, study, costs, base_model, evaluate, strategy, on_trial)
@@ -189,11 +204,15 @@ def _loop(run: SearchRun, study: optuna.Study, costs: CostModel, base_model: nn.
     space, budgets, objective_costs = costs.space, list(run.budgets), list(run.objective_costs)
     fail_stale_trials(study)
     history = records(study)
+    trained: dict[Candidate, int] = {}  # each trained candidate's first trial
+    for t in history:
+        if t.evaluated:
+            trained.setdefault(t.candidate, t.number)
     progress = Progress(target=run.n_trials, evaluated=sum(t.evaluated for t in history),
-                        filtered=sum(not t.feasible for t in history))
+                        proposals=ProposalCounts.of(history))
     _refresh(progress, history, objective_costs)
     deadline = None if run.timeout_s is None else time.perf_counter() + run.timeout_s
-    filtered_in_a_row = 0
+    filtered_in_a_row = duplicates_in_a_row = 0  # since the last trained trial
     while progress.evaluated < run.n_trials and (deadline is None or time.perf_counter() < deadline):
         if strategy is not None:
             proposal = strategy.propose(history)
@@ -205,54 +224,105 @@ def _loop(run: SearchRun, study: optuna.Study, costs: CostModel, base_model: nn.
         trial.set_user_attr("worker", worker_id())
         candidate = suggest_candidate(trial, space)
         tick = time.perf_counter()
-        predicted = costs.predict_batch(space.encoding.encode([candidate]))
-        cost_values = {k: float(predicted[k][0]) for k in COST_OBJECTIVES}
-        violations = [float(b.violation(predicted)[0]) for b in budgets]
-        ok = bool(feasible(budgets, predicted)[0])
+        cost_values, ok = _price(trial, candidate, costs, budgets)
         progress.scoring_s += time.perf_counter() - tick
-        trial.set_user_attr("candidate", candidate.to_json())
-        trial.set_user_attr("costs", cost_values)
-        for budget, violation in zip(budgets, violations, strict=True):
-            trial.set_constraint(budget.text, violation)
-        trial.set_user_attr("feasible", ok)
         if not ok and not (strategy is not None and strategy.evaluates_over_budget):
             trial.set_user_attr("evaluated", False)
             trial.set_user_attr(FILTERED, "over budget")
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-            progress.filtered += 1
+            _add(history, progress, TrialRecord(trial.number, candidate, cost_values, False, False, None, None, None))
             filtered_in_a_row += 1
-            history.append(TrialRecord(trial.number, candidate, cost_values, False, False, None, None, None))
             if filtered_in_a_row >= run.max_filtered:
                 raise BudgetError(f"the last {filtered_in_a_row} proposals all broke the budget(s) "
-                                  f"{', '.join(map(str, budgets))}; the space has few feasible points")
+                                  f"{', '.join(map(str, budgets))}; the space has few feasible points "
+                                  f"({progress.proposals.summary()})")
             continue
-        filtered_in_a_row = 0
-        started = time.perf_counter()
-        model = materialize(base_model, candidate, space)
-        built = time.perf_counter()
-        accuracy, details = evaluate(model, candidate)
-        seconds = time.perf_counter() - started
-        progress.building_s += built - started
-        progress.evaluating_s += seconds - (built - started)
-        trial.set_user_attr("evaluated", True)
-        trial.set_user_attr("accuracy", float(accuracy))
-        trial.set_user_attr("fidelity", details.get("fidelity", "proxy"))
-        trial.set_user_attr("seconds", seconds)
-        for key, value in details.items():
-            if key not in ("fidelity",) and isinstance(value, int | float | str):
-                trial.set_user_attr(f"eval_{key}", value)
-        study.tell(trial, run.values(float(accuracy), cost_values))
-        record = TrialRecord(trial.number, candidate, cost_values, ok, True, float(accuracy),
-                             details.get("fidelity", "proxy"), seconds)
-        history.append(record)
+        if candidate in trained:
+            _add(history, progress, _tell_duplicate(study, trial, candidate, cost_values, ok, trained[candidate]))
+            duplicates_in_a_row += 1
+            if duplicates_in_a_row >= run.max_duplicates:
+                raise SearchStalled(f"the last {duplicates_in_a_row} proposals within the budget(s) repeated "
+                                    f"candidates already trained; {len(trained)} distinct candidate(s) trained, "
+                                    f"{run.n_trials} asked for: the sampler has converged or the space has few "
+                                    f"feasible points left ({progress.proposals.summary()})")
+            continue
+        filtered_in_a_row = duplicates_in_a_row = 0
+        record = _train(trial, candidate, cost_values, ok, space, base_model, evaluate, progress)
+        study.tell(trial, run.values(record.accuracy, cost_values))
+        _add(history, progress, record)
+        trained[candidate] = record.number
         progress.evaluated += 1
         progress.evaluated_this_run += 1
         _refresh(progress, history, objective_costs)
-        log.info("trial %d: accuracy %.4f, %s, %.1f s", record.number, accuracy,
-                 ", ".join(f"{k} {cost_values[k]:.4g}" for k in objective_costs), seconds)
+        log.info("trial %d: accuracy %.4f, %s, %.1f s", record.number, record.accuracy,
+                 ", ".join(f"{k} {cost_values[k]:.4g}" for k in objective_costs), record.seconds)
         if on_trial is not None:
             on_trial(progress, record)
+    log.info("study %s: %d trained, %s", study.study_name, progress.evaluated, progress.proposals.summary())
     return pareto_front(records(study), objective_costs)
+
+
+def _price(trial: optuna.Trial, candidate: Candidate, costs: CostModel,
+           budgets: Sequence[Budget]) -> tuple[dict[str, float], bool]:
+    """Predicted costs and whether every budget holds, stored on the trial (violations as its constraints)."""
+    predicted = costs.predict_batch(costs.space.encoding.encode([candidate]))
+    cost_values = {k: float(predicted[k][0]) for k in COST_OBJECTIVES}
+    ok = bool(feasible(list(budgets), predicted)[0])
+    trial.set_user_attr("candidate", candidate.to_json())
+    trial.set_user_attr("costs", cost_values)
+    for budget in budgets:
+        trial.set_constraint(budget.text, float(budget.violation(predicted)[0]))
+    trial.set_user_attr("feasible", ok)
+    return cost_values, ok
+
+
+def _tell_duplicate(study: optuna.Study, trial: optuna.Trial, candidate: Candidate, cost_values: dict[str, float],
+                    ok: bool, original: int) -> TrialRecord:
+    """A candidate the study already trained: told PRUNED with ``duplicate_of``, its result left where it is.
+
+    Why PRUNED and not COMPLETE with the original's values: COMPLETE trials stay
+    the distinct trained candidates, so the dashboard's Pareto plot, ``best_trials``,
+    the front and ``n_trials`` each count a model once. Samplers still learn:
+    TPE files a pruned trial among the worse ones, which steers it off the
+    point it keeps repeating while the original keeps its place among the
+    good ones; NSGA-II does not see it (it is not a filtered proposal), so a
+    generation fills with distinct individuals and the original stays in the
+    population; a proposer reads it in its history (a longer history reseeds the
+    random ones) and finds the result on the original trial. The constraints
+    were set like any proposal's.
+    """
+    trial.set_user_attr("evaluated", False)
+    trial.set_user_attr(DUPLICATE_OF, original)
+    study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    log.debug("trial %d repeats trial %d: not trained again", trial.number, original)
+    return TrialRecord(trial.number, candidate, cost_values, ok, False, None, None, None, duplicate_of=original)
+
+
+def _train(trial: optuna.Trial, candidate: Candidate, cost_values: dict[str, float], ok: bool, space: SearchSpace,
+           base_model: nn.Module, evaluate: Evaluate, progress: Progress) -> TrialRecord:
+    """Materialize and evaluate a candidate; its result is stored on the trial (which the caller tells)."""
+    started = time.perf_counter()
+    model = materialize(base_model, candidate, space)
+    built = time.perf_counter()
+    accuracy, details = evaluate(model, candidate)
+    seconds = time.perf_counter() - started
+    progress.building_s += built - started
+    progress.evaluating_s += seconds - (built - started)
+    trial.set_user_attr("evaluated", True)
+    trial.set_user_attr("accuracy", float(accuracy))
+    trial.set_user_attr("fidelity", details.get("fidelity", "proxy"))
+    trial.set_user_attr("seconds", seconds)
+    for key, value in details.items():
+        if key not in ("fidelity",) and isinstance(value, int | float | str):
+            trial.set_user_attr(f"eval_{key}", value)
+    return TrialRecord(trial.number, candidate, cost_values, ok, True, float(accuracy),
+                       details.get("fidelity", "proxy"), seconds)
+
+
+def _add(history: list[TrialRecord], progress: Progress, record: TrialRecord) -> None:
+    """A finished proposal joins the history the strategy reads and the counters the search prints."""
+    history.append(record)
+    progress.proposals.add(record)
 
 
 def _refresh(progress: Progress, history: Sequence[TrialRecord], objective_costs: Sequence[str]) -> None:

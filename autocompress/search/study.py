@@ -5,8 +5,10 @@ budgets, and — for trained trials — accuracy, fidelity and timing, as Optuna
 user attributes, so optuna-dashboard shows it and any trial can be rebuilt
 into the exact model it scored. Trained trials are COMPLETE with their
 objective values; a proposal the cost model filtered (over budget, never
-trained) is PRUNED with the user attribute ``filtered``, so the dashboard's
-values and Pareto plot hold trained models only. The study's own attributes
+trained) is PRUNED with the user attribute ``filtered``, and so is a proposal
+of a candidate already trained in the study, with ``duplicate_of`` (the trial
+that holds its result), so the dashboard's values and Pareto plot hold
+distinct trained models only. The study's own attributes
 hold the resolved search configuration. Storage: a local journal file by
 default (safe for several local worker processes), or any Optuna database URL.
 """
@@ -18,7 +20,7 @@ import logging
 import os
 import socket
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,8 @@ from autocompress.space import Candidate
 log = logging.getLogger(__name__)
 #: user attribute of a proposal the cost model filtered: why it was never trained
 FILTERED = "filtered"
+#: user attribute of a proposal of an already trained candidate: the number of the trial that holds its result
+DUPLICATE_OF = "duplicate_of"
 
 
 def worker_id() -> str:
@@ -60,6 +64,7 @@ class TrialRecord:
     accuracy: float | None
     fidelity: str | None
     seconds: float | None
+    duplicate_of: int | None = None  # a repeat of this trained trial, not trained again
 
     @classmethod
     def from_trial(cls, trial: FrozenTrial) -> TrialRecord:
@@ -73,7 +78,52 @@ class TrialRecord:
             accuracy=attrs.get("accuracy"),
             fidelity=attrs.get("fidelity"),
             seconds=attrs.get("seconds"),
+            duplicate_of=attrs.get(DUPLICATE_OF),
         )
+
+
+@dataclass
+class ProposalCounts:
+    """How a study's proposals fared: how many the cost model priced for each new feasible candidate.
+
+    Counted from the study's records, so a resumed search counts every earlier
+    run too. A repeat of an already trained candidate is a duplicate, not a new
+    feasible one: a sampler that repeats itself finds nothing and its ratio shows it.
+    """
+
+    priced: int = 0  # every proposal (the cost model prices each one)
+    feasible: int = 0  # new candidates within the budgets, each trained once
+    filtered: int = 0  # over budget, never trained
+    duplicates: int = 0  # candidates already trained, given the earlier result
+
+    @classmethod
+    def of(cls, history: Sequence[TrialRecord]) -> ProposalCounts:
+        counts = cls()
+        for record in history:
+            counts.add(record)
+        return counts
+
+    def add(self, record: TrialRecord) -> None:
+        self.priced += 1
+        if record.duplicate_of is not None:
+            self.duplicates += 1
+        elif record.feasible:
+            self.feasible += 1
+        elif not record.evaluated:  # an over-budget step a strategy trains (NetAdapt) is neither
+            self.filtered += 1
+
+    @property
+    def priced_per_feasible(self) -> float | None:
+        return self.priced / self.feasible if self.feasible else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "priced_per_feasible": self.priced_per_feasible}
+
+    def summary(self) -> str:
+        ratio = self.priced_per_feasible
+        per = "none feasible" if ratio is None else f"{ratio:.1f} priced per feasible"
+        return (f"{self.priced} proposals priced, {self.feasible} feasible ({per}), {self.filtered} over budget, "
+                f"{self.duplicates} duplicate(s) not trained again")
 
 
 def open_storage(storage: str | Path) -> optuna.storages.BaseStorage:
@@ -137,7 +187,7 @@ def study_names(storage: str | Path) -> list[str]:
 
 
 def records(study: optuna.Study) -> list[TrialRecord]:
-    """Finished trials with a candidate (trained or filtered), oldest first."""
+    """Finished trials with a candidate (trained, filtered or duplicate), oldest first."""
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
     return [TrialRecord.from_trial(t) for t in done if "candidate" in t.user_attrs]
 

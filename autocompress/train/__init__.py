@@ -1,5 +1,6 @@
 """Fine-tuning with knowledge distillation, BN recalibration, evaluation, and the Evaluator."""
 
+from autocompress.train.device import DeviceError, resolve_device
 from autocompress.train.evaluator import EvalResult, Evaluator
 from autocompress.train.loops import (
     FitConfig,
@@ -14,6 +15,7 @@ from autocompress.train.loops import (
 )
 
 __all__ = [
+    "DeviceError",
     "EvalResult",
     "Evaluator",
     "FitConfig",
@@ -24,5 +26,6 @@ __all__ = [
     "num_steps",
     "recalibrate_bn",
     "resize_batch",
+    "resolve_device",
     "train_base",
 ]

@@ -7,6 +7,7 @@ one Evaluator per fidelity ("proxy": a few steps on a subset; "full": longer).
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from dataclasses import asdict, dataclass
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from autocompress.train.device import module_device, on_device, resolve_device
 from autocompress.train.loops import FitConfig, evaluate, fit, num_steps, recalibrate_bn
 
 if TYPE_CHECKING:
@@ -52,11 +54,17 @@ class Evaluator:
 
     ``train_limit`` / ``eval_limit`` keep a fixed, seeded subset of the train / eval
     split (the same for every candidate, so proxy scores compare like with like).
+
+    ``device`` (``cpu``, ``cuda``, ``cuda:N``) is where recalibration, fine-tuning and
+    evaluation run. The candidate is handed back on the device it came on (the CPU,
+    from materialize), so it can be counted, exported and saved; a teacher living
+    elsewhere is copied to the device once and left where it is.
     """
 
     def __init__(self, *, teacher: nn.Module, data: ImageData, fit: FitConfig, recalibrate_batches: int = 20,
                  eval_split: str = "val", eval_limit: int | None = None, train_limit: int | None = None,
-                 batch_size: int = 128, device: str = "cpu", fidelity: str = "proxy") -> None:
+                 batch_size: int = 128, device: str | torch.device = "cpu", fidelity: str = "proxy") -> None:
+        resolve_device(device)  # a bad or missing device fails here, not at the first candidate
         if not isinstance(fit, FitConfig):
             raise TypeError(f"fit must be a FitConfig, got {type(fit).__name__}")
         if recalibrate_batches < 0:
@@ -80,6 +88,7 @@ class Evaluator:
         self.batch_size = batch_size
         self.device = device
         self.fidelity = fidelity
+        self._device_teacher: nn.Module | None = None  # the teacher's copy on the device, made on first use
 
     def get_params(self) -> dict[str, Any]:
         """The scalar settings (teacher and data aside) that rebuild this Evaluator."""
@@ -112,26 +121,35 @@ class Evaluator:
         """
         t0 = time.perf_counter()
         resolution = self._native_resolution(resolution)
-        device = torch.device(self.device)
-        model.to(device)
-        if self.recalibrate_batches > 0:
-            recal = self._train_loader(augment=False, resolution=resolution)
-            recalibrate_bn(model, recal, num_batches=self.recalibrate_batches, device=device)
-        train_loader = self._train_loader(augment=True, resolution=None)
-        steps, train_loss = 0, None
-        if num_steps(self.fit, len(train_loader)) > 0:
-            history = fit(model, train_loader, self.fit, teacher=self.teacher, device=device,
-                          desc=f"fine-tune ({self.fidelity})", student_resolution=resolution)
-            steps, train_loss = history["steps"], history["train_loss"]
-        eval_loader = self.data.loader(self.eval_split, batch_size=max(self.batch_size, 256), shuffle=False,
-                                       augment=False, seed=self.fit.seed, resolution=resolution,
-                                       limit=self.eval_limit)
-        accuracy = evaluate(model, eval_loader, device=device)
+        device = resolve_device(self.device)
+        with on_device(model, device):  # one round trip for recalibration, fine-tuning and evaluation
+            if self.recalibrate_batches > 0:
+                recal = self._train_loader(augment=False, resolution=resolution)
+                recalibrate_bn(model, recal, num_batches=self.recalibrate_batches, device=device)
+            train_loader = self._train_loader(augment=True, resolution=None)
+            steps, train_loss = 0, None
+            if num_steps(self.fit, len(train_loader)) > 0:
+                history = fit(model, train_loader, self.fit, teacher=self._teacher_on(device), device=device,
+                              desc=f"fine-tune ({self.fidelity})", student_resolution=resolution)
+                steps, train_loss = history["steps"], history["train_loss"]
+            eval_loader = self.data.loader(self.eval_split, batch_size=max(self.batch_size, 256), shuffle=False,
+                                           augment=False, seed=self.fit.seed, resolution=resolution,
+                                           limit=self.eval_limit)
+            accuracy = evaluate(model, eval_loader, device=device)
         result = EvalResult(accuracy=accuracy, split=self.eval_split, fine_tune_steps=steps,
                             seconds=time.perf_counter() - t0, fidelity=self.fidelity, train_loss=train_loss)
         logger.info("evaluated (%s): accuracy %.4f on %s after %d fine-tune steps in %.1f s", self.fidelity,
                     accuracy, self.eval_split, steps, result.seconds)
         return result
+
+    def _teacher_on(self, device: torch.device) -> nn.Module:
+        """The teacher on ``device``: itself where it lives there (or has no weights), else one copy kept for
+        every call, so the caller's reference model never leaves its device and is not moved once per trial."""
+        if module_device(self.teacher) in (None, device):
+            return self.teacher
+        if self._device_teacher is None or module_device(self._device_teacher) != device:
+            self._device_teacher = copy.deepcopy(self.teacher).to(device)
+        return self._device_teacher
 
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items() if k != "fit")

@@ -1,7 +1,10 @@
 """Training loops: fine-tuning with knowledge distillation, BN recalibration, evaluation.
 
 Everything here works on any ``nn.Module`` and any re-iterable of ``(x, y)``
-batches (an ``ImageData`` loader or a ``torch.utils.data.DataLoader``). A
+batches (an ``ImageData`` loader or a ``torch.utils.data.DataLoader``). Each
+function runs on its ``device`` (``cpu``, ``cuda``, ``cuda:N``) and leaves every
+module on the device it came on, so a model from the CPU comes back on the CPU,
+ready to be measured, exported or saved. A
 compressed candidate is scored by :class:`autocompress.train.Evaluator`, which
 chains :func:`recalibrate_bn`, :func:`fit` (with the uncompressed model as the
 teacher) and :func:`evaluate`.
@@ -13,6 +16,7 @@ import logging
 import math
 import time
 from collections.abc import Iterable, Iterator
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +26,7 @@ from torch import Tensor, nn
 
 from autocompress.compress.quantization import ActFakeQuant
 from autocompress.progress import progress_bar
+from autocompress.train.device import on_device, resolve_device
 
 if TYPE_CHECKING:  # imports flow one way: train does not need data at import time
     from autocompress.data import ImageData
@@ -65,26 +70,27 @@ def resize_batch(x: Tensor, resolution: int | None) -> Tensor:
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: Batches, *, device: str | torch.device = "cpu",
              max_batches: int | None = None, resolution: int | None = None) -> float:
-    """Top-1 accuracy in [0, 1] of ``model`` on ``loader`` (eval mode, no grad; mode restored).
+    """Top-1 accuracy in [0, 1] of ``model`` on ``loader`` (eval mode, no grad; mode and device restored).
 
     ``max_batches`` stops early; ``resolution`` resizes each batch for the model
     (leave it None when the loader already yields the right size).
     """
     if max_batches is not None and max_batches < 1:
         raise ValueError(f"max_batches must be >= 1 or None, got {max_batches}")
-    device = torch.device(device)
+    device = resolve_device(device)
     was_training = model.training
     model.eval()
     correct = torch.zeros((), dtype=torch.int64, device=device)
     total = 0
     try:
-        for i, (x, y) in enumerate(loader):
-            if max_batches is not None and i >= max_batches:
-                break
-            x = resize_batch(x.to(device, non_blocking=True), resolution)
-            y = y.to(device, non_blocking=True)
-            correct += (model(x).argmax(dim=1) == y).sum()
-            total += y.numel()
+        with on_device(model, device):
+            for i, (x, y) in enumerate(loader):
+                if max_batches is not None and i >= max_batches:
+                    break
+                x = resize_batch(x.to(device, non_blocking=True), resolution)
+                y = y.to(device, non_blocking=True)
+                correct += (model(x).argmax(dim=1) == y).sum()
+                total += y.numel()
     finally:
         model.train(was_training)
     if total == 0:
@@ -104,7 +110,7 @@ def recalibrate_bn(model: nn.Module, loader: Batches, *, num_batches: int = 20,
     BatchNorm layers and the activation observers (:class:`ActFakeQuant`, which
     record their range in train mode) are switched to train mode; everything else
     (dropout, drop-path) stays in eval mode so the statistics match inference.
-    Each module's momentum and train/eval mode are restored afterwards.
+    Each module's momentum, train/eval mode and device are restored afterwards.
     """
     if num_batches < 0:
         raise ValueError(f"num_batches must be >= 0, got {num_batches}")
@@ -113,7 +119,7 @@ def recalibrate_bn(model: nn.Module, loader: Batches, *, num_batches: int = 20,
     observers = [m for m in model.modules() if isinstance(m, ActFakeQuant)]
     if num_batches == 0 or not (bns or observers):
         return
-    device = torch.device(device)
+    device = resolve_device(device)
     modes = {m: m.training for m in model.modules()}
     momenta = {bn: bn.momentum for bn in bns}
     seen = 0
@@ -125,11 +131,12 @@ def recalibrate_bn(model: nn.Module, loader: Batches, *, num_batches: int = 20,
             bn.train()
         for obs in observers:
             obs.train()
-        for x, _ in loader:
-            if seen >= num_batches:
-                break
-            model(x.to(device, non_blocking=True))
-            seen += 1
+        with on_device(model, device):
+            for x, _ in loader:
+                if seen >= num_batches:
+                    break
+                model(x.to(device, non_blocking=True))
+                seen += 1
     finally:
         for bn, momentum in momenta.items():
             bn.momentum = momentum
@@ -263,14 +270,15 @@ def fit(model: nn.Module, train_loader: Batches, config: FitConfig, *, teacher: 
     loader's resolution while the student sees it resized to ``student_resolution``).
     Seeded: ``torch.manual_seed(config.seed)`` inside a forked RNG state (the
     caller's global RNG is left as it was) and the data order comes from the
-    loader's own seed. The model is left in the mode it came in.
+    loader's own seed. Student and teacher train on ``device`` and are left in the
+    mode and on the device they came in (the student keeps ``channels_last``).
 
     Returns the history: ``steps``, ``epochs`` (passes over the data), ``train_loss``
     and ``train_accuracy`` (over the last pass, or the steps taken in it),
     ``seconds``, ``steps_per_second``, ``diverged`` (a non-finite loss stopped
     training) and ``val_accuracy`` when ``val_loader`` is given.
     """
-    device = torch.device(device)
+    device = resolve_device(device)
     try:
         batches_per_epoch = len(train_loader)  # type: ignore[arg-type]
     except TypeError:
@@ -278,30 +286,33 @@ def fit(model: nn.Module, train_loader: Batches, config: FitConfig, *, teacher: 
                         "FitConfig.epochs into steps") from None
     total = num_steps(config, batches_per_epoch)
     memory_format = torch.channels_last if config.channels_last else None
-    model.to(device=device, memory_format=memory_format or torch.preserve_format)
-    teacher_mode = None
-    if teacher is not None:
-        teacher_mode = teacher.training
-        teacher.to(device=device, memory_format=memory_format or torch.preserve_format).eval()
+    teacher_mode = None if teacher is None else teacher.training
     was_training = model.training
     history: dict[str, Any] = {"steps": 0, "epochs": 0.0, "train_loss": None, "train_accuracy": None,
                                "seconds": 0.0, "steps_per_second": 0.0, "diverged": False}
     t0 = time.perf_counter()
     fork_devices = [device.index or 0] if device.type == "cuda" else []
     try:
-        with torch.random.fork_rng(devices=fork_devices, device_type=device.type if fork_devices else "cuda"):
-            torch.manual_seed(config.seed)
-            if total > 0:
-                _train(model, train_loader, config, total, batches_per_epoch, teacher, device, desc,
-                       student_resolution, memory_format, history)
+        with ExitStack() as placed:  # student and teacher go back to their own devices on the way out
+            for module in (model, teacher):
+                if module is not None:
+                    placed.enter_context(on_device(module, device))
+                    module.to(memory_format=memory_format or torch.preserve_format)
+            if teacher is not None:
+                teacher.eval()
+            with torch.random.fork_rng(devices=fork_devices, device_type=device.type if fork_devices else "cuda"):
+                torch.manual_seed(config.seed)
+                if total > 0:
+                    _train(model, train_loader, config, total, batches_per_epoch, teacher, device, desc,
+                           student_resolution, memory_format, history)
+            history["seconds"] = time.perf_counter() - t0
+            if val_loader is not None:
+                history["val_accuracy"] = evaluate(model, val_loader, device=device, resolution=student_resolution)
     finally:
         model.train(was_training)
         if teacher is not None and teacher_mode is not None:
             teacher.train(teacher_mode)
-    history["seconds"] = time.perf_counter() - t0
     history["steps_per_second"] = history["steps"] / history["seconds"] if history["steps"] else 0.0
-    if val_loader is not None:
-        history["val_accuracy"] = evaluate(model, val_loader, device=device, resolution=student_resolution)
     logger.info("%s: %d steps in %.1f s, train loss %s%s", desc, history["steps"], history["seconds"],
                 "n/a" if history["train_loss"] is None else f"{history['train_loss']:.4f}",
                 f", val accuracy {history['val_accuracy']:.4f}" if "val_accuracy" in history else "")
@@ -373,13 +384,18 @@ def train_base(model: nn.Module, data: ImageData, config: FitConfig, *, device: 
                batch_size: int = 128) -> dict[str, Any]:
     """Train the uncompressed model with plain cross-entropy on ``data``'s train split.
 
-    The train loader shuffles and augments, seeded by ``config.seed``. Returns the
-    :func:`fit` history plus ``val_accuracy`` and ``test_accuracy``.
+    The train loader shuffles and augments, seeded by ``config.seed``. Training and
+    evaluation run on ``device``; the model is handed back where it came from (the
+    CPU, for a freshly built one). Returns the :func:`fit` history plus
+    ``val_accuracy`` and ``test_accuracy``.
     """
+    device = resolve_device(device)
     train = data.loader("train", batch_size=batch_size, shuffle=True, augment=True, seed=config.seed)
-    history = fit(model, train, config, device=device, desc=f"train {data.name}")
-    history["val_accuracy"] = evaluate(model, data.loader("val", batch_size=max(batch_size, 256)), device=device)
-    history["test_accuracy"] = evaluate(model, data.loader("test", batch_size=max(batch_size, 256)), device=device)
+    with on_device(model, device):  # one round trip for training and both evaluations
+        history = fit(model, train, config, device=device, desc=f"train {data.name}")
+        history["val_accuracy"] = evaluate(model, data.loader("val", batch_size=max(batch_size, 256)), device=device)
+        history["test_accuracy"] = evaluate(model, data.loader("test", batch_size=max(batch_size, 256)),
+                                            device=device)
     logger.info("trained on %s: val accuracy %.4f, test accuracy %.4f", data.name,
                 history["val_accuracy"], history["test_accuracy"])
     return history
