@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
+
+Model = TypeVar("Model", bound=BaseModel)
 
 
 def read_json(path: str | Path, *, what: str, error: type[Exception]) -> Any:
@@ -42,3 +44,20 @@ def validation_problems(exc: ValidationError, *, limit: int = 10) -> str:
         problems.append(f"field {loc or '(top level)'}: {err['msg']}{shown}")
     more = f"; and {len(exc.errors()) - limit} more" if len(exc.errors()) > limit else ""
     return "; ".join(problems) + more
+
+
+def validate_versioned(data: Any, model: type[Model], *, source: str, key: str, expected: Any,
+                       error: type[Exception], hint: str) -> Model:
+    """``data`` (a file's JSON) as ``model``, once its version field ``key`` is ``expected``.
+
+    The version is checked first so that a file of another kind or release is
+    named as such instead of listing every field it lacks.
+    """
+    if not isinstance(data, dict):
+        raise error(f"{source}: expected a JSON object at the top level")
+    if data.get(key) != expected:
+        raise error(f"{source}: field {key}: expected {expected!r}, got {data.get(key)!r} ({hint})")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise error(f"{source}: {validation_problems(exc)}") from None

@@ -36,7 +36,7 @@ from pydantic import (
 from torch import nn
 
 from autocompress.compress.materialize import materialize
-from autocompress.files import read_json, validation_problems, write_json
+from autocompress.files import read_json, validate_versioned, validation_problems, write_json
 from autocompress.graph import GraphError, ModelGraph
 from autocompress.models import ModelError, create_model
 from autocompress.space import Candidate, CandidateError, SearchSpace, SpaceSpec
@@ -146,16 +146,8 @@ class CompressionPlan(BaseModel):
 
     @classmethod
     def from_data(cls, data: Any, source: str = "<plan>") -> CompressionPlan:
-        if not isinstance(data, dict):
-            raise PlanError(f"{source}: expected a JSON object at the top level")
-        version = data.get("schema_version")
-        if version != PLAN_SCHEMA_VERSION:
-            raise PlanError(f"{source}: field schema_version: expected {PLAN_SCHEMA_VERSION}, got {version!r} "
-                            "(not a plan, or written by another autocompress version)")
-        try:
-            plan = cls.model_validate(data)
-        except ValidationError as exc:
-            raise PlanError(f"{source}: {validation_problems(exc)}") from None
+        plan = validate_versioned(data, cls, source=source, key="schema_version", expected=PLAN_SCHEMA_VERSION,
+                                  error=PlanError, hint="not a plan, or written by another autocompress version")
         plan._source = source
         return plan
 

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
-from autocompress.files import read_json, validation_problems, write_json
+from autocompress.files import read_json, validate_versioned, write_json
 
 MANIFEST_FORMAT = "autocompress-export/2"
 MANIFEST_NAME = "manifest.json"
@@ -170,12 +170,6 @@ def load_manifest(path: str | Path) -> Manifest:
     if path.is_dir():
         path = path / MANIFEST_NAME
     data = read_json(path, what="manifest", error=ExportError)
-    if not isinstance(data, dict):
-        raise ExportError(f"{path}: expected a JSON object at the top level")
-    if data.get("format") != MANIFEST_FORMAT:
-        raise ExportError(f"{path}: field format: expected {MANIFEST_FORMAT!r}, got {data.get('format')!r} "
-                          "(not an export manifest, or written by another autocompress version: export again)")
-    try:
-        return Manifest.model_validate(data)
-    except ValidationError as exc:
-        raise ExportError(f"{path}: {validation_problems(exc)}") from None
+    return validate_versioned(data, Manifest, source=str(path), key="format", expected=MANIFEST_FORMAT,
+                              error=ExportError, hint="not an export manifest, or written by another autocompress "
+                                                      "version: export again")

@@ -26,7 +26,6 @@ from autocompress.runtime.timing import (
     open_sessions,
     time_callables,
 )
-from autocompress.runtime.validate import session_opener
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +57,8 @@ def measure_latency(models: Mapping[str, tuple[nn.Module, Sequence[int], Path]],
                 f"(measurable: {', '.join(runtime_names())})")
         log.warning(note)
         return {}, note
-    runners = {label: session_opener(profile, model, shape, onnx, seed, export=False)
+    runtime = create_runtime(profile.runtime, threads=profile.threads)
+    runners = {label: runtime.model_opener(model, shape, path=onnx, seed=seed, export=False)
                for label, (model, shape, onnx) in models.items()}
     fns = open_sessions(runners, sessions, seed)
     bar = None
@@ -67,7 +67,6 @@ def measure_latency(models: Mapping[str, tuple[nn.Module, Sequence[int], Path]],
 
         bar = progress_bar(total=rounds * len(fns), desc="re-measuring latency", leave=False)
     try:
-        runtime = create_runtime(profile.runtime, threads=profile.threads)
         with runtime.measuring():
             timings: dict[str, Timing] = time_callables(
                 fns, rounds=rounds, reps=reps, seed=seed, reference=runners[REFERENCE](),
