@@ -29,7 +29,8 @@ from autocompress.graph import ModelGraph
 from autocompress.hardware import CostModel
 from autocompress.hardware.profile import find_profile
 from autocompress.models import create_model, model_info
-from autocompress.runtime.timing import time_callables, torch_threads
+from autocompress.runtime import create_runtime
+from autocompress.runtime.timing import time_callables
 from autocompress.runtime.validate import candidate_opener
 from autocompress.search.budget import parse_budgets
 from autocompress.search.layerwise import Layerwise
@@ -58,14 +59,15 @@ def main() -> None:
     kinds = ["corner"] * len(corners) + ["random"] * args.random
     predicted = costs.predict_batch(rows)["latency_ms"] / reference.latency_ms
 
+    runtime = create_runtime(profile.runtime, threads=profile.threads)
     with tempfile.TemporaryDirectory(prefix="autocompress-relative-") as tmp:
         def opener(candidate, name):
-            return candidate_opener(profile, model, space, candidate, Path(tmp) / f"{name}.onnx", args.seed)
+            return candidate_opener(runtime, model, space, candidate, Path(tmp) / f"{name}.onnx", args.seed)
 
         openers = {"reference": opener(space.identity(), "reference")}
         openers.update({str(i): opener(space.encoding.decode(row), str(i)) for i, row in enumerate(rows)})
         fns = {f"{label}#{k}": op() for label, op in openers.items() for k in range(args.sessions)}
-        with torch_threads(profile.threads):
+        with runtime.measuring():
             timings = time_callables(fns, rounds=args.rounds, reps=10, seed=args.seed,
                                      reference=openers["reference"]())
 

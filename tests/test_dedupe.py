@@ -10,7 +10,6 @@ from optuna.trial import TrialState
 from autocompress.export.manifest import ExportError
 from autocompress.export.select import select_trials
 from autocompress.search import (
-    BudgetError,
     SearchRun,
     SearchStalled,
     load_study,
@@ -119,7 +118,6 @@ def test_a_strategy_that_only_repeats_itself_ends_with_a_clear_error(lenet):
                                             "trained; 1 distinct candidate.* 3 asked for"):
         run_search(run, study=study, costs=costs, base_model=model, evaluate=_kept(model),
                    strategy=Replay([same] * 10))
-    assert issubclass(SearchStalled, BudgetError)  # the CLI reports it as a user error, with no traceback
     assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 1
     assert _check_marked(study) == [1, 2, 3, 4, 5]
     assert ProposalCounts.of(records(study)) == ProposalCounts(priced=6, feasible=1, duplicates=5)

@@ -161,17 +161,13 @@ def test_onnx_files_run_in_onnxruntime(exported):
 def test_rebuild_reproduces_the_exported_model(exported, tmp_path):
     setup, _, manifest, out = exported
     for m in manifest.members:
-        model = rebuild(out / m.dir)  # no setup, no data: checks the probe logits of probe.pt itself (allclose)
+        rebuild(out / m.dir)  # no setup, no data: checks the probe logits of probe.pt itself (allclose)
         info = json.loads((out / m.files["candidate.json"]).read_text())
         assert info["trial"] == m.trial and Candidate.from_dict(info["candidate"]).to_dict() == m.candidate
         resolution = info["probe"]["resolution"]
         x = next(iter(setup.data.loader("test", batch_size=4, shuffle=False, augment=False, resolution=resolution)))[0]
         probe = torch.load(out / m.files["probe.pt"], weights_only=True)
         assert torch.equal(probe["inputs"], x)  # the first test images, at the member's resolution
-        with torch.no_grad():
-            torch.testing.assert_close(model(x), probe["logits"], atol=1e-5, rtol=1e-5)
-        state = torch.load(out / m.files["weights.pt"], weights_only=True)
-        assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
     # a tampered weights file is caught
     m = manifest.members[0]
     bad = tmp_path / "tampered"

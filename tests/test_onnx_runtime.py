@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from onnx import numpy_helper
 from torch import nn
 
+import autocompress.runtime.onnx_runtime as onnx_runtime_module
 from autocompress.compress import deploy_copy, materialize, quantize_layer
 from autocompress.hardware.signature import LayerSignature
 from autocompress.runtime.onnx_export import (
@@ -127,7 +128,6 @@ def test_int8_layer_model_fuses_into_an_int8_kernel(name, fused):
     assert list(inits["W_scale"].dims) == [sig.out_channels]
     # 7-bit weight codes where the CPU's u8 x s8 kernels would saturate (no VNNI), full int8 elsewhere
     assert int(np.abs(numpy_helper.to_array(inits["W_quantized"])).max()) == int8_weight_max()
-    assert int8_weight_max() == (63 if int8_weights_saturate() else 127)
 
     runs = optimized_model(model)
     run_ops = op_counts(runs)
@@ -498,3 +498,22 @@ def test_export_rejects_bad_arguments(resnet20, tmp_path):
     with pytest.raises(ValueError, match="opset"):
         export_onnx(model, SHAPE, tmp_path / "m.onnx", opset=11)
     assert not (tmp_path / "m.onnx").exists()
+
+
+@pytest.mark.parametrize("machine, flags, saturates", [
+    ("x86_64", "fpu avx2 fma", True),  # AVX2 without VNNI: u8 x s8 pairs saturate int16
+    ("x86_64", "fpu avx2 avx512f avx512_vnni", False),
+    ("x86_64", "fpu avx2 avx_vnni", False),
+    ("aarch64", "fp asimd", False),  # not x86: no vpmaddubsw
+])
+def test_int8_weight_range_follows_the_cpu_flags(monkeypatch, tmp_path, machine, flags, saturates):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+    monkeypatch.setattr(onnx_runtime_module.platform, "machine", lambda: machine)
+    monkeypatch.setattr(onnx_runtime_module, "CPUINFO", cpuinfo)
+    int8_weights_saturate.cache_clear()
+    try:
+        assert int8_weights_saturate() is saturates
+        assert int8_weight_max() == (63 if saturates else 127)
+    finally:
+        int8_weights_saturate.cache_clear()

@@ -26,7 +26,6 @@ is written out plainly in the member's ``note``.
 from __future__ import annotations
 
 import copy
-import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -55,6 +54,7 @@ from autocompress.export.manifest import (
 from autocompress.export.measure import REFERENCE, counted, measure_latency, onnx_check, timing_note
 from autocompress.export.rebuild import INFO_NAME, PROBE_NAME, WEIGHTS_NAME, rebuild, save_probe
 from autocompress.export.select import select_trials
+from autocompress.files import write_json
 from autocompress.hardware.profile import this_machine
 from autocompress.runtime import create_runtime, is_registered
 from autocompress.runtime.onnx_export import export_onnx, int8_leaves
@@ -274,7 +274,7 @@ def _save_member(setup: SearchSetup, record: TrialRecord, model: nn.Module, memb
         "probe": {"split": "test", "images": int(len(probe_x)), "resolution": resolution, "file": PROBE_NAME},
     }
     files[INFO_NAME] = member_dir / INFO_NAME
-    files[INFO_NAME].write_text(json.dumps(info, indent=1) + "\n")
+    write_json(info, files[INFO_NAME])
     return files
 
 

@@ -52,6 +52,7 @@ DISABLED_OPTIMIZERS = ("WeightBiasQuantization",)
 # (clipped to +-4 sigma); outputs have std ~ 1/sqrt(3) under the U(+-1/sqrt(fan_in)) init.
 _X_RANGE = 8.0
 _Y_RANGE = 8.0 / math.sqrt(3.0)
+CPUINFO = Path("/proc/cpuinfo")  # where Linux lists the CPU's flags
 
 
 @functools.cache
@@ -69,7 +70,7 @@ def int8_weights_saturate() -> bool:
     if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686"):
         return False
     try:
-        flags = Path("/proc/cpuinfo").read_text().split()
+        flags = CPUINFO.read_text().split()
     except OSError:
         return True
     return not {"avx512_vnni", "avx_vnni"} & set(flags)

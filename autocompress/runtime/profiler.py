@@ -52,7 +52,13 @@ from autocompress.hardware.profile import (
     this_machine,
 )
 from autocompress.hardware.signature import LayerSignature
-from autocompress.runtime.base import Runtime, create_runtime
+from autocompress.runtime.base import (
+    Runtime,
+    UnknownRuntimeError,
+    create_runtime,
+    is_registered,
+    runtime_names,
+)
 from autocompress.runtime.energy_meters import EnergyMeter, measure_energies
 from autocompress.runtime.timing import Timing, time_callables
 
@@ -75,13 +81,15 @@ class ProfileSettings:
     energy_seconds: float = 0.2
 
     def __post_init__(self) -> None:
-        for name in ("passes", "rounds", "reps", "chunk", "sessions"):
+        for name in ("passes", "rounds", "reps", "chunk", "sessions", "threads"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ProfileError(f"profile settings: {name} must be an integer >= 1, got {value!r}")
         if not self.energy_seconds >= 0:
             raise ProfileError(f"profile settings: energy_seconds must be >= 0, got {self.energy_seconds!r}")
-        self.open_runtime()  # an unknown runtime or thread count fails here, before anything is measured
+        if not is_registered(self.runtime):  # fails here, before anything is measured
+            raise UnknownRuntimeError(f"unknown runtime {self.runtime!r}; registered runtimes: "
+                                      f"{', '.join(runtime_names())}")
 
     def open_runtime(self) -> Runtime:
         """The registered runtime these settings measure in."""

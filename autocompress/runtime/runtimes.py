@@ -21,7 +21,7 @@ from autocompress.runtime.base import Opener
 from autocompress.runtime.energy_meters import EnergyMeter, rapl_meter
 from autocompress.runtime.onnx_export import export_onnx
 from autocompress.runtime.onnx_runtime import (
-    layer_input_shape,
+    layer_input,
     layer_model,
     ort_callable,
     ort_session,
@@ -73,8 +73,7 @@ class OnnxRuntime(CpuRuntime):
 
     def open_layer(self, sig: LayerSignature, *, seed: int = 0) -> Callable[[], object]:
         session = ort_session(layer_model(sig, seed=seed), threads=self.threads)
-        x = np.random.default_rng(seed).standard_normal(layer_input_shape(sig)).astype(np.float32)
-        return ort_callable(session, {session.get_inputs()[0].name: x})
+        return ort_callable(session, layer_input(sig, seed=seed))
 
     def model_opener(self, model: nn.Module, input_shape: Sequence[int], *, path: Path, seed: int = 0,
                      export: bool = True) -> Opener:

@@ -92,24 +92,16 @@ def draw_candidates(space: SearchSpace, n: int, subset: str, rng: np.random.Gene
     return out
 
 
-def session_opener(profile: HardwareProfile, model: nn.Module, input_shape: Sequence[int], path: Path,
-                   seed: int, *, export: bool = True) -> Opener:
-    """Each call of the result opens a fresh timed session of ``model`` in the profile's runtime.
+def candidate_opener(runtime: Runtime, model: nn.Module, space: SearchSpace, candidate: Candidate, path: Path,
+                     seed: int) -> Opener:
+    """Each call of the result opens a fresh timed session of ``candidate`` built from ``model``.
 
-    ``path``: where the runtime keeps the model's artifact (ONNX Runtime: the
-    file exported there, or with ``export=False`` the one already written
-    there). Time the sessions inside the runtime's ``measuring()`` context,
-    which sets its threads.
+    At the candidate's input resolution; ``path`` is where the runtime keeps the
+    model's artifact (ONNX Runtime: the exported file). Time the sessions inside
+    ``runtime.measuring()``, which sets its threads.
     """
-    runtime = create_runtime(profile.runtime, threads=profile.threads)
-    return runtime.model_opener(model, input_shape, path=path, seed=seed, export=export)
-
-
-def candidate_opener(profile: HardwareProfile, model: nn.Module, space: SearchSpace, candidate: Candidate,
-                     path: Path, seed: int) -> Opener:
-    """:func:`session_opener` of one candidate built from ``model``, at the candidate's input resolution."""
     shape = (space.graph.input_shape[0], *space.input_resolution(candidate))
-    return session_opener(profile, materialize(model, candidate, space).eval(), shape, path, seed)
+    return runtime.model_opener(materialize(model, candidate, space).eval(), shape, path=path, seed=seed)
 
 
 #: calibration forms, simplest first, as the features each one weighs (plus an offset); a feature that
@@ -219,7 +211,7 @@ def validate_profile(
     try:
         for suite in suites:
             costs = CostModel(profile, suite.space)
-            references[suite.name] = candidate_opener(profile, suite.model, suite.space, suite.space.identity(),
+            references[suite.name] = candidate_opener(runtime, suite.model, suite.space, suite.space.identity(),
                                                       root / f"{suite.name}-reference.onnx", seed)()
             for subset in subsets:
                 per_role = {"calibrate": n_calibrate // len(subsets), "validate": n_validate // len(subsets)}
@@ -229,7 +221,7 @@ def validate_profile(
                 for i, (candidate, role) in enumerate(zip(drawn, roles, strict=False)):
                     features = np.array([raw[f][i] for f in CALIBRATION_FEATURES])
                     samples.append(Sample(suite.name, role, subset, candidate, features))
-                    runners[len(samples) - 1] = candidate_opener(profile, suite.model, suite.space, candidate,
+                    runners[len(samples) - 1] = candidate_opener(runtime, suite.model, suite.space, candidate,
                                                                  root / f"{suite.name}-{len(samples)}.onnx", seed)
                     log.info("validation: prepared %d models", len(samples))
         fns = open_sessions({f"{i}/{half}": open_session for i, open_session in runners.items()

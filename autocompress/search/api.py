@@ -48,7 +48,7 @@ from autocompress.search.strategies import (
     enqueue_params,
     make_sampler,
     make_strategy,
-    strategy_names,
+    registered,
 )
 from autocompress.search.study import (
     ProposalCounts,
@@ -109,8 +109,7 @@ class SearchConfig:
 
     def __post_init__(self) -> None:
         check_objective(self.objective, self.objective_costs)
-        if self.strategy not in strategy_names():
-            raise ValueError(f"strategy: unknown {self.strategy!r}; expected one of {strategy_names()}")
+        registered(self.strategy)  # an unknown name fails here, naming the field
         if self.n_trials < 1:
             raise ValueError(f"n_trials: expected a positive number, got {self.n_trials}")
 

@@ -64,7 +64,6 @@ class Evaluator:
     def __init__(self, *, teacher: nn.Module, data: ImageData, fit: FitConfig, recalibrate_batches: int = 20,
                  eval_split: str = "val", eval_limit: int | None = None, train_limit: int | None = None,
                  batch_size: int = 128, device: str | torch.device = "cpu", fidelity: str = "proxy") -> None:
-        resolve_device(device)  # a bad or missing device fails here, not at the first candidate
         if not isinstance(fit, FitConfig):
             raise TypeError(f"fit must be a FitConfig, got {type(fit).__name__}")
         if recalibrate_batches < 0:
@@ -86,7 +85,7 @@ class Evaluator:
         self.eval_limit = eval_limit
         self.train_limit = train_limit
         self.batch_size = batch_size
-        self.device = device
+        self.device = resolve_device(device)  # a bad or missing device fails here, not at the first candidate
         self.fidelity = fidelity
         self._device_teacher: nn.Module | None = None  # the teacher's copy on the device, made on first use
 
@@ -121,7 +120,7 @@ class Evaluator:
         """
         t0 = time.perf_counter()
         resolution = self._native_resolution(resolution)
-        device = resolve_device(self.device)
+        device = self.device
         with on_device(model, device):  # one round trip for recalibration, fine-tuning and evaluation
             if self.recalibrate_batches > 0:
                 recal = self._train_loader(augment=False, resolution=resolution)
