@@ -16,6 +16,7 @@ from typing import Any
 
 from autocompress.cli_profile import add_profile_parser
 from autocompress.data import DataError
+from autocompress.export.manifest import ExportError
 from autocompress.graph import GraphError
 from autocompress.hardware.profile import ProfileError
 from autocompress.models import ModelError
@@ -27,14 +28,8 @@ from autocompress.space import CandidateError, SpaceError
 from autocompress.train.device import DeviceError
 from autocompress.versions import versions
 
-
-class ExportFailed(ValueError):
-    """An export error, raised again where the CLI can catch it without importing the exporter up front
-    (matplotlib, onnx and scipy: seconds that every command, and every early error, would wait for)."""
-
-
 USER_ERRORS = (DataError, GraphError, ModelError, SpaceError, CandidateError, ProfileError, BudgetError, StudyError,
-               ConfigError, DeviceError, ExportFailed, FileNotFoundError)
+               ConfigError, DeviceError, ExportError, FileNotFoundError)
 DEVICE_HELP = "where models train and are evaluated: cpu | cuda | cuda:N (latency is still priced for the profile)"
 DEFAULT_CACHE = Path(os.environ.get("AUTOCOMPRESS_CACHE", Path.home() / ".cache" / "autocompress"))
 
@@ -195,14 +190,12 @@ def _search(args: argparse.Namespace, config, overrides: dict[str, Any], out: Pa
 
 
 def _export(setup, study, out: Path, **options: Any) -> None:
-    """Export the front (or chosen trials) and print the manifest; export errors become ``ExportFailed``."""
-    from autocompress.export import ExportError, export_front
+    """Export the front (or chosen trials) and print the manifest."""
+    from autocompress.export import (
+        export_front,  # matplotlib, onnx, scipy: imported only when exporting
+    )
 
-    try:
-        manifest = export_front(setup, study, out, **options)
-    except ExportError as exc:
-        raise ExportFailed(str(exc)) from exc
-    print_manifest(manifest, out)
+    print_manifest(export_front(setup, study, out, **options), out)
 
 
 def print_manifest(manifest: Any, out: Path) -> None:

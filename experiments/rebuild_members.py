@@ -3,10 +3,11 @@
     python experiments/rebuild_members.py runs/search/export
 
 Runs in a process that loads no dataset and trains nothing: each member is
-``CompressionPlan.load(plan.json).build()`` with ``weights.pt`` loaded strictly,
-then run on the test images stored in its ``probe.pt``. Prints the largest
-difference to the exported model's logits per member and exits non-zero when
-any exceeds 1e-5 or when a data or training module was imported.
+rebuilt by :func:`autocompress.export.rebuild` (``CompressionPlan.load(plan.json).build()``
+with ``weights.pt`` loaded strictly), then run on the test images stored in its
+``probe.pt``. Prints the largest difference to the exported model's logits per
+member and exits non-zero when any exceeds 1e-5 or when a data or training
+module was imported.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from pathlib import Path
 
 import torch
 
-from autocompress.compress import PLAN_NAME, CompressionPlan
+from autocompress.compress import PLAN_NAME
+from autocompress.export.rebuild import PROBE_NAME, rebuild
 
 ATOL = 1e-5
 
@@ -32,11 +34,10 @@ def main() -> int:
         return 2
     worst = 0.0
     for member in members:
-        model = CompressionPlan.load(member / PLAN_NAME).build()
-        model.load_state_dict(torch.load(member / "weights.pt", map_location="cpu", weights_only=True))
-        probe = torch.load(member / "probe.pt", map_location="cpu", weights_only=True)
+        model = rebuild(member, check=False)  # the figure below is the check
+        probe = torch.load(member / PROBE_NAME, map_location="cpu", weights_only=True)
         with torch.no_grad():
-            diff = (model.eval()(probe["inputs"]) - probe["logits"]).abs().max().item()
+            diff = (model(probe["inputs"]) - probe["logits"]).abs().max().item()
         worst = max(worst, diff)
         print(f"{member.name}: {len(probe['inputs'])} probe images, max |logit diff| {diff:.2e}")
     loaded = sorted(m for m in sys.modules if m.startswith(("autocompress.data", "autocompress.train")))

@@ -56,7 +56,7 @@ from autocompress.export.rebuild import INFO_NAME, PROBE_NAME, WEIGHTS_NAME, reb
 from autocompress.export.select import select_trials
 from autocompress.files import write_json
 from autocompress.hardware.profile import this_machine
-from autocompress.runtime import create_runtime, is_registered
+from autocompress.runtime import is_registered
 from autocompress.runtime.onnx_export import export_onnx, int8_leaves
 from autocompress.search.api import SearchSetup
 from autocompress.search.study import TrialRecord, records
@@ -231,8 +231,7 @@ def _build_member(setup: SearchSetup, record: TrialRecord, out: Path, evaluator:
                                                     calibration=calibration), out)
         onnx_files["int8"] = out / files["model.int8.onnx"]
     profile = setup.costs.profile  # an analytic profile's runtime is no registered one: it deploys the float file
-    runs_int8 = is_registered(profile.runtime) and "int8" in create_runtime(profile.runtime,
-                                                                            threads=profile.threads).precisions
+    runs_int8 = is_registered(profile.runtime) and "int8" in profile.precisions
     deployed = files["model.int8.onnx"] if "int8" in onnx_files and runs_int8 else files["model.onnx"]
     x, y = _test_images(setup, resolution, config.seed)
     return _Built(
