@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from autocompress.export.manifest import BudgetCheck
-from autocompress.hardware.profile import HardwareProfile, ValidationResult, calibration_key
+from autocompress.hardware.profile import HardwareProfile, ValidationResult, model_keys
 from autocompress.search.budget import METRICS, Budget
 
 #: noise band when the profile has no validation noise floor that applies to the model
@@ -27,7 +27,7 @@ def noise_band(profile: HardwareProfile, model: str, input_shape: Sequence[int] 
         found = [v for v in profile.validation if v.subset == "all" and wanted(list(v.models))]
         return found[-1] if found else None
 
-    keys = ([calibration_key(model, input_shape)] if input_shape is not None else []) + [model]
+    keys = model_keys(model, input_shape)
     for key in keys:
         v = latest(lambda models, key=key: models == [key])
         if v is not None:

@@ -9,7 +9,6 @@ with ``json`` and validated with pydantic, never unpickled.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 from collections.abc import Mapping, Sequence
@@ -19,6 +18,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from autocompress.files import read_json, validation_problems, write_json
 from autocompress.hardware.signature import LayerSignature, SignatureError
 from autocompress.shipped import shipped_dir
 
@@ -89,6 +89,14 @@ CALIBRATION_FEATURES = (*SUMMED_FEATURES, "any_quant")
 def calibration_key(model: str, input_shape: Sequence[int]) -> str:
     """Where a model's own calibration at one input shape is kept: ``"resnet20@3x32x32"``."""
     return f"{model}@{'x'.join(str(int(d)) for d in input_shape)}"
+
+
+def model_keys(model: str | None, input_shape: Sequence[int] | None = None) -> list[str]:
+    """What a model's calibrations and validations are filed under, most specific first: the model at this
+    input shape (:func:`calibration_key`), then its bare name (older profiles). None: only the pooled ones."""
+    if not model:
+        return []
+    return ([calibration_key(model, input_shape)] if input_shape is not None else []) + [model]
 
 
 def calibration_features(summed: Mapping[str, Any]) -> dict[str, Any]:
@@ -223,31 +231,21 @@ class HardwareProfile(_Strict):
         Per shape because fixed costs (per-layer overhead, the int8 entry)
         weigh differently against the layer sums at another resolution.
         """
-        if not model:
-            return self.calibration
-        shaped = self.model_calibrations.get(calibration_key(model, input_shape)) if input_shape is not None else None
-        return shaped or self.model_calibrations.get(model, self.calibration)
+        for key in model_keys(model, input_shape):
+            if key in self.model_calibrations:
+                return self.model_calibrations[key]
+        return self.calibration
 
     # -- files ----------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
         """Atomic write, so an interrupted save never leaves half a profile."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.model_dump(mode="json"), indent=1, sort_keys=False) + "\n")
-        os.replace(tmp, path)
-        return path
+        return write_json(self.model_dump(mode="json"), path)
 
     @classmethod
     def load(cls, path: str | Path) -> HardwareProfile:
-        path = Path(path)
-        if not path.exists():
-            raise ProfileError(f"{path}: no such profile file")
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise ProfileError(f"{path}: not valid JSON (truncated or corrupted?): {exc}") from None
-        return cls.from_data(data, str(path))
+        return cls.from_data(read_json(path, what="profile", error=ProfileError), str(path))
 
     @classmethod
     def from_data(cls, data: Any, source: str = "<profile>") -> HardwareProfile:
@@ -259,14 +257,7 @@ class HardwareProfile(_Strict):
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            problems = []
-            for err in exc.errors()[:10]:
-                loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-                got = err.get("input")
-                shown = "" if isinstance(got, dict | list) else f" (got {got!r})"
-                problems.append(f"field {loc}: {err['msg']}{shown}")
-            more = f"; and {len(exc.errors()) - 10} more" if len(exc.errors()) > 10 else ""
-            raise ProfileError(f"{source}: " + "; ".join(problems) + more) from None
+            raise ProfileError(f"{source}: {validation_problems(exc)}") from None
 
 
 def this_machine(name: str = "") -> DeviceInfo:
