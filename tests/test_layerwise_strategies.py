@@ -41,7 +41,7 @@ def _budgets(costs, texts):
 
 
 def _record(number, costs, candidate, accuracy, budgets=()):
-    predicted = costs.predict_batch(costs.encoding.encode([candidate]))
+    predicted = costs.predict_batch(costs.space.encoding.encode([candidate]))
     ok = bool(feasible(list(budgets), predicted)[0])
     return TrialRecord(number, candidate, {k: float(v[0]) for k, v in predicted.items()}, ok, True, accuracy,
                        "proxy", 1.0)
@@ -56,7 +56,7 @@ def test_ladders_run_from_most_to_least_compressed(resnet_costs):
     unit = next(s for s in lw.steps if s.name == "layer2.0.conv1")
     assert unit.dims == ("keep", "w_bits", "a_bits", "rank")
     for dim, col, ladder in zip(unit.dims, unit.columns, unit.ladders, strict=True):
-        values = [resnet_costs.encoding.columns[col].values[i] for i in ladder]
+        values = [resnet_costs.space.encoding.columns[col].values[i] for i in ladder]
         assert values == sorted(values), dim
         assert Layerwise.rung(ladder, 0.0) == ladder[0] and Layerwise.rung(ladder, 1.0) == ladder[-1]
         assert [Layerwise.position(ladder, Layerwise.rung(ladder, a)) for a in (0.0, 1.0)] == [0.0, 1.0]
@@ -109,10 +109,10 @@ def test_random_search_draws_only_feasible_candidates_uniformly(resnet_costs):
     budgets = _budgets(resnet_costs, ["latency<=0.7x"])
     search = FeasibleRandomSearch(resnet_costs, budgets, seed=0)
     proposals = [search.propose([None] * n) for n in range(12)]
-    rows = resnet_costs.encoding.encode(proposals)
+    rows = resnet_costs.space.encoding.encode(proposals)
     assert feasible(budgets, resnet_costs.predict_batch(rows)).all()
     assert len({tuple(r) for r in rows}) == 12
-    uniform = resnet_costs.encoding.random(2000, rng=1)
+    uniform = resnet_costs.space.encoding.random(2000, rng=1)
     assert feasible(budgets, resnet_costs.predict_batch(uniform)).mean() < 0.01  # what a plain sampler faces
     with pytest.raises(BudgetError, match="none of"):
         FeasibleRandomSearch(resnet_costs, _budgets(resnet_costs, ["latency<=0.2x"]), batch=1000,

@@ -73,7 +73,6 @@ class CostModel:
     def __init__(self, profile: HardwareProfile, space: SearchSpace, *, model: str | None = None):
         self.profile = profile
         self.space = space
-        self.encoding = space.encoding
         self.calibration = profile.calibration_for(model, space.graph.input_shape)
         self.interpolated: set[str] = set()
         # the model prices every layer of a modelled profile, and the layers without a figure of a measured one
@@ -96,7 +95,7 @@ class CostModel:
     # -- tables ---------------------------------------------------------------------------
     def _build(self, unit: str, missing: set[str]) -> _UnitTable:
         """The unit's metrics over its shape columns (``Encoding.shape_columns``) and its bits and sparsity."""
-        encoding = self.encoding
+        encoding = self.space.encoding
         shape_cols = encoding.shape_columns(unit)
         bit_cols = [encoding.column(unit, dim) for dim in ("w_bits", "a_bits", "sparsity")]
         w_opts, a_opts, sp_opts = (np.array(encoding.columns[c].values, dtype=float) for c in bit_cols)
@@ -210,7 +209,7 @@ class CostModel:
         return out
 
     def predict(self, candidate: Candidate) -> Costs:
-        out = self.predict_batch(self.encoding.encode([candidate]))
+        out = self.predict_batch(self.space.encoding.encode([candidate]))
         return Costs(
             latency_ms=float(out["latency_ms"][0]), energy_mj=float(out["energy_mj"][0]),
             size_bytes=float(out["size_bytes"][0]), macs=float(out["macs"][0]), bitops=float(out["bitops"][0]),

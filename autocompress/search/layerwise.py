@@ -62,7 +62,7 @@ class Layerwise:
             raise ValueError(f"dims: unknown dimension(s) {sorted(unknown)}")
         self.costs = costs
         self.space: SearchSpace = costs.space
-        self.encoding: Encoding = costs.encoding
+        self.encoding: Encoding = costs.space.encoding
         self.budgets = list(budgets)
         self.dims = tuple(dims)
         self.identity_row = self.encoding.encode([self.space.identity()])[0]

@@ -28,7 +28,6 @@ class FeasibleRandomSearch:
     def __init__(self, costs: CostModel, budgets: Sequence[Budget], *, seed: int = 0, batch: int = 20_000,
                  max_draws: int = 2_000_000):
         self.costs = costs
-        self.encoding = costs.encoding
         self.budgets = list(budgets)
         self.seed = seed
         self.batch = batch
@@ -38,10 +37,10 @@ class FeasibleRandomSearch:
         rng = np.random.default_rng([self.seed, len(history)])  # the same history gives the same proposal
         drawn = 0
         while drawn < self.max_draws:
-            rows = self.encoding.random(self.batch, rng=rng)
+            rows = self.costs.space.encoding.random(self.batch, rng=rng)
             ok = np.flatnonzero(feasible(self.budgets, self.costs.predict_batch(rows)))
             if len(ok):
-                return self.encoding.decode(rows[ok[0]])
+                return self.costs.space.encoding.decode(rows[ok[0]])
             drawn += self.batch
         raise BudgetError(f"random search: none of {drawn:,} uniform draws of the space meets "
                           f"{', '.join(map(str, self.budgets))}; try a strategy that walks towards the budget "
