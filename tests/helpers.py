@@ -41,3 +41,13 @@ def lenet_priced() -> tuple[nn.Module, CostModel]:
     """LeNet-5 and its shipped space, priced by :func:`roofline_profile`."""
     model, graph = zoo_model("lenet5")
     return model, CostModel(roofline_profile(), shipped_space("lenet5", graph))
+
+
+def make_zone(root, zone: str, name: str, energy_uj: int, max_uj: int = 262_143_328_850):
+    """One RAPL zone of a fake /sys/class/powercap tree under ``root``, as the kernel lays it out."""
+    d = root / zone
+    d.mkdir(parents=True)
+    (d / "name").write_text(name + "\n")
+    (d / "energy_uj").write_text(f"{energy_uj}\n")
+    (d / "max_energy_range_uj").write_text(f"{max_uj}\n")
+    return d

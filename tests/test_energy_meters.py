@@ -30,16 +30,7 @@ from autocompress.runtime.energy_meters import (
 )
 from autocompress.runtime.profiler import ProfileSettings, build_profile, measure_signatures
 from autocompress.space import SearchSpace
-from tests.helpers import zoo_model
-
-
-def make_zone(root, zone, name, energy_uj, max_uj=262_143_328_850):
-    d = root / zone
-    d.mkdir(parents=True)
-    (d / "name").write_text(name + "\n")
-    (d / "energy_uj").write_text(f"{energy_uj}\n")
-    (d / "max_energy_range_uj").write_text(f"{max_uj}\n")
-    return d
+from tests.helpers import make_zone, zoo_model
 
 
 @pytest.fixture()

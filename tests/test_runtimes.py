@@ -17,6 +17,7 @@ from autocompress.runtime import (
 from autocompress.runtime.base import _REGISTRY
 from autocompress.runtime.timing import time_callables
 from tests.conftest import tiny_bn_cnn
+from tests.helpers import make_zone
 
 CONV = LayerSignature("conv", 8, 16, (3, 3), (1, 1), (1, 1), 1, (8, 8), "fp32", 0.0)
 DEPTHWISE = LayerSignature("conv", 16, 16, (3, 3), (2, 2), (1, 1), 16, (8, 8), "fp32", 0.0)
@@ -73,9 +74,15 @@ def test_measuring_sets_the_threads_and_restores_them(runtime):
     assert torch.get_num_threads() == before
 
 
-def test_energy_meter_is_a_counter_or_none(runtime):
-    meter = runtime.energy_meter()  # none in this container; RAPL on a Linux machine that lets us read it
-    assert meter is None or meter.method.startswith("measured:")
+def test_energy_meter_is_the_machines_counter(runtime, tmp_path, monkeypatch):
+    """A CPU runtime meters with the RAPL package counters under /sys/class/powercap, and has none without them."""
+    import autocompress.runtime.energy_meters as energy_meters
+
+    monkeypatch.setattr(energy_meters, "POWERCAP", str(tmp_path))
+    assert runtime.energy_meter() is None  # no zone
+    zone = make_zone(tmp_path, "intel-rapl:0", "package-0", 1000)
+    meter = runtime.energy_meter()
+    assert meter is not None and meter.method == "measured:rapl" and [d.path for d in meter.domains] == [zone]
 
 
 def test_unknown_names_and_bad_threads_are_clear():

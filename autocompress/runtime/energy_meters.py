@@ -98,9 +98,9 @@ class RaplMeter:
         return total_uj / 1e6
 
 
-def rapl_meter(path: str | os.PathLike[str] = POWERCAP) -> RaplMeter | None:
-    """A meter over the readable RAPL package domains under ``path``, or ``None`` if there are none."""
-    domains = _rapl_package_domains(path)
+def rapl_meter(path: str | os.PathLike[str] | None = None) -> RaplMeter | None:
+    """A meter over the readable RAPL package domains under ``path`` (default :data:`POWERCAP`), or ``None``."""
+    domains = _rapl_package_domains(POWERCAP if path is None else path)
     return RaplMeter(domains) if domains else None
 
 

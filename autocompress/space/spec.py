@@ -20,6 +20,7 @@ from pydantic import (
     field_validator,
 )
 
+from autocompress.files import validation_problems
 from autocompress.shipped import shipped_dir
 
 VALID_BITS = (2, 3, 4, 5, 6, 7, 8, 32)
@@ -148,25 +149,13 @@ class SpaceSpec(BaseModel):
     channel_divisor: Annotated[int, Field(ge=1)] = 1
 
 
-def _field_path(loc: tuple) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "(top level)"
-
-
 def parse_spec(data: Any, source: str) -> SpaceSpec:
     if not isinstance(data, dict):
         raise SpaceError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
     try:
         return SpaceSpec.model_validate(data)
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            got = err.get("input")
-            shown = "" if isinstance(got, dict | list) else f" (got {got!r})"
-            problems.append(f"field {_field_path(err['loc'])}: {err['msg']}{shown}")
-        raise SpaceError(f"{source}: " + "; ".join(problems)) from None
+        raise SpaceError(f"{source}: {validation_problems(exc)}") from None
 
 
 def shipped_spaces_dir() -> Path:
