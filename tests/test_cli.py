@@ -42,7 +42,8 @@ def searched(tmp_path_factory, roofline) -> Path:
     root = tmp_path_factory.mktemp("search")
     code = cli.main(["search", *LENET, "--profile", roofline, "--budget", "latency<=0.6x", "--trials", "2",
                      "--base-epochs", "0.3", "--proxy-epochs", "0.05", "--max-train", "600", "--strategy", "random",
-                     "--out", str(root / "run"), "--cache-dir", str(root / "cache"), "--no-export", "--quiet"])
+                     "--device", "cpu", "--out", str(root / "run"), "--cache-dir", str(root / "cache"),
+                     "--no-export", "--quiet"])
     assert code == 0
     return root / "run"
 
@@ -50,6 +51,7 @@ def searched(tmp_path_factory, roofline) -> Path:
 def test_search_records_the_run_and_its_front(searched):
     config = json.loads((searched / "config.json").read_text())
     assert config["config"]["model"] == "lenet5" and config["versions"]["torch"]
+    assert config["config"]["device"] == "cpu"
     front = json.loads((searched / "front.json").read_text())
     assert front["front"] and front["budgets"][0].startswith("latency<=0.6x")
     study = load_study(searched / "study.journal", front["study"])
@@ -233,3 +235,9 @@ def test_progress_off_a_terminal_is_a_log_line_every_tenth(caplog):
     quiet.update(10)
     quiet.close()
     assert not caplog.records
+
+
+def test_export_refuses_a_bad_device_before_anything_is_written(searched, tmp_path, capsys):
+    code = cli.main(["export", str(searched), "--out", str(tmp_path / "export"), "--device", "gpu", "--quiet"])
+    assert code == 2 and "error: device: 'gpu' is not a device" in capsys.readouterr().err
+    assert not (tmp_path / "export").exists()
