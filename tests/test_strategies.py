@@ -17,12 +17,14 @@ from autocompress.search import (
     strategy_names,
 )
 from autocompress.search.engine import create_study
+from autocompress.search.sensitivity import compute_sensitivity
 from autocompress.search.strategies import (
     FilteredNSGAIISampler,
     Strategy,
     make_sampler,
     make_strategy,
     register_strategy,
+    registered,
 )
 from autocompress.search.study import (
     DUPLICATE_OF,
@@ -49,16 +51,26 @@ def _parameters(model):
     return sum(p.numel() for p in model.parameters())
 
 
-def _search(name, model, costs, run, seed=3):
-    """One search from scratch with the strategy built by name; returns its study.
+def _kept_parameters(model):
+    """The score of these tests: the fraction of parameters a built model keeps (deterministic, no training)."""
+    return lambda built, candidate: (_parameters(built) / _parameters(model), {"fidelity": "size"})
 
-    The score is the fraction of parameters the built model keeps: deterministic, and no training.
-    """
+
+def _table(name, model, costs):
+    """The sensitivity table a strategy asks for (scored with the tests' score), else None."""
+    if registered(name).sensitivity_values is None:
+        return None
+    score = _kept_parameters(model)
+    return compute_sensitivity(model, costs.space, lambda m, c: score(m, c)[0], per_column=1, progress=False)
+
+
+def _search(name, model, costs, run, seed=3):
+    """One search from scratch with the strategy built by name; returns its study."""
     options = SMALL.get(name)
     study = create_study(InMemoryStorage(), "contract", run, make_sampler(name, seed=seed, options=options))
-    strategy = make_strategy(name, costs, run.budgets, seed=seed, reference_accuracy=1.0, options=options)
-    run_search(run, study=study, costs=costs, base_model=model, strategy=strategy,
-               evaluate=lambda built, candidate: (_parameters(built) / _parameters(model), {"fidelity": "size"}))
+    strategy = make_strategy(name, costs, run.budgets, seed=seed, reference_accuracy=1.0, options=options,
+                             sensitivity=_table(name, model, costs))
+    run_search(run, study=study, costs=costs, base_model=model, strategy=strategy, evaluate=_kept_parameters(model))
     return study
 
 
@@ -74,7 +86,8 @@ def test_every_registered_strategy_proposes_candidates_of_the_space(lenet, name)
     evaluated = [r for r in done if r.evaluated]
     assert 1 <= len(evaluated) <= run.n_trials
     assert all(costs.space.contains(r.candidate) for r in done)
-    built = make_strategy(name, costs, run.budgets, seed=0, options=SMALL.get(name))
+    built = make_strategy(name, costs, run.budgets, seed=0, options=SMALL.get(name),
+                          sensitivity=_table(name, model, costs))
     if built is not None:  # None: the Optuna sampler proposes
         assert isinstance(built, Strategy) and built.name == name
         assert all(r.feasible for r in evaluated) or built.evaluates_over_budget

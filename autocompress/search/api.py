@@ -42,6 +42,7 @@ from autocompress.search.engine import (
     run_search,
     warm_start_candidates,
 )
+from autocompress.search.sensitivity import Sensitivity, compute_sensitivity
 from autocompress.search.strategies import (
     Strategy,
     check_strategy,
@@ -249,10 +250,17 @@ def prepare(config: SearchConfig, *, model: nn.Module | None = None, data: Image
 
 def default_evaluator(setup: SearchSetup, *, progress: bool = False) -> Evaluate:
     """Proxy fidelity: BN recalibration + a short distillation fine-tune on a subset, val accuracy."""
+    return _scorer(setup, fine_tune_epochs=setup.config.proxy_epochs, progress=progress)
+
+
+def _scorer(setup: SearchSetup, *, fine_tune_epochs: float, recalibrate_batches: int = 20,
+            fidelity: str = "proxy", progress: bool = False) -> Evaluate:
+    """(model, candidate) -> (accuracy, details): BN recalibration, an optional distillation fine-tune, val
+    accuracy on the proxy's fixed subset, the candidate at its own input resolution."""
     c = setup.config
     evaluator = Evaluator(
-        teacher=setup.base_model, data=setup.data, fidelity="proxy",
-        fit=FitConfig(epochs=c.proxy_epochs, lr=c.proxy_lr, seed=c.seed, progress=progress),
+        teacher=setup.base_model, data=setup.data, fidelity=fidelity, recalibrate_batches=recalibrate_batches,
+        fit=FitConfig(epochs=fine_tune_epochs, lr=c.proxy_lr, seed=c.seed, progress=progress),
         train_limit=c.proxy_train_limit, eval_limit=c.proxy_eval_limit, device=c.device,
     )
     native = setup.data.input_shape[1]
@@ -262,6 +270,23 @@ def default_evaluator(setup: SearchSetup, *, progress: bool = False) -> Evaluate
         result = evaluator(model, resolution=None if size == native else size)
         return result.accuracy, {"fidelity": result.fidelity, "fine_tune_steps": result.fine_tune_steps}
     return evaluate
+
+
+#: the study attribute holding a search's sensitivity table (scored once, reused on resume)
+SENSITIVITY_ATTR = "sensitivity"
+
+
+def sensitivity_table(setup: SearchSetup, study, per_column: int, *, progress: bool = True) -> Sensitivity:
+    """The study's per-layer sensitivity table: read back when stored, else scored (BN recalibration on a
+    few batches, no fine-tuning, the proxy's val subset) and stored on the study."""
+    stored = study.user_attrs.get(SENSITIVITY_ATTR)
+    if stored is not None:
+        return Sensitivity.from_dict(stored, setup.space)
+    score = _scorer(setup, fine_tune_epochs=0.0, recalibrate_batches=2, fidelity="sensitivity")
+    table = compute_sensitivity(setup.base_model, setup.space, lambda m, c: score(m, c)[0],
+                                per_column=per_column, progress=progress)
+    study.set_user_attr(SENSITIVITY_ATTR, table.to_dict())
+    return table
 
 
 @dataclass
@@ -307,9 +332,14 @@ def search(
                          f"not an autocompress study file; it was left as it is): {type(exc).__name__}: {exc}") from exc
     check_config(study, config.to_dict(), SearchConfig.IDENTITY_KEYS)
     if strategy is None:
+        entry = registered(config.strategy)
+        table = None
+        if entry.sensitivity_values is not None:
+            table = sensitivity_table(setup, study, entry.sensitivity_values(entry.parse(config.strategy_options)),
+                                      progress=progress)
         strategy = make_strategy(config.strategy, setup.costs, setup.budgets, seed=config.seed,
-                                 reference_accuracy=setup.base_info.get("val_accuracy"),
-                                 options=config.strategy_options)
+                                 reference_accuracy=setup.base_info.get("val_accuracy"), sensitivity=table,
+                                 pareto=config.objective == "pareto", options=config.strategy_options)
     if config.warm_start and strategy is None and not study.trials:
         for candidate in warm_start_candidates(setup.space):
             study.enqueue_trial(enqueue_params(candidate, setup.space), skip_if_exists=True)

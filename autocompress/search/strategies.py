@@ -28,8 +28,10 @@ from pydantic import TypeAdapter, ValidationError
 from autocompress.hardware import CostModel
 from autocompress.search.budget import Budget
 from autocompress.search.ddpg import DDPGConfig, DDPGStrategy
+from autocompress.search.evolution import EvolutionConfig, PredictorEvolution
 from autocompress.search.netadapt import NetAdaptConfig, NetAdaptStrategy
 from autocompress.search.random_search import FeasibleRandomSearch
+from autocompress.search.sensitivity import Sensitivity
 from autocompress.search.study import TrialRecord, is_filtered
 from autocompress.space import Candidate, SearchSpace
 
@@ -55,6 +57,8 @@ class StrategyContext:
     budgets: tuple[Budget, ...]
     seed: int
     reference_accuracy: float | None = None  # the uncompressed model's validation accuracy
+    sensitivity: Sensitivity | None = None  # per-column accuracy drops, for a strategy that asks for them
+    pareto: bool = True  # the search trades accuracy against costs (else: max accuracy under the budgets)
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,8 @@ class RegisteredStrategy:
     options: type  # a dataclass; its fields are the valid ``strategy_options`` keys
     sampler: Callable[[Any, int], optuna.samplers.BaseSampler]  # (options, seed) -> the study's sampler
     build: Callable[[Any, StrategyContext], Strategy] | None = None  # None: the sampler proposes by itself
+    #: values per column its sensitivity table scores (from the parsed options), or None: it needs no table
+    sensitivity_values: Callable[[Any], int] | None = None
 
     def parse(self, options: Mapping[str, Any] | None) -> Any:
         """``options`` as an instance of the options class; errors name ``strategy_options.<key>``."""
@@ -120,13 +126,15 @@ def _carrier(options: Any, seed: int) -> optuna.samplers.BaseSampler:
 
 def register_strategy(name: str, *, options: type = NoOptions,
                       sampler: Callable[[Any, int], optuna.samplers.BaseSampler] | None = None,
-                      build: Callable[[Any, StrategyContext], Strategy] | None = None) -> RegisteredStrategy:
-    """Add a strategy: an Optuna ``sampler`` factory, or a proposer ``build``er on the cost model."""
+                      build: Callable[[Any, StrategyContext], Strategy] | None = None,
+                      sensitivity_values: Callable[[Any], int] | None = None) -> RegisteredStrategy:
+    """Add a strategy: an Optuna ``sampler`` factory, or a proposer ``build``er on the cost model (which may
+    ask for a per-layer sensitivity table, scored at ``sensitivity_values(options)`` values per column)."""
     if (sampler is None) == (build is None):
         raise ValueError(f"strategy {name!r}: give either a sampler factory or a proposer builder")
     if name in _REGISTRY:
         raise ValueError(f"strategy {name!r} is already registered")
-    entry = RegisteredStrategy(name, options, sampler or _carrier, build)
+    entry = RegisteredStrategy(name, options, sampler or _carrier, build, sensitivity_values)
     _REGISTRY[name] = entry
     return entry
 
@@ -153,14 +161,16 @@ def make_sampler(name: str, *, seed: int, options: Mapping[str, Any] | None = No
 
 
 def make_strategy(name: str, costs: CostModel, budgets: Sequence[Budget], *, seed: int,
-                  reference_accuracy: float | None = None,
-                  options: Mapping[str, Any] | None = None) -> Strategy | None:
+                  reference_accuracy: float | None = None, sensitivity: Sensitivity | None = None,
+                  pareto: bool = True, options: Mapping[str, Any] | None = None) -> Strategy | None:
     """The proposer of strategy ``name`` on the cost model, or None when its Optuna sampler proposes."""
     entry = registered(name)
     parsed = entry.parse(options)
     if entry.build is None:
         return None
-    return entry.build(parsed, StrategyContext(costs, tuple(budgets), seed, reference_accuracy))
+    if entry.sensitivity_values is not None and sensitivity is None:
+        raise ValueError(f"strategy {name!r} needs a sensitivity table (search.sensitivity.compute_sensitivity)")
+    return entry.build(parsed, StrategyContext(costs, tuple(budgets), seed, reference_accuracy, sensitivity, pareto))
 
 
 class FilteredNSGAIISampler(optuna.samplers.NSGAIISampler):
@@ -232,6 +242,10 @@ register_strategy("nsga2", options=NSGA2Options,
 register_strategy("qmc", options=QMCOptions, sampler=lambda o, seed: optuna.samplers.QMCSampler(
     seed=seed, qmc_type=o.qmc_type, scramble=o.scramble, warn_independent_sampling=False))
 register_strategy("random", build=lambda o, ctx: FeasibleRandomSearch(ctx.costs, ctx.budgets, seed=ctx.seed))
+register_strategy("evolution", options=EvolutionConfig,
+                  build=lambda o, ctx: PredictorEvolution(ctx.costs, ctx.budgets, ctx.sensitivity, config=o,
+                                                          seed=ctx.seed, pareto=ctx.pareto),
+                  sensitivity_values=lambda o: o.sensitivity_values)
 register_strategy("ddpg", options=DDPGConfig,
                   build=lambda o, ctx: DDPGStrategy(ctx.costs, ctx.budgets, config=o, seed=ctx.seed))
 register_strategy("netadapt", options=NetAdaptConfig, build=lambda o, ctx: NetAdaptStrategy(

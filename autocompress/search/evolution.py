@@ -1,0 +1,268 @@
+"""Predictor-guided evolution under the budget: every proposal is feasible and the most promising one.
+
+What a CPU hour buys is a few dozen fine-tunes, while the cost model prices
+tens of thousands of candidates a second. So, as in Once-for-All's search,
+the evolution runs on the cost model and an accuracy predictor, and only its
+best unseen candidate is trained:
+
+1. **Anchors** first: for each kind of uniform compression the space offers
+   (channel keep alone, keep at 8 bits, keep at each smaller compound scaling),
+   the largest uniform candidate that meets the budgets. They are the usual
+   baselines, so the front starts where a practitioner would, and they teach
+   the predictor how each kind of compression fares after fine-tuning.
+2. Then each proposal fits an ``AccuracyPredictor`` (the sensitivity table's
+   additive prior, corrected by the trained trials) and evolves a population
+   (tournament parents, uniform crossover, one-step mutations along each
+   column's ladder) whose children are **repaired** into the budget: an
+   over-budget child steps random columns one notch towards compression until
+   the cost model says it fits. The budget holds by construction, so the study
+   prices about one proposal per feasible one.
+3. For a Pareto search the proposals cycle through latency targets (the
+   budget, and tighter fractions of it), so the front spreads along the cost
+   axis instead of piling up at the budget.
+
+Nothing is kept between proposals: the next one is a function of the history
+and the seed (the random stream is seeded by the history's length), so a
+resumed search proposes what the first one would have.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from autocompress.hardware import CostModel
+from autocompress.search.budget import Budget, BudgetError
+from autocompress.search.predictor import AccuracyPredictor
+from autocompress.search.sensitivity import Sensitivity
+from autocompress.search.study import TrialRecord
+from autocompress.space import Candidate
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EvolutionConfig:
+    anchors: bool = True  # propose the largest uniform candidates that meet the budgets first
+    population: int = 32
+    generations: int = 10
+    mutation_prob: float = 0.1  # per column, in children
+    repair_steps: int = 30  # greedy notches towards the budget before a child is blended into a uniform one
+    targets: tuple[float, ...] = (1.0, 0.85, 0.7)  # budget fractions cycled through (Pareto objective)
+    top_k: int = 3  # the proposal is drawn among the best unseen candidates by predicted accuracy
+    sensitivity_values: int = 2  # values scored per column by the sensitivity analysis
+
+    def __post_init__(self) -> None:
+        checks = [
+            ("population", self.population >= 4, ">= 4"),
+            ("generations", self.generations >= 0, ">= 0"),
+            ("mutation_prob", 0 <= self.mutation_prob <= 1, "in [0, 1]"),
+            ("repair_steps", self.repair_steps >= 1, ">= 1"),
+            ("targets", len(self.targets) >= 1 and all(0 < t <= 1 for t in self.targets), "fractions in (0, 1]"),
+            ("top_k", self.top_k >= 1, ">= 1"),
+            ("sensitivity_values", self.sensitivity_values >= 1, ">= 1"),
+        ]
+        for name, ok, expected in checks:
+            if not ok:
+                raise ValueError(f"{name}: expected {expected}, got {getattr(self, name)!r}")
+
+
+class PredictorEvolution:
+    """The ``evolution`` strategy: see the module docstring."""
+
+    name = "evolution"
+    evaluates_over_budget = False
+
+    def __init__(self, costs: CostModel, budgets: Sequence[Budget], sensitivity: Sensitivity, *,
+                 config: EvolutionConfig | None = None, seed: int = 0, pareto: bool = True):
+        self.costs = costs
+        self.space = costs.space
+        self.encoding = costs.space.encoding
+        self.budgets = list(budgets)
+        self.sensitivity = sensitivity
+        self.config = config or EvolutionConfig()
+        self.seed = seed
+        self.targets = self.config.targets if pareto else (1.0,)
+        self._ladders = [np.asarray(c.ladder) for c in self.encoding.columns]  # most compressed first
+        self._down = self._down_table()
+        self._drops = np.zeros(self._down.shape)  # the sensitivity table padded to (columns, values)
+        for j, drops in enumerate(sensitivity.drops):
+            self._drops[j, :len(drops)] = drops
+        self._fallbacks: dict[float, np.ndarray | None] = {}
+        self._anchors = self._uniform_anchors() if self.config.anchors else []
+
+    # -- feasibility ----------------------------------------------------------------------------
+    def _excess(self, rows: np.ndarray, target: float = 1.0) -> np.ndarray:
+        """How far each row is over the budgets scaled by ``target`` (summed relative excess; 0 when it fits)."""
+        predicted = self.costs.predict_batch(rows)
+        excess = np.zeros(len(rows))
+        for budget in self.budgets:
+            excess += np.maximum(budget.violation(predicted) - (target - 1.0), 0.0)
+        return excess
+
+    def _fits(self, rows: np.ndarray, target: float = 1.0) -> np.ndarray:
+        return self._excess(rows, target) <= 0
+
+    def _repair(self, rows: np.ndarray, rng: np.random.Generator, target: float) -> np.ndarray:
+        """Over-budget rows brought into the budget (scaled by ``target``); rows with no way in are dropped.
+
+        First greedily: each step prices every one-notch-down neighbour of every
+        over-budget row at once and takes, per row, one of the three with the most
+        budget recovered per point of accuracy the sensitivity table says it costs
+        (NetAdapt's choice, made on the tables instead of by fine-tuning). A single
+        notch does not always pay on real kernels (one int8 layer among float ones
+        adds conversions), so rows the greedy steps leave over budget are then
+        blended, a growing share of their columns at a time, into the best uniform
+        candidate that fits: at worst they become it.
+        """
+        rows = rows.copy()
+        n_cols = rows.shape[1]
+        cols = np.arange(n_cols)
+        for _ in range(self.config.repair_steps):
+            excess = self._excess(rows, target)
+            over = np.flatnonzero(excess > 0)
+            if not len(over):
+                return rows
+            current = rows[over]
+            down = self._down[cols, current]  # (k, C): each column's next value towards compression, -1: none
+            stepped = np.where(down >= 0, down, current)
+            neighbours = np.repeat(current[:, None, :], n_cols, axis=1)
+            neighbours[:, cols, cols] = stepped
+            gained = excess[over][:, None] - self._excess(neighbours.reshape(-1, n_cols), target).reshape(-1, n_cols)
+            cost = np.maximum(self._drops[cols, stepped] - self._drops[cols, current], 0.0)
+            merit = np.where((down >= 0) & (gained > 1e-12), gained / (cost + 1e-4), -np.inf)
+            moved = False
+            for i, row_merit in enumerate(merit):
+                best = np.argsort(-row_merit)[:3]
+                best = best[np.isfinite(row_merit[best])]
+                if len(best):
+                    j = best[rng.integers(len(best))]
+                    rows[over[i], j] = down[i, j]
+                    moved = True
+            if not moved:
+                break
+        over = np.flatnonzero(self._excess(rows, target) > 0)
+        anchor = self._fallback(target)
+        if len(over) and anchor is not None:
+            for share in (0.25, 0.5, 0.75, 1.0):
+                rows[over] = np.where(rng.random((len(over), n_cols)) < share, anchor, rows[over])
+                over = over[self._excess(rows[over], target) > 0]
+                if not len(over):
+                    break
+        return rows[self._fits(rows, target)]
+
+    def _fallback(self, target: float) -> np.ndarray | None:
+        """The uniform candidate that fits the budget scaled by ``target`` with the best prior accuracy."""
+        if target not in self._fallbacks:
+            anchors = self._uniform_anchors(target)
+            rows = self.encoding.encode(anchors) if anchors else None
+            self._fallbacks[target] = None if rows is None else rows[np.argmax(self.sensitivity.prior(rows))]
+        return self._fallbacks[target]
+
+    def _down_table(self) -> np.ndarray:
+        """(columns, values): the value index one notch towards compression, -1 at the most compressed; an
+        identity the space does not offer steps to the least compressed offered value."""
+        columns = self.encoding.columns
+        table = np.full((len(columns), max(len(c.values) for c in columns)), -1, dtype=np.intp)
+        for j, ladder in enumerate(self._ladders):
+            for value in range(len(columns[j].values)):
+                where = np.flatnonzero(ladder == value)
+                if not len(where):
+                    table[j, value] = ladder[-1] if ladder[-1] != value else -1
+                elif where[0] > 0:
+                    table[j, value] = ladder[where[0] - 1]
+        return table
+
+    # -- anchors --------------------------------------------------------------------------------
+    def _uniform_anchors(self, target: float = 1.0) -> list[Candidate]:
+        """Largest uniform candidate of each kind (keep alone, keep at 8 bits, each smaller phi) that fits the
+        budgets scaled by ``target``."""
+        keeps = sorted({k for dims in self.space.choices.values() for k in dims.get("keep", ())}, reverse=True)
+        bits = [32] + ([8] if any(8 in dims.get("w_bits", ()) for dims in self.space.choices.values()) else [])
+        phis = sorted(self.space.scaling_choices.get("phi", (0.0,)), reverse=True)
+        anchors: list[Candidate] = []
+        for phi in phis:
+            for b in bits:
+                family = [self.space.uniform(keep=k, w_bits=b, a_bits=b, phi=phi) for k in keeps or [1.0]]
+                ok = np.flatnonzero(self._fits(self.encoding.encode(family), target))
+                if len(ok) and family[ok[0]] not in anchors:
+                    anchors.append(family[ok[0]])
+        return anchors
+
+    # -- proposing ------------------------------------------------------------------------------
+    def propose(self, history: Sequence[TrialRecord]) -> Candidate:
+        seen = {t.candidate for t in history}
+        for anchor in self._anchors:
+            if anchor not in seen:
+                return anchor
+        rng = np.random.default_rng([self.seed, len(history)])
+        trained = [t for t in history if t.evaluated and t.accuracy is not None]
+        rows = self.encoding.encode([t.candidate for t in trained]) if trained else np.empty((0, len(self.encoding)),
+                                                                                           dtype=np.intp)
+        predictor = AccuracyPredictor.fit(self.sensitivity, rows, [t.accuracy for t in trained])
+        target = self.targets[len(trained) % len(self.targets)]
+        pool = self._evolve(predictor, rows, rng, target)
+        if not pool and target < 1.0:  # a tighter target than the space's uniform candidates reach
+            target, pool = 1.0, self._evolve(predictor, rows, rng, 1.0)
+        seen_rows = {tuple(r) for r in self.encoding.encode(list(seen))} if seen else set()
+        fresh = [r for r in pool if tuple(r) not in seen_rows]
+        if not fresh:
+            raise BudgetError(f"evolution: no unseen candidate meets {', '.join(map(str, self.budgets))} "
+                              f"after {len(history)} proposals")
+        scores = predictor.predict(np.stack(fresh))
+        best = np.argsort(-scores)[: self.config.top_k]
+        pick = best[rng.integers(len(best))]
+        log.debug("evolution: target %.2f of the budget, predicted accuracy %.4f (fitted on %d trials)", target,
+                  scores[pick], predictor.fitted_on)
+        return self.encoding.decode(fresh[pick])
+
+    def _evolve(self, predictor: AccuracyPredictor, trained_rows: np.ndarray, rng: np.random.Generator,
+                target: float) -> list[np.ndarray]:
+        """A population evolved on predicted accuracy under the (scaled) budget; returned best first."""
+        size = self.config.population
+        seeds = [trained_rows] if len(trained_rows) else []
+        if self._anchors:
+            seeds.append(self.encoding.encode(self._anchors))
+        if not seeds:  # no anchors (switched off) and nothing trained: start from the uncompressed model
+            seeds.append(self.encoding.encode([self.space.identity()]))
+        parents = np.vstack(seeds)
+        spread = self._mutate(parents[rng.integers(len(parents), size=size * 2)], rng, prob=0.3)
+        population = self._repair(np.vstack([parents, spread]), rng, target)
+        if not len(population):
+            return []
+        population = self._select(predictor, population, size)
+        for _ in range(self.config.generations):
+            children = self._children(population, rng)
+            children = self._repair(children, rng, target)
+            population = self._select(predictor, np.vstack([population, children]), size)
+        return list(population)
+
+    def _children(self, population: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Tournament parents, uniform crossover per column, one-notch mutations along the ladders."""
+        n, width = population.shape
+        pick = lambda: np.minimum(rng.integers(n, size=n), rng.integers(n, size=n))  # noqa: E731 (best-first)
+        a, b = population[pick()], population[pick()]
+        children = np.where(rng.random((n, width)) < 0.5, a, b)
+        return self._mutate(children, rng, prob=self.config.mutation_prob)
+
+    def _mutate(self, rows: np.ndarray, rng: np.random.Generator, *, prob: float) -> np.ndarray:
+        """Each column, with probability ``prob``, moved one notch up or down its ladder."""
+        rows = rows.copy()
+        for i, j in zip(*np.nonzero(rng.random(rows.shape) < prob), strict=True):
+            ladder = self._ladders[j]
+            if len(ladder) < 2:
+                continue
+            where = np.flatnonzero(ladder == rows[i, j])
+            k = where[0] if len(where) else len(ladder) - 1
+            rows[i, j] = ladder[int(np.clip(k + rng.choice((-1, 1)), 0, len(ladder) - 1))]
+        return rows
+
+    def _select(self, predictor: AccuracyPredictor, rows: np.ndarray, size: int) -> np.ndarray:
+        """The ``size`` distinct rows with the best predicted accuracy, best first."""
+        rows = np.unique(rows, axis=0)
+        order = np.argsort(-predictor.predict(rows), kind="stable")
+        return rows[order[:size]]
+
