@@ -14,13 +14,12 @@ import shutil
 import time
 
 import torch
+from common import CACHE, DATA_SPEC, REFERENCE_RECIPE, reference_weights
 
 from autocompress.base_model import trained_base_model
 from autocompress.data import load_data
 from autocompress.train import FitConfig
 from autocompress.train.loops import evaluate
-
-from common import CACHE, DATA_SPEC, REFERENCE_RECIPE, reference_weights
 
 
 def main() -> None:
