@@ -35,7 +35,7 @@ from autocompress.cli import load_experiment  # noqa: E402
 from autocompress.search import BudgetError, SearchConfig, load_study, prepare, records, search  # noqa: E402
 from autocompress.search.study import TrialRecord  # noqa: E402
 
-STRATEGIES = ("random", "tpe", "nsga2", "ddpg", "netadapt")
+STRATEGIES = ("random", "tpe", "nsga2", "evolution", "ddpg", "netadapt")
 
 
 def hypervolume(points: list[tuple[float, float]], limit: float) -> float:

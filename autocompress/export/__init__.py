@@ -13,10 +13,12 @@ from typing import Any
 
 from autocompress.export.manifest import (
     MANIFEST_NAME,
+    ArtifactAccuracy,
     BudgetCheck,
     ExportedMember,
     ExportError,
     Manifest,
+    Preprocessing,
     load_manifest,
     write_manifest,
 )
@@ -28,8 +30,9 @@ _HOMES = {
     "plot_front": "plots", "plot_policy": "plots",
 }
 __all__ = [
-    "DEFAULT_NOISE_PCT", "MANIFEST_NAME", "BudgetCheck", "ExportError", "ExportedMember", "Manifest", "budget_rows",
-    "export_front", "load_manifest", "noise_band", "plot_front", "plot_policy", "rebuild", "write_manifest",
+    "DEFAULT_NOISE_PCT", "MANIFEST_NAME", "ArtifactAccuracy", "BudgetCheck", "ExportError", "ExportedMember",
+    "Manifest", "Preprocessing", "budget_rows", "export_front", "load_manifest", "noise_band", "plot_front",
+    "plot_policy", "rebuild", "write_manifest",
 ]
 
 

@@ -13,8 +13,14 @@ study (or the trials named), and for each member:
    trial number and the search's configuration);
 3. exports ``model.onnx`` (float) and, when any layer is <= 8 bits for weights
    and activations, ``model.int8.onnx`` (QDQ, calibrated on real training
-   images at the candidate's resolution);
-4. counts size, MACs and BitOps on the real model (:mod:`autocompress.counting`).
+   images at the candidate's resolution, quantized with the settings that keep
+   accuracy on this CPU: :func:`~autocompress.runtime.onnx_export.quantization_settings`);
+   both carry in their metadata how to feed them
+   (:mod:`autocompress.export.preprocessing`: resize, scaling, mean/std), as
+   does the manifest;
+4. scores the PyTorch model and each ONNX file in ONNX Runtime on the same
+   test images (``artifact_accuracy``), so an artifact that lost accuracy shows it;
+5. counts size, MACs and BitOps on the real model (:mod:`autocompress.counting`).
 
 Then all members **and the uncompressed reference** are timed together
 (:func:`~autocompress.export.measure.measure_latency`), so a relative budget
@@ -26,6 +32,7 @@ is written out plainly in the member's ``note``.
 from __future__ import annotations
 
 import copy
+import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -41,9 +48,11 @@ from autocompress.counting import ModelCounts, count_model
 from autocompress.export.budgets import budget_rows, noise_band
 from autocompress.export.manifest import (
     MANIFEST_NAME,
+    ArtifactAccuracy,
     ExportedMember,
     FineTuneInfo,
     Manifest,
+    Preprocessing,
     ProfileInfo,
     ReferenceInfo,
     StudyInfo,
@@ -51,13 +60,21 @@ from autocompress.export.manifest import (
     plain,
     write_manifest,
 )
-from autocompress.export.measure import REFERENCE, counted, measure_latency, onnx_check, timing_note
+from autocompress.export.measure import (
+    REFERENCE,
+    artifact_accuracy,
+    counted,
+    measure_latency,
+    timing_note,
+)
+from autocompress.export.preprocessing import preprocessing
 from autocompress.export.rebuild import INFO_NAME, PROBE_NAME, WEIGHTS_NAME, rebuild, save_probe
 from autocompress.export.select import select_trials
 from autocompress.files import write_json
 from autocompress.hardware.profile import this_machine
 from autocompress.runtime import is_registered
-from autocompress.runtime.onnx_export import export_onnx, int8_leaves
+from autocompress.runtime.artifact import PREPROCESSING_KEY
+from autocompress.runtime.onnx_export import MODEL_INPUT, export_onnx, int8_leaves
 from autocompress.search.api import SearchSetup
 from autocompress.search.study import TrialRecord, records
 from autocompress.train import Evaluator, FitConfig, evaluate
@@ -68,8 +85,9 @@ log = logging.getLogger(__name__)
 #: calibration data for int8 export: this many real training batches of this size
 CALIBRATION_BATCHES = 4
 CALIBRATION_BATCH_SIZE = 16
-#: test images the deployed ONNX model is checked on (batch 1, in the runtime)
-ONNX_CHECK_LIMIT = 1000
+#: test images every artifact is scored on: the whole test split of mnist5k (1,000) and CIFAR-10 (10,000), a
+#: seeded subset of larger ones (ONNX Runtime runs the batch-1 files one image at a time)
+ACCURACY_TEST_LIMIT = 10_000
 #: test images whose logits probe.pt keeps, so rebuild() can prove the round trip
 PROBE_IMAGES = 4
 
@@ -85,6 +103,8 @@ class _Reference:
     accuracy_test: float
     same_fine_tune_val: float
     same_fine_tune_test: float
+    preprocessing: Preprocessing
+    artifact_accuracy: ArtifactAccuracy
 
 
 @dataclass
@@ -102,7 +122,8 @@ class _Built:
     accuracy_val: float
     accuracy_test: float
     fine_tune: dict[str, Any]
-    onnx_check: dict[str, Any]
+    preprocessing: Preprocessing
+    artifact_accuracy: ArtifactAccuracy
 
 
 # -- public API --------------------------------------------------------------------------------------
@@ -151,8 +172,8 @@ def export_front(
                                          seed=seed, progress=progress)
     timing = _timing_info(setup, rounds=rounds, reps=reps, sessions=sessions, seed=seed, not_timed=not_timed)
     reference_measured = {**counted(reference.counts), **timings.get(REFERENCE, {})}
-    members = [_member_entry(setup, b, {**counted(b.counts), **timings.get(b.label, {}), **b.onnx_check},
-                             reference_measured, timing) for b in built]
+    members = [_member_entry(setup, b, {**counted(b.counts), **timings.get(b.label, {})}, reference_measured, timing)
+               for b in built]
     manifest = Manifest(
         date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         study=StudyInfo(name=study.study_name, storage=config.storage_path, trials=len(history),
@@ -183,21 +204,26 @@ def export_front(
 
 
 def _export_reference(setup: SearchSetup, evaluator: Evaluator, out: Path) -> _Reference:
-    """The uncompressed model's ONNX file, counts and test accuracy, and the same after the members' fine-tune."""
+    """The uncompressed model's ONNX file, counts and test accuracy (of the model and of its ONNX file), and the
+    same after the members' final fine-tune."""
     ref_dir = out / "reference"
     ref_dir.mkdir(exist_ok=True)
     model = setup.base_model.eval()
     native = setup.data.input_shape
-    files = {"model.onnx": _rel(export_onnx(model, native, ref_dir / "model.onnx", int8=False), out)}
+    feed = _preprocessing(setup, native)
+    onnx_path = export_onnx(model, native, ref_dir / "model.onnx", int8=False, metadata=_metadata(feed))
+    files = {"model.onnx": _rel(onnx_path, out)}
     device = setup.config.device  # evaluate() hands the model back on the CPU, where it is exported and timed
     accuracy_test = evaluate(model, setup.data.loader("test", batch_size=256), device=device)
+    batches, subset = _test_batches(setup, None, setup.config.seed)
+    scored = artifact_accuracy(model, {"fp32": onnx_path}, batches, subset=subset)
     # the reference given the members' final fine-tuning budget too, so accuracy compares like with like
     same_budget = copy.deepcopy(model)
     same_val = evaluator(same_budget).accuracy
     same_test = evaluate(same_budget.eval(), setup.data.loader("test", batch_size=256), device=device)
     return _Reference(model=model, input_shape=native, files=files, counts=count_model(model, native),
                       accuracy_test=float(accuracy_test), same_fine_tune_val=float(same_val),
-                      same_fine_tune_test=float(same_test))
+                      same_fine_tune_test=float(same_test), preprocessing=feed, artifact_accuracy=scored)
 
 
 def _build_member(setup: SearchSetup, record: TrialRecord, out: Path, evaluator: Evaluator, *, seed: int) -> _Built:
@@ -223,24 +249,30 @@ def _build_member(setup: SearchSetup, record: TrialRecord, out: Path, evaluator:
 
     saved = _save_member(setup, record, model, member_dir, input_shape, resolution)
     files = {name: _rel(path, out) for name, path in saved.items()}
-    files["model.onnx"] = _rel(export_onnx(model, input_shape, member_dir / "model.onnx", int8=False), out)
+    feed = _preprocessing(setup, input_shape)
+    metadata = _metadata(feed)
+    files["model.onnx"] = _rel(export_onnx(model, input_shape, member_dir / "model.onnx", int8=False,
+                                           metadata=metadata), out)
     onnx_files = {"fp32": out / files["model.onnx"]}
     if any(int8_leaves(model).values()):
         calibration = _calibration_batches(setup, resolution, seed)
         files["model.int8.onnx"] = _rel(export_onnx(model, input_shape, member_dir / "model.int8.onnx", int8=None,
-                                                    calibration=calibration), out)
+                                                    calibration=calibration, metadata=metadata), out)
         onnx_files["int8"] = out / files["model.int8.onnx"]
     profile = setup.costs.profile  # an analytic profile's runtime is no registered one: it deploys the float file
     runs_int8 = is_registered(profile.runtime) and "int8" in profile.precisions
     deployed = files["model.int8.onnx"] if "int8" in onnx_files and runs_int8 else files["model.onnx"]
-    x, y = _test_images(setup, resolution, config.seed)
+    batches, subset = _test_batches(setup, resolution, config.seed)
+    scored = artifact_accuracy(model, onnx_files, batches, subset=subset)
+    log.info("%s: test top-1 on %d images: torch %.4f, ONNX fp32 %.4f%s", label, scored.images, scored.torch,
+             scored.onnx_fp32, "" if scored.onnx_int8 is None else f", ONNX int8 {scored.onnx_int8:.4f}")
     return _Built(
         record=record, label=label, model=model, input_shape=input_shape, files=files, deployed_onnx=deployed,
         counts=count_model(model, input_shape), predicted=plain(setup.costs.predict(candidate).to_dict()),
         accuracy_val=float(result.accuracy), accuracy_test=float(accuracy_test),
         fine_tune={"steps": result.fine_tune_steps, "seconds": round(result.seconds, 2),
                    "train_loss": result.train_loss},
-        onnx_check=onnx_check(model, onnx_files, x, y),
+        preprocessing=feed, artifact_accuracy=scored,
     )
 
 
@@ -284,12 +316,27 @@ def _probe_images(setup: SearchSetup, resolution: int | None) -> torch.Tensor:
     return next(iter(loader))[0]
 
 
-def _test_images(setup: SearchSetup, resolution: int | None, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """A seeded subset of :data:`ONNX_CHECK_LIMIT` test images (not augmented) and their labels."""
+def _test_batches(setup: SearchSetup, resolution: int | None,
+                  seed: int) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], str]:
+    """The test images every artifact is scored on (not augmented), in batches, and which they are."""
     loader = setup.data.loader("test", batch_size=256, shuffle=False, augment=False, seed=seed,
-                               resolution=resolution, limit=ONNX_CHECK_LIMIT)
-    xs, ys = zip(*loader, strict=True)
-    return torch.cat(xs), torch.cat(ys)
+                               resolution=resolution, limit=ACCURACY_TEST_LIMIT)
+    total = len(setup.data.test_y)
+    subset = (f"the whole test split ({total} images)" if loader.num_samples == total else
+              f"a seeded subset of {loader.num_samples} of the {total} test images (seed {seed})")
+    return list(loader), subset
+
+
+def _preprocessing(setup: SearchSetup, input_shape: tuple[int, int, int]) -> Preprocessing:
+    """How to feed a model taking ``input_shape``: the data pipeline's steps from a raw image."""
+    data = setup.data
+    return preprocessing(raw_shape=data.input_shape, input_shape=input_shape, mean=data.mean, std=data.std,
+                         input_name=MODEL_INPUT, data_spec=setup.config.data)
+
+
+def _metadata(feed: Preprocessing) -> dict[str, str]:
+    """The ONNX ``metadata_props`` entry that carries ``feed``."""
+    return {PREPROCESSING_KEY: json.dumps(feed.model_dump(mode="json"))}
 
 
 def _calibration_batches(setup: SearchSetup, resolution: int | None, seed: int) -> list[torch.Tensor]:
@@ -341,7 +388,7 @@ def _member_entry(setup: SearchSetup, b: _Built, measured: dict[str, Any], refer
         trial=b.record.number, candidate=b.record.candidate.to_dict(), accuracy_proxy=float(b.record.accuracy),
         accuracy_val=b.accuracy_val, accuracy_test=b.accuracy_test, predicted=b.predicted, measured=plain(measured),
         budgets=rows, files=b.files, dir=b.label, input_shape=list(b.input_shape), fine_tune=plain(b.fine_tune),
-        note=note,
+        note=note, artifact_accuracy=b.artifact_accuracy, preprocessing=b.preprocessing,
     )
 
 
@@ -358,7 +405,8 @@ def _reference_info(setup: SearchSetup, reference: _Reference, measured: dict[st
                          accuracy_val_same_fine_tune=reference.same_fine_tune_val,
                          accuracy_test_same_fine_tune=reference.same_fine_tune_test,
                          predicted=plain(setup.reference), measured=plain(measured), files=reference.files,
-                         input_shape=list(reference.input_shape))
+                         input_shape=list(reference.input_shape), artifact_accuracy=reference.artifact_accuracy,
+                         preprocessing=reference.preprocessing)
 
 
 def _plot(manifest: Manifest, history: list[TrialRecord], setup: SearchSetup, out: Path) -> None:

@@ -48,6 +48,63 @@ class BudgetCheck(_Record):
     energy_method: str | None = None  # energy budgets: where the figure comes from
 
 
+class Resize(_Record):
+    """The resize the data pipeline applies to a raw image before normalizing it
+    (``torch.nn.functional.interpolate`` on the float32 pixel values, 0..255, not rounded back to uint8)."""
+
+    from_hw: list[int]  # the raw image's [height, width]
+    to_hw: list[int]  # the model's input [height, width]
+    mode: str  # interpolate's ``mode``
+    align_corners: bool
+    antialias: bool  # True when shrinking, as the pipeline does
+    function: str = "torch.nn.functional.interpolate"
+
+
+class Preprocessing(_Record):
+    """How to feed an exported ONNX file: a raw image through the steps the training pipeline applied.
+
+    Written beside each member and the reference in the manifest, and into the
+    ONNX files' ``metadata_props`` under ``autocompress.preprocessing``. Latency
+    was measured on the ONNX graph alone: the resize and the normalization run
+    outside it (``latency_includes_resize`` false).
+    """
+
+    input_name: str
+    shape: list[int]  # [1, C, H, W]: NCHW, batch 1 (the file's static input)
+    layout: Literal["NCHW"] = "NCHW"
+    dtype: Literal["float32"] = "float32"
+    raw: str  # what a raw image is: uint8 pixels, channels and their order
+    raw_shape: list[int]  # [C, H, W] of a raw image (the data's native size)
+    value_range: list[float]  # pixels are scaled to this range (pixel / 255) before the mean/std
+    mean: list[float]  # per channel, in value_range units
+    std: list[float]  # per channel, in value_range units
+    resize: Resize | None  # None: the model takes the raw size
+    steps: list[str]  # the whole recipe, in order, as the training pipeline runs it
+    latency_includes_resize: bool = False  # measured latency: the ONNX graph only, no resize, no normalization
+
+
+class ArtifactAccuracy(_Record):
+    """Test top-1 of the PyTorch model and of each ONNX file written from it, on the same test images.
+
+    ``torch``: the model as it was scored (eval mode, fake quantization as
+    trained), after the final fine-tune. ``onnx_fp32`` / ``onnx_int8``: the
+    files run in ONNX Runtime on this machine's CPU (int8 kernels differ between
+    CPUs: see ``measured_on``); ``onnx_int8`` is None when no int8 file was written.
+    The fp32 file is the float model (fake quantization stripped, weights kept
+    as quantized), so for a member with quantized activations it differs from
+    ``torch`` by their rounding; the int8 file is the one that quantizes.
+    """
+
+    images: int  # how many test images, the same for every figure here
+    subset: str  # the whole test split, or a seeded subset of it
+    torch: float
+    onnx_fp32: float
+    onnx_int8: float | None = None
+    fp32_max_abs_logit_diff: float  # ONNX fp32 against the float PyTorch model, on the first images
+    int8_quantization: dict[str, Any] | None = None  # the int8 file's quantizer settings (chosen for this CPU)
+    note: str = ""  # says so when the int8 file loses more than a point against fp32
+
+
 class ExportedMember(_Record):
     """One exported model: a row of the manifest."""
 
@@ -57,13 +114,16 @@ class ExportedMember(_Record):
     accuracy_val: float  # after the final fine-tune
     accuracy_test: float
     predicted: dict[str, Any]  # cost model: latency_ms, energy_mj, size_bytes, macs, bitops + energy_method
-    measured: dict[str, Any]  # re-measured latency (+ spread), counted size / MACs / BitOps, ONNX checks
+    measured: dict[str, Any]  # re-measured latency (+ spread), energy, counted size / MACs / BitOps
     budgets: list[BudgetCheck]
     files: dict[str, str]  # relative to the export directory
     dir: str  # the member's directory, relative to the export directory
     input_shape: list[int]
     fine_tune: dict[str, Any] = {}
     note: str = ""  # one line: all budgets met on measurement, or what missed
+    # None in manifests written before these were recorded
+    artifact_accuracy: ArtifactAccuracy | None = None
+    preprocessing: Preprocessing | None = None
 
 
 class StudyInfo(_Record):
@@ -114,6 +174,8 @@ class ReferenceInfo(_Record):
     measured: dict[str, Any]
     files: dict[str, str]
     input_shape: list[int]
+    artifact_accuracy: ArtifactAccuracy | None = None  # None in manifests written before it was recorded
+    preprocessing: Preprocessing | None = None
 
 
 class FineTuneInfo(_Record):

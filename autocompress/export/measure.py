@@ -1,4 +1,4 @@
-"""What an export measures on this machine: latency of every member beside the reference, ONNX agreement.
+"""What an export measures on this machine: latency of every member beside the reference, each artifact's accuracy.
 
 Kept apart from the exporter's bookkeeping so the runtime that opens sessions
 and the meters that read energy plug in here only.
@@ -6,6 +6,7 @@ and the meters that read energy plug in here only.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -16,9 +17,12 @@ import torch
 from torch import nn
 
 from autocompress.compress import deploy_copy
+from autocompress.export.manifest import ArtifactAccuracy
 from autocompress.hardware.profile import HardwareProfile
-from autocompress.runtime import create_runtime, is_registered, runtime_names
+from autocompress.runtime import create_runtime, is_registered, onnx_accuracy, runtime_names
+from autocompress.runtime.artifact import onnx_metadata
 from autocompress.runtime.energy_meters import measure_energies
+from autocompress.runtime.onnx_export import QUANTIZATION_KEY
 from autocompress.runtime.onnx_runtime import ort_session
 from autocompress.runtime.timing import (
     Timing,
@@ -30,6 +34,10 @@ from autocompress.runtime.timing import (
 log = logging.getLogger(__name__)
 
 REFERENCE = "reference"
+#: an int8 file scoring more than this below its fp32 file is reported (top-1, as a fraction)
+INT8_LOSS_WARN = 0.01
+#: test images on which the fp32 file's logits are compared with the float model's
+DIFF_IMAGES = 8
 
 
 def timing_note(*, sessions: int, rounds: int, reps: int) -> str:
@@ -96,23 +104,45 @@ def measure_latency(models: Mapping[str, tuple[nn.Module, Sequence[int], Path]],
     return out, ""
 
 
-def onnx_check(model: nn.Module, onnx_files: Mapping[str, Path], x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
-    """Run the exported files in ONNX Runtime (batch 1): fp32 agreement with PyTorch, test accuracy of each.
+def artifact_accuracy(model: nn.Module, onnx_files: Mapping[str, Path],
+                      batches: Sequence[tuple[torch.Tensor, torch.Tensor]], *, subset: str) -> ArtifactAccuracy:
+    """Test top-1 of ``model`` (as scored: eval mode, fake quantization as trained) and of each ONNX file
+    in ONNX Runtime (:func:`~autocompress.runtime.onnx_accuracy`), all on the same ``batches``.
 
-    ``onnx_files``: precision (``fp32``, ``int8``) -> file; ``x``, ``y``: test images and labels.
+    ``onnx_files``: precision (``fp32``, ``int8``) -> file; ``subset`` says which
+    test images ``batches`` hold. Also records how far the fp32 file's logits are
+    from the float model's on the first images, the int8 file's quantizer settings,
+    and a note (and a warning) when the int8 file loses more than
+    :data:`INT8_LOSS_WARN` against the fp32 file.
     """
+    if "fp32" not in onnx_files:
+        raise ValueError(f"onnx_files needs an 'fp32' file, got {sorted(onnx_files)}")
+    model.eval()
+    correct = total = 0
     with torch.no_grad():
-        reference = deploy_copy(model)(x[:8]).numpy()
-    check: dict[str, Any] = {"onnx_check_images": int(len(y))}
-    arr = x.numpy().astype(np.float32)
-    for key, path in onnx_files.items():
-        session = ort_session(path, threads=1)
-        input_name = session.get_inputs()[0].name
-        logits = np.concatenate([session.run(None, {input_name: arr[i:i + 1]})[0] for i in range(len(arr))])
-        check[f"onnx_{key}_accuracy_test"] = float((logits.argmax(1) == y.numpy()).mean())
-        if key == "fp32":
-            check["onnx_fp32_max_abs_diff"] = float(np.abs(logits[:8] - reference).max())
-    return check
+        for x, y in batches:
+            correct += int((model(x).argmax(1) == y).sum())
+            total += len(y)
+    scores = {key: onnx_accuracy(path, batches) for key, path in onnx_files.items()}
+    x = torch.cat([b[0] for b in batches])[:DIFF_IMAGES]
+    with torch.no_grad():
+        reference = deploy_copy(model)(x).numpy()
+    session = ort_session(onnx_files["fp32"], threads=1)
+    name = session.get_inputs()[0].name
+    logits = np.concatenate([session.run(None, {name: x[i:i + 1].numpy()})[0] for i in range(len(x))])
+    int8 = scores.get("int8")
+    note = ""
+    if int8 is not None and scores["fp32"] - int8 > INT8_LOSS_WARN:
+        note = (f"the int8 file scores {int8:.4f}, {100 * (scores['fp32'] - int8):.1f} points below the fp32 file "
+                f"({scores['fp32']:.4f}) on this CPU")
+        log.warning("%s: %s", onnx_files["int8"], note)
+    return ArtifactAccuracy(
+        images=total, subset=subset, torch=correct / total, onnx_fp32=scores["fp32"], onnx_int8=int8,
+        fp32_max_abs_logit_diff=float(np.abs(logits - reference).max()),
+        int8_quantization=(json.loads(onnx_metadata(onnx_files["int8"])[QUANTIZATION_KEY])
+                           if "int8" in onnx_files else None),
+        note=note,
+    )
 
 
 def counted(counts) -> dict[str, Any]:
