@@ -54,7 +54,7 @@ def fed_as_recorded(raw: torch.Tensor, record: dict) -> np.ndarray:
 @pytest.fixture(scope="module")
 def scaled_member(mnist5k, trained_mnist_cnn, tmp_path_factory):
     """``(setup, built, out)``: one member at 24x24 (from 28x28), int8 everywhere, exported as the exporter does."""
-    from autocompress.export.exporter import _build_member
+    from autocompress.export.exporter import build_member
     from autocompress.search import SearchConfig, TrialRecord, prepare
     from autocompress.train import Evaluator, FitConfig
 
@@ -69,7 +69,7 @@ def scaled_member(mnist5k, trained_mnist_cnn, tmp_path_factory):
     record = TrialRecord(3, candidate, {}, True, True, 0.5, "proxy", 1.0)
     evaluator = Evaluator(teacher=setup.base_model, data=setup.data, fidelity="full",
                           fit=FitConfig(epochs=0.2, lr=0.01, seed=0, progress=False))
-    built = _build_member(setup, record, tmp, evaluator, seed=0)
+    built = build_member(setup, record, tmp, evaluator, seed=0)
     return setup, built, tmp
 
 

@@ -158,14 +158,12 @@ def export_front(
     history = records(study)
     chosen = select_trials(study, history, trials, list(config.objective_costs))
     epochs = config.final_epochs if final_epochs is None else final_epochs
-    fit = FitConfig(epochs=epochs, lr=config.proxy_lr, seed=config.seed, progress=progress)
-    evaluator = Evaluator(teacher=setup.base_model, data=setup.data, fit=fit, fidelity="full",
-                          device=config.device)
+    evaluator = final_evaluator(setup, final_epochs=epochs, progress=progress)
     log.info("exporting %d model(s) of study %r to %s: trials %s", len(chosen), study.study_name, out,
              [t.number for t in chosen])
 
-    reference = _export_reference(setup, evaluator, out)
-    built = [_build_member(setup, record, out, evaluator, seed=seed) for record in chosen]
+    reference = export_reference(setup, evaluator, out)
+    built = [build_member(setup, record, out, evaluator, seed=seed) for record in chosen]
     models = {REFERENCE: (reference.model, reference.input_shape, out / reference.files["model.onnx"])}
     models |= {b.label: (b.model, b.input_shape, out / b.deployed_onnx) for b in built}
     timings, not_timed = measure_latency(models, setup.costs.profile, rounds=rounds, reps=reps, sessions=sessions,
@@ -200,22 +198,32 @@ def export_front(
     return manifest
 
 
+def final_evaluator(setup: SearchSetup, *, final_epochs: float | None = None, progress: bool = True) -> Evaluator:
+    """The members' final fine-tune: distillation from the reference on the whole train split, ``final_epochs``
+    (default ``config.final_epochs``) at the proxy's learning rate and the search's seed. Baselines that are to
+    compare like with like are given this one."""
+    config = setup.config
+    epochs = config.final_epochs if final_epochs is None else final_epochs
+    fit = FitConfig(epochs=epochs, lr=config.proxy_lr, seed=config.seed, progress=progress)
+    return Evaluator(teacher=setup.base_model, data=setup.data, fit=fit, fidelity="full", device=config.device)
+
+
 # -- the reference and the members ----------------------------------------------------------------------
 
 
-def _export_reference(setup: SearchSetup, evaluator: Evaluator, out: Path) -> _Reference:
+def export_reference(setup: SearchSetup, evaluator: Evaluator, out: Path) -> _Reference:
     """The uncompressed model's ONNX file, counts and test accuracy (of the model and of its ONNX file), and the
     same after the members' final fine-tune."""
     ref_dir = out / "reference"
     ref_dir.mkdir(exist_ok=True)
     model = setup.base_model.eval()
     native = setup.data.input_shape
-    feed = _preprocessing(setup, native)
-    onnx_path = export_onnx(model, native, ref_dir / "model.onnx", int8=False, metadata=_metadata(feed))
+    feed = feed_of(setup, native)
+    onnx_path = export_onnx(model, native, ref_dir / "model.onnx", int8=False, metadata=feed_metadata(feed))
     files = {"model.onnx": _rel(onnx_path, out)}
     device = setup.config.device  # evaluate() hands the model back on the CPU, where it is exported and timed
     accuracy_test = evaluate(model, setup.data.loader("test", batch_size=256), device=device)
-    batches, subset = _test_batches(setup, None, setup.config.seed)
+    batches, subset = scoring_batches(setup, None, setup.config.seed)
     scored = artifact_accuracy(model, {"fp32": onnx_path}, batches, subset=subset)
     # the reference given the members' final fine-tuning budget too, so accuracy compares like with like
     same_budget = copy.deepcopy(model)
@@ -226,7 +234,7 @@ def _export_reference(setup: SearchSetup, evaluator: Evaluator, out: Path) -> _R
                       same_fine_tune_test=float(same_test), preprocessing=feed, artifact_accuracy=scored)
 
 
-def _build_member(setup: SearchSetup, record: TrialRecord, out: Path, evaluator: Evaluator, *, seed: int) -> _Built:
+def build_member(setup: SearchSetup, record: TrialRecord, out: Path, evaluator: Evaluator, *, seed: int) -> _Built:
     """Materialize, fine-tune and evaluate one trial; save its weights, plan and probe; export its ONNX files."""
     config = setup.config
     candidate = record.candidate
@@ -249,8 +257,8 @@ def _build_member(setup: SearchSetup, record: TrialRecord, out: Path, evaluator:
 
     saved = _save_member(setup, record, model, member_dir, input_shape, resolution)
     files = {name: _rel(path, out) for name, path in saved.items()}
-    feed = _preprocessing(setup, input_shape)
-    metadata = _metadata(feed)
+    feed = feed_of(setup, input_shape)
+    metadata = feed_metadata(feed)
     files["model.onnx"] = _rel(export_onnx(model, input_shape, member_dir / "model.onnx", int8=False,
                                            metadata=metadata), out)
     onnx_files = {"fp32": out / files["model.onnx"]}
@@ -262,7 +270,7 @@ def _build_member(setup: SearchSetup, record: TrialRecord, out: Path, evaluator:
     profile = setup.costs.profile  # an analytic profile's runtime is no registered one: it deploys the float file
     runs_int8 = is_registered(profile.runtime) and "int8" in profile.precisions
     deployed = files["model.int8.onnx"] if "int8" in onnx_files and runs_int8 else files["model.onnx"]
-    batches, subset = _test_batches(setup, resolution, config.seed)
+    batches, subset = scoring_batches(setup, resolution, config.seed)
     scored = artifact_accuracy(model, onnx_files, batches, subset=subset)
     log.info("%s: test top-1 on %d images: torch %.4f, ONNX fp32 %.4f%s", label, scored.images, scored.torch,
              scored.onnx_fp32, "" if scored.onnx_int8 is None else f", ONNX int8 {scored.onnx_int8:.4f}")
@@ -282,7 +290,7 @@ def _save_member(setup: SearchSetup, record: TrialRecord, model: nn.Module, memb
     config = setup.config
     files = {WEIGHTS_NAME: member_dir / WEIGHTS_NAME, PROBE_NAME: member_dir / PROBE_NAME}
     torch.save(model.state_dict(), files[WEIGHTS_NAME])
-    probe_x = _probe_images(setup, resolution)
+    probe_x = probe_images(setup, resolution)
     save_probe(model, probe_x, files[PROBE_NAME])
     if setup.base_info.get("source") == "given":
         log.warning("%s: no %s: the reference model was given as a module, not built by a named builder",
@@ -309,14 +317,14 @@ def _save_member(setup: SearchSetup, record: TrialRecord, model: nn.Module, memb
     return files
 
 
-def _probe_images(setup: SearchSetup, resolution: int | None) -> torch.Tensor:
+def probe_images(setup: SearchSetup, resolution: int | None) -> torch.Tensor:
     """The first test images, in order and not augmented."""
     loader = setup.data.loader("test", batch_size=PROBE_IMAGES, shuffle=False, augment=False, seed=0,
                                resolution=resolution)
     return next(iter(loader))[0]
 
 
-def _test_batches(setup: SearchSetup, resolution: int | None,
+def scoring_batches(setup: SearchSetup, resolution: int | None,
                   seed: int) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], str]:
     """The test images every artifact is scored on (not augmented), in batches, and which they are."""
     loader = setup.data.loader("test", batch_size=256, shuffle=False, augment=False, seed=seed,
@@ -327,14 +335,14 @@ def _test_batches(setup: SearchSetup, resolution: int | None,
     return list(loader), subset
 
 
-def _preprocessing(setup: SearchSetup, input_shape: tuple[int, int, int]) -> Preprocessing:
+def feed_of(setup: SearchSetup, input_shape: tuple[int, int, int]) -> Preprocessing:
     """How to feed a model taking ``input_shape``: the data pipeline's steps from a raw image."""
     data = setup.data
     return preprocessing(raw_shape=data.input_shape, input_shape=input_shape, mean=data.mean, std=data.std,
                          input_name=MODEL_INPUT, data_spec=setup.config.data)
 
 
-def _metadata(feed: Preprocessing) -> dict[str, str]:
+def feed_metadata(feed: Preprocessing) -> dict[str, str]:
     """The ONNX ``metadata_props`` entry that carries ``feed``."""
     return {PREPROCESSING_KEY: json.dumps(feed.model_dump(mode="json"))}
 

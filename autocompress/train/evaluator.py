@@ -135,6 +135,9 @@ class Evaluator:
                                            augment=False, seed=self.fit.seed, resolution=resolution,
                                            limit=self.eval_limit)
             accuracy = evaluate(model, eval_loader, device=device)
+        # fit() leaves the student channels_last; hand it back in the default layout, the one a rebuilt model
+        # runs in (fake-quantized activations can round differently across layouts)
+        model.to(memory_format=torch.contiguous_format)
         result = EvalResult(accuracy=accuracy, split=self.eval_split, fine_tune_steps=steps,
                             seconds=time.perf_counter() - t0, fidelity=self.fidelity, train_loss=train_loss)
         logger.info("evaluated (%s): accuracy %.4f on %s after %d fine-tune steps in %.1f s", self.fidelity,
