@@ -1,5 +1,6 @@
 """The search engine for real: Optuna studies on disk, trained models, a killed and resumed search."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -12,6 +13,7 @@ import pytest
 from optuna.trial import TrialState
 
 from autocompress.data import load_data
+from autocompress.graph import ModelGraph
 from autocompress.hardware import HOROWITZ_45NM, analytic_profile
 from autocompress.search import (
     BudgetError,
@@ -26,7 +28,7 @@ from autocompress.search import (
 )
 from autocompress.search.engine import pareto_front
 from autocompress.search.study import TrialRecord, study_names
-from autocompress.space import Candidate
+from autocompress.space import Candidate, SearchSpace
 from tests.helpers import zoo_model
 
 REFERENCE = {"latency_ms": 2.0, "energy_mj": 0.5, "size_bytes": 4096.0, "macs": 1e6, "bitops": 1e9}
@@ -249,3 +251,21 @@ def test_experiment_yaml_with_flag_overrides(tmp_path, lenet_profile):
     exp.write_text("model: lenet5\nobjective: fastest\n")
     with pytest.raises(SpaceError, match=r"objective: expected one of \['pareto', 'constrained'\]"):
         load_experiment(str(exp), {})
+
+
+def test_evolution_scores_sensitivity_once_and_a_resumed_search_reuses_it(tmp_path, lenet_profile):
+    """A real search (LeNet-5 trained on mnist5k, distillation proxy): the sensitivity table lands on the study,
+    every proposal is feasible, and running the search again for more trials reads the table back."""
+    data = load_data("mnist5k", seed=0, max_train=500)
+    model, _ = zoo_model("lenet5")
+    config = _config(tmp_path, lenet_profile, n_trials=3, strategy="evolution", space="lenet",
+                     strategy_options={"generations": 2, "population": 8, "sensitivity_values": 1})
+    first = search(config, model=model, data=data, progress=False)
+    assert first.proposals.priced == first.proposals.feasible == 3 and first.proposals.duplicates == 0
+    study = load_study(config.storage_path, config.study_name)
+    table = study.user_attrs["sensitivity"]
+    assert table["scored"] > 0 and len(table["drops"]) == len(SearchSpace.from_yaml(
+        ModelGraph.from_model(model, data.input_shape), "lenet").encoding)
+    again = search(dataclasses.replace(config, n_trials=5), model=model, data=data, progress=False)
+    assert again.proposals.priced == 5 and again.proposals.feasible == 5
+    assert load_study(config.storage_path, config.study_name).user_attrs["sensitivity"] == table
