@@ -23,7 +23,6 @@ Delta is against the reference given the same final fine-tune (``baselines.py
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import shlex
 import sys
@@ -42,7 +41,7 @@ from common import CACHE, DATA_SPEC, RESULTS, ROOT, budget_text, run_dir  # noqa
 from autocompress.data import load_data  # noqa: E402
 from autocompress.export.budgets import noise_band  # noqa: E402
 from autocompress.export.measure import REFERENCE, measure_latency, timing_note  # noqa: E402
-from autocompress.files import write_json  # noqa: E402
+from autocompress.files import read_json, write_json  # noqa: E402
 from autocompress.hardware.profile import find_profile, this_machine  # noqa: E402
 from autocompress.runtime import is_registered, onnx_accuracy  # noqa: E402
 from autocompress.versions import versions  # noqa: E402
@@ -60,12 +59,7 @@ class TableError(ValueError):
 
 
 def read(path: Path, what: str) -> dict[str, Any]:
-    if not path.is_file():
-        raise TableError(f"{path}: no such {what} file")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise TableError(f"{path}: not JSON ({what}): {exc}") from None
+    data = read_json(path, what=what, error=TableError)
     if not isinstance(data, dict):
         raise TableError(f"{path}: expected a JSON object ({what}), got {type(data).__name__}")
     return data
