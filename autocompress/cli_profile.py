@@ -1,4 +1,4 @@
-"""``autocompress profile measure | validate | analytic | show``: make, check and describe hardware profiles.
+"""``autocompress profile measure | validate | analytic | import | show``: make, check and describe hardware profiles.
 
 Each verb is its own subcommand with only its own options; the models a
 profile is measured for or validated on are untrained zoo models, so nothing
@@ -13,6 +13,7 @@ import logging
 import sys
 from pathlib import Path
 
+from autocompress.hardware.importers import FORMATS as TABLE_FORMATS
 from autocompress.hardware.profile import ProfileError
 from autocompress.progress import progress_bar
 from autocompress.space import SpaceError
@@ -171,7 +172,44 @@ def cmd_profile_measure(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_profile_import(args: argparse.Namespace) -> int:
+    from autocompress.hardware.importers import import_table
+
+    source = Path(args.table)
+    out = Path(args.out) if args.out else Path("hw_profiles") / f"{args.name or source.stem}.json"
+    profile = import_table(source, args.format, name=args.name or out.stem, device=args.device,
+                           runtime=args.runtime, obtained=args.obtained, command=_command())
+    profile.save(out)
+    print(describe_profile(profile))
+    print(f"wrote {out}")
+    return 0
+
+
+def describe_imported(profile) -> str:
+    """An imported profile's summary: what the table is, where it came from, and its entries per type."""
+    table = profile.imported
+    counts = ", ".join(f"{n} {name}" for name, n in sorted(table.counts().items()))
+    units = ", ".join(f"{k} in {v}" for k, v in table.units.items())
+    lines = [f"{profile.name}: imported profile ({table.format} table), {table.obtained}, batch {profile.batch_size}",
+             f"  device: {profile.device.name}" + (f" ({profile.device.notes})" if profile.device.notes else "")
+             + f"; runtime: {profile.runtime}",
+             f"  source: {table.source_file} (sha256 {table.sha256[:16]}...); {profile.provenance.source}",
+             f"  entries: {len(table.blocks) + len(table.layers) + len(table.parts)} ({counts})",
+             f"  units: {units}"]
+    if table.input_resolution is not None:
+        lines.append(f"  input resolution: {table.input_resolution}")
+    pairs = sorted({(e.w_bits, e.a_bits) for e in table.layers})
+    if pairs:
+        lines.append("  bit-widths (W/A): " + " ".join(f"W{w}A{a}" for w, a in pairs))
+    if table.notes:
+        lines.append(f"  notes: {table.notes}")
+    lines.append("  (block and per-bit-width tables are kept as imported; the cost model does not price them yet)")
+    return "\n".join(lines)
+
+
 def describe_profile(profile) -> str:
+    if profile.imported is not None:
+        return describe_imported(profile)
     lines = [f"{profile.name}: {profile.kind} profile, {profile.runtime}, {profile.threads} thread(s), "
              f"batch {profile.batch_size}, {len(profile.entries)} layer signatures",
              f"  device: {profile.device.name} ({profile.device.cpu or profile.device.gpu or profile.device.notes})",
@@ -196,9 +234,9 @@ def describe_profile(profile) -> str:
 
 
 def add_profile_parser(sub: argparse._SubParsersAction) -> None:
-    """Add ``profile`` and its four verbs to the command parsers ``sub``."""
-    prof = sub.add_parser("profile", help="measure, validate, model or show a hardware profile")
-    verbs = prof.add_subparsers(dest="action", required=True, metavar="{measure,validate,analytic,show}")
+    """Add ``profile`` and its five verbs to the command parsers ``sub``."""
+    prof = sub.add_parser("profile", help="measure, validate, model, import or show a hardware profile")
+    verbs = prof.add_subparsers(dest="action", required=True, metavar="{measure,validate,analytic,import,show}")
     suites = argparse.ArgumentParser(add_help=False)  # the models a profile is measured for or validated on
     suites.add_argument("--models", nargs="+", default=["resnet20", "mobilenetv2_cifar"])
     suites.add_argument("--spaces", nargs="+", default=None, help="one space per model (default: the family's)")
@@ -252,6 +290,20 @@ def add_profile_parser(sub: argparse._SubParsersAction) -> None:
     analytic.add_argument("--bandwidth-gbs", type=float, default=25.0, help="memory bandwidth, GB/s")
     analytic.add_argument("--layer-overhead-us", type=float, default=2.0, help="fixed cost per layer")
     analytic.set_defaults(func=cmd_profile_analytic)
+
+    imp = verbs.add_parser("import", help="import a published lookup table (ProxylessNAS, Once-for-All, APQ, "
+                                          "or a generic CSV/JSON table) as a profile")
+    imp.add_argument("table", help="the table file")
+    imp.add_argument("--format", required=True, choices=TABLE_FORMATS,
+                     help="proxyless | ofa (per-block YAML), apq (per-layer JSON at W/A bit-widths), "
+                          "generic (CSV or JSON rows, see the README)")
+    imp.add_argument("--out", default=None, help="profile JSON to write (default hw_profiles/NAME.json)")
+    imp.add_argument("--name", default=None, help="the profile's name (default: the output's or table's stem)")
+    imp.add_argument("--device", default=None, help="the device the table is for (default: the format's known one)")
+    imp.add_argument("--runtime", default=None, help="the runtime it was measured with (default: as known)")
+    imp.add_argument("--obtained", default=None, choices=("measured", "simulated", "unknown"),
+                     help="how the figures were obtained (default: as known for the format; generic: unknown)")
+    imp.set_defaults(func=cmd_profile_import)
 
     show = verbs.add_parser("show", help="describe a profile: device, calibration, validation")
     show.add_argument("profile", help="profile JSON or shipped name")

@@ -175,6 +175,91 @@ class EnergySpec(_Strict):
     notes: str = ""
 
 
+#: the published table layouts ``autocompress.hardware.importers`` reads
+ImportFormat = Literal["proxyless", "ofa", "apq", "generic"]
+
+
+class BlockEntry(_Strict):
+    """One block of a per-block table (ProxylessNAS, Once-for-All), parsed from its key.
+
+    Shapes are as published, ``[H, W, C]`` (a ``Logits`` output is ``[classes]``).
+    The key's ``expand`` is a ratio in ProxylessNAS tables and the middle
+    channel count in Once-for-All ones: ``mid_channels`` says which it meant.
+    """
+
+    key: str  # exactly as in the source file
+    type: str  # "Conv", "expanded_conv", "Conv_1", "Conv_2", "AvgPool2D", "Logits"
+    input_hwc: list[int]
+    output_hwc: list[int]
+    expand: int | None = None
+    mid_channels: int | None = None
+    kernel: int | None = None
+    stride: int | None = None
+    idskip: bool | None = None
+    se: bool | None = None  # squeeze-excite (Once-for-All)
+    hs: bool | None = None  # hard-swish activation (Once-for-All)
+    latency_ms: NonNegative  # the table's mean
+    std_ms: NonNegative | None = None
+    var_ms2: NonNegative | None = None  # as published, where the table gives a variance
+    count: Annotated[int, Field(ge=1)]
+
+
+class LayerEntry(_Strict):
+    """One layer at one weight/activation bit-width pair (APQ tables, generic rows)."""
+
+    key: str  # as in the source file; generic rows: "row N"
+    op: Literal["conv", "linear"]
+    in_channels: Annotated[int, Field(ge=1)]
+    out_channels: Annotated[int, Field(ge=1)]
+    in_hw: tuple[int, int]  # linear: (tokens, 1)
+    kernel: Annotated[int, Field(ge=1)] = 1
+    stride: Annotated[int, Field(ge=1)] = 1
+    padding: Annotated[int, Field(ge=0)] = 0
+    groups: Annotated[int, Field(ge=1)] = 1
+    w_bits: Annotated[int, Field(ge=1)]
+    a_bits: Annotated[int, Field(ge=1)]
+    latency_ms: NonNegative
+    energy_mj: NonNegative | None = None
+    std_ms: NonNegative | None = None
+    count: Annotated[int, Field(ge=1)] | None = None
+
+
+class PartEntry(_Strict):
+    """A fixed part of the network the source prices as one figure (APQ's ``head`` and ``tail``)."""
+
+    name: str
+    latency_ms: NonNegative
+    energy_mj: NonNegative | None = None
+
+
+class ImportedTable(_Strict):
+    """A published lookup table as imported: what it is, where it came from, and its entries as data.
+
+    Its entries are kept as the source structured them (blocks, or layers at
+    bit-width pairs), not as layer signatures: the cost model does not price
+    them yet.
+    """
+
+    format: ImportFormat
+    source_file: str  # the file's name
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    obtained: Literal["measured", "simulated", "unknown"]  # simulated: a simulator's figures, not a device's
+    units: dict[str, str]  # e.g. {"latency": "ms", "energy": "mJ"}
+    input_resolution: int | None = None  # the network input size the block table was measured at
+    notes: str = ""
+    blocks: list[BlockEntry] = []
+    layers: list[LayerEntry] = []
+    parts: list[PartEntry] = []
+
+    def counts(self) -> dict[str, int]:
+        """Entries per type: block types, layer ops and parts, e.g. ``{"expanded_conv": 69, "Conv": 1}``."""
+        out: dict[str, int] = {}
+        for name in ([b.type for b in self.blocks] + [f"layer:{e.op}" for e in self.layers]
+                     + [f"part:{p.name}" for p in self.parts]):
+            out[name] = out.get(name, 0) + 1
+        return out
+
+
 class HardwareProfile(_Strict):
     schema_version: int = SCHEMA_VERSION
     name: str
@@ -200,6 +285,13 @@ class HardwareProfile(_Strict):
     energy: EnergySpec = EnergySpec()
     validation: list[ValidationResult] = []
     provenance: Provenance
+    imported: ImportedTable | None = None  # kind "imported": the published table it was read from
+
+    @model_validator(mode="after")
+    def _table_needs_imported_kind(self) -> HardwareProfile:
+        if self.imported is not None and self.kind != "imported":
+            raise ValueError(f"an imported table belongs to a profile of kind 'imported', not {self.kind!r}")
+        return self
 
     @field_validator("schema_version")
     @classmethod
@@ -241,7 +333,12 @@ class HardwareProfile(_Strict):
         """Atomic write, so an interrupted save never leaves half a profile."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        return write_json(self.model_dump(mode="json"), path)
+        data = self.model_dump(mode="json")
+        if self.imported is None:  # profiles of other kinds keep the layout they always had
+            del data["imported"]
+        else:  # thousands of entries: leave out the fields a source does not have (None is their default)
+            data["imported"] = self.imported.model_dump(mode="json", exclude_none=True)
+        return write_json(data, path)
 
     @classmethod
     def load(cls, path: str | Path) -> HardwareProfile:
