@@ -102,21 +102,61 @@ def cmd_profile_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_profile_analytic(args: argparse.Namespace) -> int:
-    from autocompress.hardware import HOROWITZ_45NM, analytic_profile
+def _model_params(items: list[str]) -> dict[str, object]:
+    """``--param NAME=VALUE`` pairs: numbers where they parse as numbers, words otherwise."""
+    params: dict[str, object] = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        if not sep or not name.strip() or not text.strip():
+            raise ProfileError(f"--param {item!r}: expected NAME=VALUE, e.g. clock_hz=4e8")
+        value: object = text.strip()
+        for kind in (int, float):
+            try:
+                value = kind(text)
+                break
+            except ValueError:
+                continue
+        params[name.strip()] = value
+    return params
 
+
+def cmd_profile_analytic(args: argparse.Namespace) -> int:
+    from autocompress.hardware import (
+        HOROWITZ_45NM,
+        accelerator_model,
+        accelerator_profile,
+        analytic_profile,
+    )
+
+    name = args.name or Path(args.out).stem
+    if args.model != "roofline":  # a named accelerator model: its defaults, some overridden by --param
+        given = [flag for flag, value in (("--peak-gmacs", args.peak_gmacs), ("--bandwidth-gbs", args.bandwidth_gbs),
+                                          ("--layer-overhead-us", args.layer_overhead_us)) if value is not None]
+        if given:
+            raise ProfileError(f"{', '.join(given)}: roofline options; set a {args.model} model's parameters with "
+                               f"--param NAME=VALUE (see `autocompress profile show` of its profile)")
+        model = accelerator_model(args.model, **_model_params(args.param))
+        profile = accelerator_profile(model, name=name, device=args.device, command=_command())
+        profile.save(args.out)
+        print(describe_profile(profile))
+        return 0
+    if args.param:
+        raise ProfileError("--param: parameters of a named model (--model bitfusion | eyeriss); a roofline takes "
+                           "--peak-gmacs, --bandwidth-gbs and --layer-overhead-us")
+    peak_gmacs = args.peak_gmacs if args.peak_gmacs is not None else "fp32=100,int8=400"
     rates = {}
-    for item in args.peak_gmacs.split(","):
+    for item in peak_gmacs.split(","):
         precision, _, value = item.partition("=")
         try:
             rates[precision.strip()] = float(value) * 1e9
         except ValueError:
-            raise SpaceError(f"--peak-gmacs {args.peak_gmacs!r}: expected PRECISION=GMACS,... "
+            raise SpaceError(f"--peak-gmacs {peak_gmacs!r}: expected PRECISION=GMACS,... "
                              "e.g. fp32=100,int8=400") from None
-    profile = analytic_profile(name=args.name or Path(args.out).stem,
-                               device=args.device or "analytic accelerator",
-                               peak_macs_per_s=rates, bandwidth_bytes_per_s=args.bandwidth_gbs * 1e9,
-                               energy_table=HOROWITZ_45NM, layer_overhead_ms=args.layer_overhead_us / 1e3,
+    bandwidth_gbs = args.bandwidth_gbs if args.bandwidth_gbs is not None else 25.0
+    overhead_us = args.layer_overhead_us if args.layer_overhead_us is not None else 2.0
+    profile = analytic_profile(name=name, device=args.device or "analytic accelerator",
+                               peak_macs_per_s=rates, bandwidth_bytes_per_s=bandwidth_gbs * 1e9,
+                               energy_table=HOROWITZ_45NM, layer_overhead_ms=overhead_us / 1e3,
                                command=_command())
     profile.save(args.out)
     print(describe_profile(profile))
@@ -215,6 +255,13 @@ def describe_profile(profile) -> str:
              f"  device: {profile.device.name} ({profile.device.cpu or profile.device.gpu or profile.device.notes})",
              "  precisions: " + "; ".join(f"{k}: {v}" for k, v in profile.precisions.items()),
              f"  energy: {profile.energy.method}" + (f" ({profile.energy.notes})" if profile.energy.notes else "")]
+    if profile.accelerator is not None:
+        model = profile.accelerator
+        lines.append(f"  accelerator model: {model.model} (modelled, not measured); parameters:")
+        params = model.model_dump(exclude={"model"})
+        width = max(len(k) for k in params)
+        lines.extend(f"    {k:{width}s} = {v:g}" if isinstance(v, float) else f"    {k:{width}s} = {v}"
+                     for k, v in params.items())
     for name, cal in {"pooled": profile.calibration, **profile.model_calibrations}.items():
         terms = " ".join(f"{c:+.4g}*{f}" for f, c in cal.coefficients.items())
         lines.append(f"  calibration[{name}]: {terms} {cal.offset_ms:+.4f} ms "
@@ -282,13 +329,24 @@ def add_profile_parser(sub: argparse._SubParsersAction) -> None:
     validate.add_argument("--out", default=None, help="profile JSON to write (default: in place)")
     validate.set_defaults(func=cmd_profile_validate)
 
-    analytic = verbs.add_parser("analytic", help="describe an accelerator by its peak rates and bandwidth")
+    analytic = verbs.add_parser("analytic", help="describe an accelerator: a roofline, or a named model "
+                                                 "(bitfusion, eyeriss) that prices every bit-width")
     analytic.add_argument("--out", required=True, help="profile JSON to write")
     analytic.add_argument("--name", default=None, help="the profile's name (default: the file's stem)")
     analytic.add_argument("--device", default=None, help="a name for the device")
-    analytic.add_argument("--peak-gmacs", default="fp32=100,int8=400", help="peak GMAC/s per precision")
-    analytic.add_argument("--bandwidth-gbs", type=float, default=25.0, help="memory bandwidth, GB/s")
-    analytic.add_argument("--layer-overhead-us", type=float, default=2.0, help="fixed cost per layer")
+    analytic.add_argument("--model", default="roofline", choices=("roofline", "bitfusion", "eyeriss"),
+                          help="roofline: peak rates per precision (below 8 bits runs as int8); bitfusion: a "
+                               "bit-flexible array, w2..w8 x a2..a8 priced apart; eyeriss: a row-stationary array "
+                               "priced by data movement")
+    analytic.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                          help="a bitfusion / eyeriss model parameter, repeatable, e.g. --param clock_hz=4e8 "
+                               "(names and defaults: `autocompress profile show` of a profile)")
+    analytic.add_argument("--peak-gmacs", default=None, help="roofline: peak GMAC/s per precision "
+                                                             "(default fp32=100,int8=400)")
+    analytic.add_argument("--bandwidth-gbs", type=float, default=None, help="roofline: memory bandwidth, GB/s "
+                                                                            "(default 25)")
+    analytic.add_argument("--layer-overhead-us", type=float, default=None,
+                          help="roofline: fixed cost per layer, microseconds (default 2)")
     analytic.set_defaults(func=cmd_profile_analytic)
 
     imp = verbs.add_parser("import", help="import a published lookup table (ProxylessNAS, Once-for-All, APQ, "

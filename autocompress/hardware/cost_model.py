@@ -8,7 +8,9 @@ vectorized over many candidates at once. Rows are the space's encoding
 (``space.encoding``), and the shapes come from its ``unit_variants``, the
 same walk ``required_signatures`` lists a profile's needs from. A signature
 the profile lacks is interpolated only if the profile declares it, otherwise
-construction fails naming the missing signatures.
+construction fails naming the missing signatures. A profile with an
+accelerator model prices each weight/activation bit-width pair as its own
+precision (``"w4a8"``), latency and energy alike.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from autocompress.hardware.accelerators import layer_cost
 from autocompress.hardware.analytic import roofline_ms
 from autocompress.hardware.energy import EnergyTable, energy_mj_arrays
 from autocompress.hardware.profile import (
@@ -77,6 +80,7 @@ class CostModel:
         self.interpolated: set[str] = set()
         # the model prices every layer of a modelled profile, and the layers without a figure of a measured one
         self._energy_table = EnergyTable.from_dict(profile.energy.table) if profile.energy.table else None
+        self._accelerator = profile.accelerator  # prices latency and energy of every signature at every bit-width
         self._lut = {key: entry.latency_ms for key, entry in profile.entries.items()}
         self._lut_energy = {key: entry.energy_mj for key, entry in profile.entries.items()
                             if entry.energy_mj is not None and profile.energy.method != "modelled"}
@@ -133,7 +137,15 @@ class CostModel:
                     sig = replace(leaf, precision=precision, sparsity=float(s) if self.profile.sparse_kernels else 0.0)
                     latency[pi, si] = self._latency(sig, missing)
                     energy_lut[pi, si] = self._lut_energy.get(sig.key, np.nan)
-            quant = prec != unique_prec.index(FLOAT_PRECISION) if FLOAT_PRECISION in unique_prec else np.ones_like(prec, bool)
+                    if self._accelerator is not None and np.isnan(energy_lut[pi, si]):
+                        # sparsity saves modelled energy even where the kernels do not skip zeros
+                        energy_lut[pi, si] = layer_cost(self._accelerator, replace(sig, sparsity=float(s))).energy_mj
+            if self._accelerator is not None:
+                quant = np.array([self._accelerator.quantized(p) for p in unique_prec])[prec]
+            elif FLOAT_PRECISION in unique_prec:
+                quant = prec != unique_prec.index(FLOAT_PRECISION)
+            else:
+                quant = np.ones_like(prec, bool)
             lat = latency[prec, sp_index]
             out[..., _F["sum_float_ms"]] += np.where(quant, 0.0, lat)
             out[..., _F["sum_quant_ms"]] += np.where(quant, lat, 0.0)
@@ -160,6 +172,8 @@ class CostModel:
         value = self._lut.get(sig.key)
         if value is not None:
             return value
+        if self._accelerator is not None:
+            return layer_cost(self._accelerator, sig).latency_ms
         if self.profile.roofline is not None:
             r = self.profile.roofline
             return roofline_ms(sig, peak_macs_per_s=r.peak_macs_per_s, bandwidth_bytes_per_s=r.bandwidth_bytes_per_s,

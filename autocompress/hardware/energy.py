@@ -1,4 +1,4 @@
-"""Modelled energy per inference: a first-order analytic model, labelled as such.
+"""Modelled energy per inference: first-order analytic models, labelled as such.
 
 Energy per operation and per byte moved, by precision and memory level, lives
 in an :class:`EnergyTable` (data, JSON round-trippable); :func:`layer_energy`
@@ -6,6 +6,10 @@ turns one :class:`~autocompress.hardware.signature.LayerSignature` into an
 :class:`EnergyEstimate` and :func:`model_energy` sums layers. The shipped table,
 :data:`HOROWITZ_45NM`, uses M. Horowitz, "Computing's energy problem (and what we
 can do about it)", ISSCC 2014 (45 nm, 0.9 V).
+
+:func:`row_stationary_movement` is the second model, for spatial accelerators
+(Eyeriss): per-level access counts from a row-stationary reuse model, priced by
+normalized costs per access (:data:`EYERISS_NORMALIZED_COSTS`).
 
 Every estimate says how it was obtained in ``method``: ``"modelled:<table>"``
 here, or ``"measured:rapl"`` / ``"measured:nvml"`` for figures a hardware
@@ -25,8 +29,9 @@ import numpy as np
 from autocompress.hardware.signature import LayerSignature
 
 __all__ = [
-    "HOROWITZ_45NM", "KNOWN_MEMORY_LEVELS", "PRECISION_BITS", "EnergyEstimate", "EnergyTable", "EnergyTableError",
-    "layer_energy", "model_energy",
+    "DATA_MOVEMENT_LEVELS", "EYERISS_NORMALIZED_COSTS", "HOROWITZ_45NM", "KNOWN_MEMORY_LEVELS", "PRECISION_BITS",
+    "DataMovement", "EnergyEstimate", "EnergyTable", "EnergyTableError", "layer_energy", "model_energy",
+    "row_stationary_movement",
 ]
 
 PJ_PER_MJ = 1e9  # 1 mJ = 1e9 pJ
@@ -299,3 +304,106 @@ def model_energy(signatures_with_bits: Iterable[tuple[LayerSignature, int, int]]
         memory += e.memory_mj
     return EnergyEstimate(total_mj=compute + memory, compute_mj=compute, memory_mj=memory,
                           method=f"modelled:{table.name}")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Data movement in a spatial array (Eyeriss, row stationary)
+# ---------------------------------------------------------------------------------------------------
+
+#: Energy of one access at each level, relative to one MAC, for 16-bit words: Y.-H. Chen, J. Emer, V. Sze,
+#: "Eyeriss: A Spatial Architecture for Energy-Efficient Dataflow for Convolutional Neural Networks",
+#: ISCA 2016 (normalized energy costs, 65 nm): register file 1x, array / NoC (PE to PE) 2x, global buffer 6x,
+#: DRAM 200x.
+EYERISS_NORMALIZED_COSTS: dict[str, float] = {"mac": 1.0, "rf": 1.0, "noc": 2.0, "glb": 6.0, "dram": 200.0}
+#: the levels data moves through, innermost first
+DATA_MOVEMENT_LEVELS: tuple[str, ...] = ("rf", "noc", "glb", "dram")
+
+
+@dataclass(frozen=True)
+class DataMovement:
+    """One layer's effective MACs and its accesses per level, in words of ``word_bits`` bits.
+
+    ``words[level][data]``: ``data`` is ``weights``, ``inputs`` or ``psums`` (partial sums; at DRAM, the
+    final outputs); an element narrower than a word counts as that fraction of a word.
+    """
+
+    macs: float
+    words: dict[str, dict[str, float]]
+    word_bits: int
+
+    def energy_pj(self, costs: Mapping[str, float] = EYERISS_NORMALIZED_COSTS, unit_pj: float = 1.0
+                  ) -> dict[str, float]:
+        """pJ per level (and ``mac``): accesses x normalized cost x ``unit_pj`` (the energy of one MAC)."""
+        missing = [k for k in ("mac", *DATA_MOVEMENT_LEVELS) if k not in costs]
+        if missing:
+            raise ValueError(f"normalized costs miss {missing}; expected keys {['mac', *DATA_MOVEMENT_LEVELS]}")
+        out = {"mac": self.macs * costs["mac"] * unit_pj}
+        for level in DATA_MOVEMENT_LEVELS:
+            out[level] = sum(self.words[level].values()) * costs[level] * unit_pj
+        return out
+
+    def estimate(self, costs: Mapping[str, float] = EYERISS_NORMALIZED_COSTS, unit_pj: float = 1.0,
+                 label: str = "eyeriss") -> EnergyEstimate:
+        pj = self.energy_pj(costs, unit_pj)
+        compute = pj["mac"] / PJ_PER_MJ
+        memory = sum(pj[level] for level in DATA_MOVEMENT_LEVELS) / PJ_PER_MJ
+        return EnergyEstimate(total_mj=compute + memory, compute_mj=compute, memory_mj=memory,
+                              method=f"modelled:{label}")
+
+
+def row_stationary_movement(sig: LayerSignature, *, w_bits: int, a_bits: int, psum_bits: int = 16,
+                            word_bits: int = 16, array_columns: int = 14, glb_bytes: int = 108 * 1024
+                            ) -> DataMovement:
+    """Accesses per level of one layer on a row-stationary array (Eyeriss), from a simple reuse model.
+
+    Every effective MAC (``macs * (1 - sparsity)``) uses one weight, one input and
+    updates one partial sum. A use is served by the innermost level holding the
+    datum; a level is accessed (uses / reuse captured below it) times:
+
+    * register file (in the PE): every use -- 1 weight, 1 input, 2 psum accesses
+      (read and write) per MAC;
+    * array / NoC (PE to PE): weights once per output-row pass of a PE (a filter row
+      stays in the PE's RF while it slides along the row: reuse ``ow``); inputs once
+      per ``kw / stride`` sliding windows; a psum once per ``kw`` products (a PE's 1-D
+      convolution, then passed up its column);
+    * global buffer: weights once per group of ``array_columns`` output rows (a filter
+      row is multicast across the PEs that compute different output rows); inputs once
+      per ``kh / stride`` filter rows (an input row is reused diagonally across PE
+      rows); psums read and written once per ``kw x kh`` products (accumulated over a
+      PE column, then parked per input channel);
+    * DRAM: every weight, input and output once; weights are read again for each
+      tile of inputs and psums beyond ``glb_bytes``.
+
+    Weights count ``w_bits``, inputs and outputs ``a_bits`` and psums ``psum_bits``
+    per element, as a fraction of a ``word_bits`` word (the width the normalized
+    costs are quoted for). A layer with no reuse (a linear layer on one token) thus
+    reads every weight from DRAM for a single MAC. Not modelled: RF capacity, how
+    many filters or channels share a pass, batch reuse, NoC multicast energy.
+    """
+    if not 0.0 <= sig.sparsity < 1.0:
+        raise ValueError(f"layer {sig.key}: sparsity must be in [0, 1), got {sig.sparsity!r}")
+    for name, value in (("w_bits", w_bits), ("a_bits", a_bits), ("psum_bits", psum_bits), ("word_bits", word_bits),
+                        ("array_columns", array_columns), ("glb_bytes", glb_bytes)):
+        _positive_bits(name, value, 1)
+    kh, kw = sig.kernel_size
+    sh, sw = sig.stride
+    oh, ow = sig.out_hw
+    density = 1.0 - sig.sparsity
+    uses = sig.macs * density
+    weights = sig.weight_params * density
+    w, a, p = w_bits / word_bits, a_bits / word_bits, psum_bits / word_bits  # words per element
+
+    w_rf, w_array = ow, min(oh, array_columns)
+    i_rf, i_array = max(1.0, kw / sw), max(1.0, kh / sh)
+    p_rf, p_array = kw, kh
+    working = sig.input_elements * a_bits / 8 + sig.output_elements * psum_bits / 8
+    weight_reads = math.ceil(working / glb_bytes) if working > glb_bytes else 1
+    words = {
+        "rf": {"weights": uses * w, "inputs": uses * a, "psums": 2 * uses * p},
+        "noc": {"weights": uses / w_rf * w, "inputs": uses / i_rf * a, "psums": uses / p_rf * p},
+        "glb": {"weights": uses / (w_rf * w_array) * w, "inputs": uses / (i_rf * i_array) * a,
+                "psums": 2 * uses / (p_rf * p_array) * p},
+        "dram": {"weights": weights * weight_reads * w, "inputs": sig.input_elements * a,
+                 "psums": sig.output_elements * a},
+    }
+    return DataMovement(macs=uses, words=words, word_bits=word_bits)

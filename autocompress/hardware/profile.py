@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -162,6 +163,131 @@ class Roofline(_Strict):
     layer_overhead_ms: NonNegative = 0.0
 
 
+_ACCELERATOR_PRECISION = re.compile(r"^w(\d+)a(\d+)$")
+PositiveInt = Annotated[int, Field(ge=1)]
+Positive = Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
+
+
+class _AcceleratorModel(_Strict):
+    """What every analytic accelerator model shares: how bit-widths become its precisions.
+
+    A layer with ``w_bits`` and ``a_bits`` up to ``max_bits`` runs at exactly those
+    widths, precision ``"w{w}a{a}"`` (so every bit-width of the space is priced on its
+    own, unlike a CPU where everything below 8 bits runs on int8 kernels); a wider
+    operand (the space's 32, not quantized) runs at ``unquantized_bits`` fixed point.
+    """
+
+    max_bits: Annotated[int, Field(ge=1, le=16)] = 8
+    unquantized_bits: Annotated[int, Field(ge=2, le=32)] = 16
+    clock_hz: Positive
+    dram_bytes_per_s: Positive
+    layer_overhead_ms: NonNegative = 0.0
+
+    def precision_for(self, w_bits: int, a_bits: int) -> str:
+        w = w_bits if w_bits <= self.max_bits else self.unquantized_bits
+        a = a_bits if a_bits <= self.max_bits else self.unquantized_bits
+        return f"w{w}a{a}"
+
+    def bits_of(self, precision: str) -> tuple[int, int]:
+        """``"w4a8"`` -> (4, 8)."""
+        m = _ACCELERATOR_PRECISION.match(precision)
+        if not m or not all(int(g) >= 1 for g in m.groups()):
+            raise ProfileError(f"precision {precision!r} is not one an accelerator model prices; expected "
+                               "'w{bits}a{bits}', e.g. 'w4a8'")
+        return int(m.group(1)), int(m.group(2))
+
+    def quantized(self, precision: str) -> bool:
+        """Whether a layer at ``precision`` counts as quantized (both operands at most ``max_bits``)."""
+        w, a = self.bits_of(precision)
+        return w <= self.max_bits and a <= self.max_bits
+
+
+class BitFusionModel(_AcceleratorModel):
+    """A BitFusion-like bit-flexible accelerator, as numbers (priced by ``autocompress.hardware.accelerators``).
+
+    A model, not a simulator: defaults follow the published configuration, energy
+    figures are 45 nm estimates. Sources:
+
+    * array: ``rows`` x ``columns`` = 16 x 32 Fusion Units of ``bricks_per_unit`` = 16
+      2-bit BitBricks each, 500 MHz -- H. Sharma et al., "Bit Fusion: Bit-Level
+      Dynamically Composable Architecture for Accelerating Deep Neural Networks", ISCA
+      2018, and its simulator's configuration (github.com/hsharma35/bitfusion,
+      ``bf_e_conf.ini``: a=16, c=32, 500 MHz, precisions 2..8);
+    * memory: 192-bit DRAM interface per cycle (``if_width``) -> 12 GB/s; weight /
+      input buffers of 64 / 32 KiB; the input buffer has one 32-bit bank per array row
+      (16 x 4 B per cycle -> 32 GB/s); partial sums are 32-bit (same sources);
+    * brick energy: the simulator's 45 nm synthesis of a 4 x 4 Fusion-Unit array
+      (``results/systolic_array_synth.csv``, 8-bit max / 2-bit min precision, 500 MHz:
+      3.6735 mW dynamic) -> 7.35 pJ per cycle / 16 units / 16 bricks = 0.0287 pJ per
+      brick-cycle (an 8x8 MAC: 0.46 pJ; Horowitz, ISSCC 2014, puts an 8-bit multiply +
+      32-bit add at 0.3 pJ); leakage is not modelled;
+    * memory energy (assumptions, 45 nm): a Fusion Unit's private weight bank is priced
+      like a register file (0.1 pJ/B, the figure ``HOROWITZ_45NM`` assumes), the shared
+      buffers like Horowitz's 32 KB SRAM (2.5 pJ/B), DRAM 162.5 pJ/B (Horowitz, low end).
+
+    ``operand_rounding``: ``"bricks"`` -- a w-bit operand takes ceil(w / 2) bricks, so a
+    w x a MAC costs ceil(w/2) * ceil(a/2) brick-cycles (8x8: 16, 4x4: 4, 2x2: 1) and
+    operands are stored packed at their width; ``"power_of_two"`` -- operands are
+    padded to 2, 4, 8 or 16 bits, the widths BitFusion's spatial fusion supports
+    (so 6 bits costs what 8 does, as in the BitFusion simulator).
+    """
+
+    model: Literal["bitfusion"] = "bitfusion"
+    rows: PositiveInt = 16
+    columns: PositiveInt = 32
+    bricks_per_unit: PositiveInt = 16
+    brick_bits: PositiveInt = 2
+    operand_rounding: Literal["bricks", "power_of_two"] = "bricks"
+    clock_hz: Positive = 500e6
+    dram_bytes_per_s: Positive = 12e9
+    input_buffer_bytes_per_s: Positive = 32e9
+    weight_buffer_bytes: PositiveInt = 64 * 1024
+    input_buffer_bytes: PositiveInt = 32 * 1024
+    accumulator_bits: PositiveInt = 32
+    brick_pj: NonNegative = 0.0287  # 3.6735 mW / 500 MHz / 16 units / 16 bricks
+    local_pj_per_byte: NonNegative = 0.1
+    buffer_pj_per_byte: NonNegative = 2.5
+    dram_pj_per_byte: NonNegative = 162.5
+
+
+class EyerissModel(_AcceleratorModel):
+    """An Eyeriss-like row-stationary array priced by data movement (``autocompress.hardware.energy``).
+
+    A model: defaults follow the published chip, the absolute energy scale is an
+    assumption. Sources: 12 x 14 = 168 PEs, 16-bit fixed point, 108 KB global
+    buffer, 200 MHz -- Y.-H. Chen et al., "Eyeriss: An Energy-Efficient Reconfigurable
+    Accelerator for Deep Convolutional Neural Networks", JSSC 2017; normalized
+    access costs relative to one MAC (RF 1, array/NoC 2, global buffer 6, DRAM 200)
+    -- Y.-H. Chen, J. Emer, V. Sze, "Eyeriss: A Spatial Architecture for
+    Energy-Efficient Dataflow for Convolutional Neural Networks", ISCA 2016. The
+    costs are per ``word_bits``-bit word; narrower data moves proportionally fewer
+    bits. Assumptions: ``unit_pj`` (one 16-bit MAC ~ 1 pJ, between Horowitz's 45 nm
+    8-bit and 32-bit figures) and DRAM bandwidth (a 64-bit link at the core clock,
+    1.6 GB/s). PEs compute at 16 bits: fewer bits save data movement (energy, and
+    latency only where a layer is memory-bound), not MAC cycles.
+    """
+
+    model: Literal["eyeriss"] = "eyeriss"
+    rows: PositiveInt = 12
+    columns: PositiveInt = 14
+    clock_hz: Positive = 200e6
+    dram_bytes_per_s: Positive = 1.6e9
+    word_bits: PositiveInt = 16
+    psum_bits: PositiveInt = 16
+    glb_bytes: PositiveInt = 108 * 1024
+    mac_cost: NonNegative = 1.0
+    rf_cost: NonNegative = 1.0
+    noc_cost: NonNegative = 2.0
+    glb_cost: NonNegative = 6.0
+    dram_cost: NonNegative = 200.0
+    unit_pj: NonNegative = 1.0
+
+
+#: an analytic accelerator described by a named model and its parameters (``model: bitfusion``)
+AcceleratorModel = Annotated[BitFusionModel | EyerissModel, Field(discriminator="model")]
+ACCELERATOR_MODELS: dict[str, type[_AcceleratorModel]] = {"bitfusion": BitFusionModel, "eyeriss": EyerissModel}
+
+
 class EnergySpec(_Strict):
     """Where energy figures come from; every figure the cost model returns carries ``method``.
 
@@ -278,6 +404,8 @@ class HardwareProfile(_Strict):
     #: Every entry is on this scale; later runs (extensions, validation) compare their anchors with it.
     anchors: dict[str, NonNegative] = {}
     roofline: Roofline | None = None  # analytic profiles price any signature from this instead of a table
+    #: analytic profiles of a named accelerator model: it prices every signature at every bit-width pair
+    accelerator: AcceleratorModel | None = None
     calibration: Calibration = Calibration()  # fitted on all validated models together
     #: fitted on one model's candidates, by calibration_key (model@input shape); a bare model name (older
     #: profiles) serves that model at any input shape
@@ -291,6 +419,17 @@ class HardwareProfile(_Strict):
     def _table_needs_imported_kind(self) -> HardwareProfile:
         if self.imported is not None and self.kind != "imported":
             raise ValueError(f"an imported table belongs to a profile of kind 'imported', not {self.kind!r}")
+        return self
+
+    @model_validator(mode="after")
+    def _accelerator_is_the_whole_device(self) -> HardwareProfile:
+        if self.accelerator is None:
+            return self
+        if self.kind != "analytic":
+            raise ValueError(f"an accelerator model belongs to a profile of kind 'analytic', not {self.kind!r}")
+        if self.roofline is not None or self.precision_rules:
+            raise ValueError("a profile with an accelerator model has no roofline and no precision_rules: "
+                             "the model prices every bit-width pair itself")
         return self
 
     @field_validator("schema_version")
@@ -312,6 +451,8 @@ class HardwareProfile(_Strict):
 
     # -- pricing ----------------------------------------------------------------------
     def precision_for(self, w_bits: int, a_bits: int) -> str:
+        if self.accelerator is not None:
+            return self.accelerator.precision_for(w_bits, a_bits)
         for rule in self.precision_rules:
             if w_bits <= rule.max_w_bits and a_bits <= rule.max_a_bits:
                 return rule.precision
@@ -334,6 +475,8 @@ class HardwareProfile(_Strict):
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         data = self.model_dump(mode="json")
+        if self.accelerator is None:  # profiles without one keep the layout they always had
+            del data["accelerator"]
         if self.imported is None:  # profiles of other kinds keep the layout they always had
             del data["imported"]
         else:  # thousands of entries: leave out the fields a source does not have (None is their default)
