@@ -309,7 +309,7 @@ def test_plots_are_written_and_not_blank(exported):
 def test_int8_member_is_exported_calibrated_and_runs_int8_kernels(searched, tmp_path):
     """The int8 path on a candidate that is int8 everywhere (the tiny search's front may have no int8 layer:
     on an uncalibrated profile isolated int8 layers look slow, so the latency budget filters them)."""
-    from autocompress.export.exporter import _build_member
+    from autocompress.export.exporter import build_member
     from autocompress.runtime.onnx_runtime import optimized_model
     from autocompress.search import TrialRecord
     from autocompress.train import Evaluator, FitConfig
@@ -319,7 +319,7 @@ def test_int8_member_is_exported_calibrated_and_runs_int8_kernels(searched, tmp_
     record = TrialRecord(7, candidate, {}, True, True, 0.5, "proxy", 1.0)
     evaluator = Evaluator(teacher=setup.base_model, data=setup.data, fidelity="full",
                           fit=FitConfig(epochs=0.2, lr=0.01, seed=0, progress=False))
-    built = _build_member(setup, record, tmp_path, evaluator, seed=0)
+    built = build_member(setup, record, tmp_path, evaluator, seed=0)
     assert built.deployed_onnx == "trial-0007/model.int8.onnx"
     ops = {n.op_type for n in optimized_model(tmp_path / built.deployed_onnx).graph.node}
     assert {"QLinearConv"} <= ops or any(op.startswith("QLinear") or op == "QGemm" for op in ops), ops
