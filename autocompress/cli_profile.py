@@ -1,4 +1,5 @@
-"""``autocompress profile measure | validate | analytic | import | show``: make, check and describe hardware profiles.
+"""``autocompress profile measure | validate | fit-predictor | analytic | import | show``: make, check and describe
+hardware profiles.
 
 Each verb is its own subcommand with only its own options; the models a
 profile is measured for or validated on are untrained zoo models, so nothing
@@ -99,6 +100,40 @@ def cmd_profile_validate(args: argparse.Namespace) -> int:
     report_path.write_text(json.dumps(report, indent=1))
     print(describe_profile(profile))
     print(f"wrote {out} and {report_path}")
+    return 0
+
+
+def cmd_profile_fit_predictor(args: argparse.Namespace) -> int:
+    import datetime
+
+    from autocompress.hardware.predictor import fit_predictor
+    from autocompress.hardware.profile import find_profile
+
+    profile = find_profile(args.profile)
+    if not profile.entries:
+        raise ProfileError(f"{args.profile}: profile {profile.name!r} has no layer entries to fit a predictor on "
+                           f"(a {profile.kind} profile; fit one on a measured profile)")
+    if args.folds < 2:
+        raise ProfileError(f"--folds {args.folds}: expected at least 2")
+    out = Path(args.out) if args.out else Path(args.profile)
+    if not args.out and not out.exists():
+        raise ProfileError(f"{args.profile!r} is a shipped profile name: give --out PATH to write the profile with "
+                           "its predictor")
+    if args.trees < 1:
+        raise ProfileError(f"--trees {args.trees}: expected at least 1")
+    bar, update = _bar("fitting operator types")
+    with bar:
+        try:
+            predictor = fit_predictor(profile, folds=args.folds, seed=args.seed, trees=args.trees,
+                                      date=datetime.date.today().isoformat(), command=_command(), progress=update)
+        except ValueError as exc:  # too few entries of every operator type
+            raise ProfileError(f"{args.profile}: {exc}") from None
+    profile = profile.model_copy(update={"predictor": predictor})
+    profile.save(out)
+    print(f"{profile.name}: predictor for unseen signatures, held-out error ({args.folds}-fold, seed {args.seed}) "
+          "of log-latency regressions per operator type and precision:")
+    print(predictor.summary())
+    print(f"wrote {out}")
     return 0
 
 
@@ -277,13 +312,19 @@ def describe_profile(profile) -> str:
         for date, ratio in ratios.items():
             lines.append(f"  validation of {date}: anchors ran at {ratio:.3f}x their table latency "
                          "(the machine's speed then, against when the table was measured)")
+    if profile.predictor is not None:
+        fitted = sum(g.fitted_on for g in profile.predictor.groups.values())
+        lines.append(f"  predictor for signatures the table lacks: fitted {profile.predictor.date} on {fitted} "
+                     "entries; held-out error of predicted latency:")
+        lines.append(profile.predictor.summary())
     return "\n".join(lines)
 
 
 def add_profile_parser(sub: argparse._SubParsersAction) -> None:
-    """Add ``profile`` and its five verbs to the command parsers ``sub``."""
+    """Add ``profile`` and its six verbs to the command parsers ``sub``."""
     prof = sub.add_parser("profile", help="measure, validate, model, import or show a hardware profile")
-    verbs = prof.add_subparsers(dest="action", required=True, metavar="{measure,validate,analytic,import,show}")
+    verbs = prof.add_subparsers(dest="action", required=True,
+                                metavar="{measure,validate,fit-predictor,analytic,import,show}")
     suites = argparse.ArgumentParser(add_help=False)  # the models a profile is measured for or validated on
     suites.add_argument("--models", nargs="+", default=["resnet20", "mobilenetv2_cifar"])
     suites.add_argument("--spaces", nargs="+", default=None, help="one space per model (default: the family's)")
@@ -328,6 +369,15 @@ def add_profile_parser(sub: argparse._SubParsersAction) -> None:
                           help="recalibrate on the measured timings of an earlier validation report")
     validate.add_argument("--out", default=None, help="profile JSON to write (default: in place)")
     validate.set_defaults(func=cmd_profile_validate)
+
+    fit = verbs.add_parser("fit-predictor", help="fit regressions on a profile's entries that price the layer "
+                                                 "signatures it lacks, and print their held-out error")
+    fit.add_argument("profile", help="profile JSON or shipped name")
+    fit.add_argument("--out", default=None, help="profile JSON to write (default: in place)")
+    fit.add_argument("--folds", type=int, default=5, help="cross-validation folds for the held-out error")
+    fit.add_argument("--seed", type=int, default=0, help="shuffles the folds and seeds the trees")
+    fit.add_argument("--trees", type=int, default=150, help="boosted trees per regression")
+    fit.set_defaults(func=cmd_profile_fit_predictor)
 
     analytic = verbs.add_parser("analytic", help="describe an accelerator: a roofline, or a named model "
                                                  "(bitfusion, eyeriss) that prices every bit-width")

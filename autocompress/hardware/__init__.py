@@ -1,4 +1,5 @@
-"""Hardware profiles, layer signatures, energy models, accelerator models and the cost model."""
+"""Hardware profiles, layer signatures, energy models, accelerator models, the predictor for unseen signatures
+and the cost model."""
 
 from autocompress.hardware.accelerators import (
     LayerCost,
@@ -17,6 +18,7 @@ from autocompress.hardware.energy import (
 )
 from autocompress.hardware.importers import FORMATS as TABLE_FORMATS
 from autocompress.hardware.importers import TableImportError, import_table
+from autocompress.hardware.predictor import SignaturePredictor, fit_predictor
 from autocompress.hardware.profile import (
     ACCELERATOR_MODELS,
     BitFusionModel,
@@ -30,7 +32,7 @@ from autocompress.hardware.signature import LayerSignature, SignatureError, leaf
 __all__ = [
     "ACCELERATOR_MODELS", "EYERISS_NORMALIZED_COSTS", "HOROWITZ_45NM", "TABLE_FORMATS", "BitFusionModel", "CostModel",
     "Costs", "EnergyTable", "EyerissModel", "HardwareProfile", "ImportedTable", "LayerCost", "LayerSignature",
-    "ProfileError", "SignatureError", "TableImportError", "accelerator_model", "accelerator_profile",
-    "analytic_profile", "import_table", "layer_cost", "layer_energy", "leaf_signatures", "required_signatures",
-    "roofline_ms", "row_stationary_movement",
+    "ProfileError", "SignatureError", "SignaturePredictor", "TableImportError", "accelerator_model",
+    "accelerator_profile", "analytic_profile", "fit_predictor", "import_table", "layer_cost", "layer_energy",
+    "leaf_signatures", "required_signatures", "roofline_ms", "row_stationary_movement",
 ]

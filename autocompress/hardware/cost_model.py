@@ -7,10 +7,12 @@ small per-unit table; a candidate's cost is then one table gather per unit,
 vectorized over many candidates at once. Rows are the space's encoding
 (``space.encoding``), and the shapes come from its ``unit_variants``, the
 same walk ``required_signatures`` lists a profile's needs from. A signature
-the profile lacks is interpolated only if the profile declares it, otherwise
-construction fails naming the missing signatures. A profile with an
-accelerator model prices each weight/activation bit-width pair as its own
-precision (``"w4a8"``), latency and energy alike.
+the profile lacks is predicted by the profile's regression if it declares one
+(``profile.predictor``), else interpolated if it declares that, otherwise
+construction fails naming the missing signatures; ``breakdown`` and
+``lookup_sources`` say which figures were measured and which predicted. A
+profile with an accelerator model prices each weight/activation bit-width
+pair as its own precision (``"w4a8"``), latency and energy alike.
 """
 
 from __future__ import annotations
@@ -78,6 +80,12 @@ class CostModel:
         self.space = space
         self.calibration = profile.calibration_for(model, space.graph.input_shape)
         self.interpolated: set[str] = set()
+        self.predicted: set[str] = set()  # signatures the profile's predictor priced
+        self._predictor = profile.predictor
+        self._predicted_energy: dict[str, float] = {}
+        # every signature looked up: its latency and where that came from (see ``breakdown``)
+        self._looked_up: dict[str, tuple[float, str]] = {}
+        self._table_source = "measured" if profile.kind == "measured" else profile.kind
         # the model prices every layer of a modelled profile, and the layers without a figure of a measured one
         self._energy_table = EnergyTable.from_dict(profile.energy.table) if profile.energy.table else None
         self._accelerator = profile.accelerator  # prices latency and energy of every signature at every bit-width
@@ -89,12 +97,17 @@ class CostModel:
         self._tables = [self._build(unit, missing) for unit in space.graph.units]
         if missing:
             shown = ", ".join(sorted(missing)[:5])
+            how = ("and its predictor covers no such operator type and precision" if self._predictor is not None
+                   else "and does not declare interpolation")
             raise ProfileError(f"profile {profile.name!r} has no entry for {len(missing)} layer signature(s) this "
-                               f"space can produce, and does not declare interpolation: {shown}"
-                               f"{' ...' if len(missing) > 5 else ''}")
+                               f"space can produce, {how}: {shown}{' ...' if len(missing) > 5 else ''} (measure "
+                               "them with `autocompress profile measure`, or fit a predictor for unseen signatures "
+                               "with `autocompress profile fit-predictor`)")
         del self._priced
         if self.interpolated:
             log.info("cost model: %d signature(s) interpolated from neighbours", len(self.interpolated))
+        if self.predicted:
+            log.info("cost model: %d signature(s) predicted by the profile's regression", len(self.predicted))
 
     # -- tables ---------------------------------------------------------------------------
     def _build(self, unit: str, missing: set[str]) -> _UnitTable:
@@ -136,7 +149,7 @@ class CostModel:
                 for si, s in enumerate(sp_opts):
                     sig = replace(leaf, precision=precision, sparsity=float(s) if self.profile.sparse_kernels else 0.0)
                     latency[pi, si] = self._latency(sig, missing)
-                    energy_lut[pi, si] = self._lut_energy.get(sig.key, np.nan)
+                    energy_lut[pi, si] = self._lut_energy.get(sig.key, self._predicted_energy.get(sig.key, np.nan))
                     if self._accelerator is not None and np.isnan(energy_lut[pi, si]):
                         # sparsity saves modelled energy even where the kernels do not skip zeros
                         energy_lut[pi, si] = layer_cost(self._accelerator, replace(sig, sparsity=float(s))).energy_mj
@@ -169,22 +182,36 @@ class CostModel:
         return out
 
     def _latency(self, sig: LayerSignature, missing: set[str]) -> float:
+        value, source = self._lookup(sig)
+        if source is None:
+            missing.add(sig.key)
+            return 0.0
+        self._looked_up[sig.key] = (value, source)
+        return value
+
+    def _lookup(self, sig: LayerSignature) -> tuple[float, str | None]:
+        """A signature's latency and its source: the table, a model of the device, the predictor or neighbours."""
         value = self._lut.get(sig.key)
         if value is not None:
-            return value
+            return value, self._table_source
         if self._accelerator is not None:
-            return layer_cost(self._accelerator, sig).latency_ms
+            return layer_cost(self._accelerator, sig).latency_ms, "modelled"
         if self.profile.roofline is not None:
             r = self.profile.roofline
             return roofline_ms(sig, peak_macs_per_s=r.peak_macs_per_s, bandwidth_bytes_per_s=r.bandwidth_bytes_per_s,
-                               layer_overhead_ms=r.layer_overhead_ms)
+                               layer_overhead_ms=r.layer_overhead_ms), "modelled"
+        if self._predictor is not None and self._predictor.covers(sig):
+            latency, energy = self._predictor.predict([sig])
+            self.predicted.add(sig.key)
+            if not np.isnan(energy[0]):
+                self._predicted_energy[sig.key] = float(energy[0])
+            return float(latency[0]), "predicted"
         if self.profile.interpolation == "channels":
             value = self._interpolate(sig)
             if value is not None:
                 self.interpolated.add(sig.key)
-                return value
-        missing.add(sig.key)
-        return 0.0
+                return value, "interpolated"
+        return 0.0, None
 
     def _interpolate(self, sig: LayerSignature) -> float | None:
         """Linear in MACs between measured neighbours that differ only in channel counts."""
@@ -233,6 +260,32 @@ class CostModel:
     def reference(self) -> Costs:
         """The uncompressed model on this profile: what relative budgets refer to."""
         return self.predict(self.space.identity())
+
+    # -- where the figures came from ------------------------------------------------------
+    def lookup_sources(self) -> dict[str, int]:
+        """How many of the space's distinct signatures were priced from each source.
+
+        Sources: ``"measured"`` (the table of a measured profile; another kind's
+        table says its kind), ``"predicted"`` (the profile's regression),
+        ``"interpolated"`` (measured neighbours), ``"modelled"`` (a roofline or
+        accelerator model).
+        """
+        counts: dict[str, int] = {}
+        for _, source in self._looked_up.values():
+            counts[source] = counts.get(source, 0) + 1
+        return dict(sorted(counts.items()))
+
+    def breakdown(self, candidate: Candidate) -> list[dict[str, Any]]:
+        """The candidate's leaf layers in execution order: unit, signature, latency (ms, before calibration)
+        and its source (as in ``lookup_sources``), so a predicted figure is never mistaken for a measured one."""
+        rows = []
+        for cfg in self.space.layer_configs(candidate):
+            precision = self.profile.precision_for(cfg.w_bits, cfg.a_bits)
+            sparsity = float(cfg.sparsity) if self.profile.sparse_kernels else 0.0
+            for leaf in leaf_signatures(cfg, precision, sparsity):
+                latency, source = self._looked_up[leaf.key]
+                rows.append({"unit": cfg.name, "signature": leaf.key, "latency_ms": latency, "source": source})
+        return rows
 
 
 def required_signatures(space: SearchSpace, precisions: Iterable[str], *, sparse_kernels: bool = False) -> list[str]:

@@ -20,6 +20,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from autocompress.files import read_json, validation_problems, write_json
+from autocompress.hardware.predictor import SignaturePredictor
 from autocompress.hardware.signature import LayerSignature, SignatureError
 from autocompress.shipped import shipped_dir
 
@@ -414,6 +415,9 @@ class HardwareProfile(_Strict):
     validation: list[ValidationResult] = []
     provenance: Provenance
     imported: ImportedTable | None = None  # kind "imported": the published table it was read from
+    #: regressions fitted on the entries that price signatures the table lacks (``autocompress profile
+    #: fit-predictor``); None: a missing signature is interpolated as declared, or refused
+    predictor: SignaturePredictor | None = None
 
     @model_validator(mode="after")
     def _table_needs_imported_kind(self) -> HardwareProfile:
@@ -477,6 +481,8 @@ class HardwareProfile(_Strict):
         data = self.model_dump(mode="json")
         if self.accelerator is None:  # profiles without one keep the layout they always had
             del data["accelerator"]
+        if self.predictor is None:  # profiles without one keep the layout they always had
+            del data["predictor"]
         if self.imported is None:  # profiles of other kinds keep the layout they always had
             del data["imported"]
         else:  # thousands of entries: leave out the fields a source does not have (None is their default)
