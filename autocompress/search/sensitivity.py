@@ -71,6 +71,11 @@ class Sensitivity:
                    float(data.get("seconds", 0.0)))
 
 
+def _identity(column) -> float:
+    """The value of ``column`` that leaves the model as it is."""
+    return IDENTITY_SCALING[column.dim] if column.owner == SCALING else IDENTITY[column.dim]
+
+
 def _values_to_score(column_values: tuple[float, ...], offered: np.ndarray, identity: float,
                      per_column: int) -> list[int]:
     """Indices of up to ``per_column`` offered values spread from the most compressed to the least."""
@@ -107,8 +112,7 @@ def compute_sensitivity(base_model: nn.Module, space: SearchSpace, score: Score,
     reference = float(score(materialize(base_model, space.identity(), space), space.identity()))
     jobs = []
     for j, column in enumerate(encoding.columns):
-        identity = IDENTITY_SCALING[column.dim] if column.owner == SCALING else IDENTITY[column.dim]
-        for index in _values_to_score(column.values, column.offered, identity, per_column):
+        for index in _values_to_score(column.values, column.offered, _identity(column), per_column):
             jobs.append((j, index))
     measured: dict[int, dict[int, float]] = {}
     bar = progress_bar(total=len(jobs), desc="sensitivity", enabled=progress)
@@ -124,8 +128,7 @@ def compute_sensitivity(base_model: nn.Module, space: SearchSpace, score: Score,
         bar.close()
     drops = []
     for j, column in enumerate(encoding.columns):
-        identity = IDENTITY_SCALING[column.dim] if column.owner == SCALING else IDENTITY[column.dim]
-        drops.append(_interpolate(column.values, identity, measured.get(j, {})))
+        drops.append(_interpolate(column.values, _identity(column), measured.get(j, {})))
     table = Sensitivity(reference, tuple(drops), len(jobs), time.perf_counter() - t0)
     worst = sorted(((float(d.max()), encoding.columns[j]) for j, d in enumerate(drops)), key=lambda p: -p[0])[:3]
     log.info("sensitivity: %d single-decision models scored in %.0f s (reference %.4f); most sensitive: %s",
