@@ -93,9 +93,12 @@ def load_experiment(path: str | None, overrides: dict[str, Any]):
         if not source.exists():
             raise FileNotFoundError(f"{source}: no such experiment file")
         try:
-            data = yaml.safe_load(source.read_text()) or {}
+            data = yaml.safe_load(source.read_text())
         except yaml.YAMLError as exc:
             raise SpaceError(f"{source}: not valid YAML: {exc}") from None
+        if data is None:  # an empty file would otherwise run the quickstart's defaults, unasked
+            raise SpaceError(f"{source}: empty experiment file; expected a mapping of search options "
+                             f"(some of {SearchConfig.fields()})")
         if not isinstance(data, dict):
             raise SpaceError(f"{source}: expected a mapping of search options at the top level")
         unknown = sorted(set(data) - set(SearchConfig.fields()))

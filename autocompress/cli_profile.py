@@ -1,4 +1,4 @@
-"""``autocompress profile measure | validate | fit-predictor | analytic | import | show``: make, check and describe
+"""``autocompress profile measure | validate | fit-predictor | analytic | import | show | diff``: make, check and describe
 hardware profiles.
 
 Each verb is its own subcommand with only its own options; the models a
@@ -73,6 +73,21 @@ def cmd_profile_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_profile_diff(args: argparse.Namespace) -> int:
+    from autocompress.hardware.profile import find_profile
+    from autocompress.hardware.profile_diff import diff_profiles, plot_diff
+
+    diff = diff_profiles(find_profile(args.a), find_profile(args.b))
+    print(diff.table())
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.with_suffix(".json").write_text(json.dumps(diff.to_dict(), indent=1))
+        plot_diff(diff, out.with_suffix(".png"))
+        print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.png')}")
+    return 0
+
+
 def cmd_profile_validate(args: argparse.Namespace) -> int:
     from autocompress.hardware import HardwareProfile
     from autocompress.runtime.validate import validate_profile
@@ -89,6 +104,12 @@ def cmd_profile_validate(args: argparse.Namespace) -> int:
         profile, report = score_samples(profile, suites, samples, sorted({s.subset for s in samples}),
                                         command=command, anchor_ratio=earlier.get("anchor_ratio"))
     else:
+        from autocompress.runtime.machine_check import check_machine
+
+        machine = check_machine(profile, seed=args.seed)  # a second: the validation times this machine, not the profile's
+        print(machine.summary())
+        if not machine.matches:
+            print(f"warning: {machine.warning(' '.join(args.models))}", file=sys.stderr)
         bar, update = _bar("timing whole models")
         with bar:
             profile, report = validate_profile(profile, _suites(args), n_validate=args.n,
@@ -324,7 +345,7 @@ def add_profile_parser(sub: argparse._SubParsersAction) -> None:
     """Add ``profile`` and its six verbs to the command parsers ``sub``."""
     prof = sub.add_parser("profile", help="measure, validate, model, import or show a hardware profile")
     verbs = prof.add_subparsers(dest="action", required=True,
-                                metavar="{measure,validate,fit-predictor,analytic,import,show}")
+                                metavar="{measure,validate,fit-predictor,analytic,import,show,diff}")
     suites = argparse.ArgumentParser(add_help=False)  # the models a profile is measured for or validated on
     suites.add_argument("--models", nargs="+", default=["resnet20", "mobilenetv2_cifar"])
     suites.add_argument("--spaces", nargs="+", default=None, help="one space per model (default: the family's)")
@@ -416,3 +437,10 @@ def add_profile_parser(sub: argparse._SubParsersAction) -> None:
     show = verbs.add_parser("show", help="describe a profile: device, calibration, validation")
     show.add_argument("profile", help="profile JSON or shipped name")
     show.set_defaults(func=cmd_profile_show)
+
+    diff = verbs.add_parser("diff", help="how two profiles differ: latency ratios B / A per operator type, precision "
+                                         "and layer size, and a plot")
+    diff.add_argument("a", help="profile JSON or shipped name (the one you move from)")
+    diff.add_argument("b", help="profile JSON or shipped name (the one you move to)")
+    diff.add_argument("--out", default=None, help="write OUT.json (the ratios) and OUT.png (the plot)")
+    diff.set_defaults(func=cmd_profile_diff)

@@ -112,11 +112,16 @@ def main() -> None:
 
     out = Path(args.results)
     out.mkdir(parents=True, exist_ok=True)
+    task = {k: base.to_dict()[k] for k in ("model", "data", "profile", "budgets", "proxy_epochs", "seed", "n_trials")}
+    earlier = json.loads((out / "strategies.json").read_text()) if (out / "strategies.json").is_file() else {}
+    if earlier.get("task") == task:  # the same task: strategies not run this time keep their earlier rows
+        ran = {r["strategy"] for r in rows}
+        rows = [r for r in earlier["strategies"] if r["strategy"] not in ran] + rows
+        rows.sort(key=lambda r: STRATEGIES.index(r["strategy"]) if r["strategy"] in STRATEGIES else len(STRATEGIES))
     command = (f"python experiments/compare_strategies.py {args.experiment} --trials {args.trials} --seed {args.seed} "
                f"--max-filtered {args.max_filtered}")
     summary = {"command": command, "max_filtered": args.max_filtered,
-               "task": {k: base.to_dict()[k] for k in ("model", "data", "profile", "budgets", "proxy_epochs", "seed",
-                                                      "n_trials")},
+               "task": task,
                "budget_resolved": str(setup.budgets[0]), "reference": setup.reference,
                "reference_val_accuracy": setup.base_info.get("val_accuracy"), "strategies": rows}
     (out / "strategies.json").write_text(json.dumps(summary, indent=1))
@@ -132,16 +137,18 @@ def report(summary: dict, out: Path) -> str:
              f"reference val accuracy {summary['reference_val_accuracy']:.4f}. TPE and NSGA-II start from the "
              "warm-start anchors (uniform candidates); a sampler is given up on after "
              f"{summary.get('max_filtered', 500)} over-budget proposals in a row.", "",
-             "| strategy | evaluated | of which over budget | filtered (no training) | best feasible accuracy "
-             "| its latency (ms) | hypervolume | wall time (s) | stopped because |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| strategy | evaluated | of which over budget | filtered (no training) | priced per feasible "
+             "| best feasible accuracy | its latency (ms) | hypervolume | wall time (s) | stopped because |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         acc = "-" if r["best_feasible_accuracy"] is None else f"{r['best_feasible_accuracy']:.4f}"
         lat = "-" if r["best_latency_ms"] is None else f"{r['best_latency_ms']:.3f}"
         why = ("gave up: over-budget proposals" if r["gave_up"] else
                "trials done" if r["evaluated"] >= task.get("n_trials", r["evaluated"]) else "strategy finished")
+        feasible = r["evaluated"] - r["evaluated_over_budget"]
+        per = f"{(r['evaluated'] + r['filtered']) / feasible:.1f}" if feasible else "-"
         lines.append(f"| {r['strategy']} | {r['evaluated']} | {r['evaluated_over_budget']} | {r['filtered']} | "
-                     f"{acc} | {lat} | {r['hypervolume']:.4f} | {r['wall_s']:.0f} | {why} |")
+                     f"{per} | {acc} | {lat} | {r['hypervolume']:.4f} | {r['wall_s']:.0f} | {why} |")
     (out / "strategies.md").write_text("\n".join(lines) + "\n")
     fig, ax = plt.subplots(figsize=(6, 4))
     for r in rows:
@@ -155,6 +162,7 @@ def report(summary: dict, out: Path) -> str:
     fig.savefig(out / "strategies-hypervolume.png", dpi=120)
     plt.close(fig)
     return "\n".join(lines)
+
 
 if __name__ == "__main__":
     main()

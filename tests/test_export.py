@@ -420,3 +420,9 @@ def test_budget_rows_compare_measured_with_measured():
                           {**ref_measured, "energy_mj": 1.0}, noise_pct=5.0, energy_method="modelled")
     assert metered[2].energy_method == "measured:rapl" and metered[2].measured_limit == 0.5
     assert metered[2].met_measured and "noise band" in metered[2].note
+    # on a machine 4x slower than the profile's device, an absolute limit meets the measurement divided by the
+    # machine check's speed ratio; a relative one compares measured with measured and is left alone
+    slow = budget_rows(budgets, predicted, {"latency_ms": 1.0}, ref_measured, noise_pct=5.0,
+                       energy_method="modelled", speed_ratio=4.0)
+    assert slow[1].measured == 0.25 and slow[1].met_measured and "speed ratio 4.00" in slow[1].note
+    assert slow[0].measured == 1.0 and slow[0].met_measured

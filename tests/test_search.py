@@ -251,6 +251,9 @@ def test_experiment_yaml_with_flag_overrides(tmp_path, lenet_profile):
     exp.write_text("model: lenet5\nobjective: fastest\n")
     with pytest.raises(SpaceError, match=r"objective: expected one of \['pareto', 'constrained'\]"):
         load_experiment(str(exp), {})
+    exp.write_text("# only a comment\n")  # empty: an error, never the quickstart's defaults
+    with pytest.raises(SpaceError, match="exp.yaml: empty experiment file"):
+        load_experiment(str(exp), {"n_trials": 3})
 
 
 def test_evolution_scores_sensitivity_once_and_a_resumed_search_reuses_it(tmp_path, lenet_profile):

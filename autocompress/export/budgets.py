@@ -41,7 +41,8 @@ def noise_band(profile: HardwareProfile, model: str, input_shape: Sequence[int] 
 
 def budget_rows(budgets: list[Budget], predicted: dict[str, Any], measured: dict[str, Any],
                 reference_measured: dict[str, Any], *, noise_pct: float, energy_method: str,
-                timing_note: str = "", device_note: str = "") -> list[BudgetCheck]:
+                timing_note: str = "", device_note: str = "",
+                speed_ratio: float | None = None) -> list[BudgetCheck]:
     """Each budget checked on the prediction and, where measurable, on the measurement.
 
     Latency: met when measured <= limit * (1 + noise band); a relative latency
@@ -49,7 +50,10 @@ def budget_rows(budgets: list[Budget], predicted: dict[str, Any], measured: dict
     BitOps are counted on the real model (exact, no band); a relative one is
     compared with the counted reference. Energy is checked like latency when
     the re-measurement read an energy counter (RAPL, NVML); otherwise only its
-    prediction (modelled) is reported.
+    prediction (modelled) is reported. ``speed_ratio`` (this machine's speed
+    against the profile's device, from the machine check, where they differ)
+    rescales a measured latency before it meets an absolute limit, which is
+    set for the profile's device; a relative one compares like with like.
     """
     rows = []
     for budget in budgets:
@@ -78,6 +82,10 @@ def budget_rows(budgets: list[Budget], predicted: dict[str, Any], measured: dict
         else:
             limit = budget.limit
             basis = "the absolute limit"
+            if array == "latency_ms" and speed_ratio:
+                basis += (f"; measured here {value:.4g} {unit} / machine speed ratio {speed_ratio:.2f} = "
+                          f"{value / speed_ratio:.4g} {unit} on the profile's device")
+                value /= speed_ratio
         timed = array in ("latency_ms", "energy_mj")  # measured with the timing noise; the rest is counted
         band = noise_pct if timed else 0.0
         met = value <= limit * (1 + band / 100)

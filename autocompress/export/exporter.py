@@ -74,6 +74,7 @@ from autocompress.files import write_json
 from autocompress.hardware.profile import this_machine
 from autocompress.runtime import is_registered
 from autocompress.runtime.artifact import PREPROCESSING_KEY
+from autocompress.runtime.machine_check import check_machine
 from autocompress.runtime.onnx_export import MODEL_INPUT, export_onnx, int8_leaves
 from autocompress.search.api import SearchSetup
 from autocompress.search.study import TrialRecord, records
@@ -365,16 +366,20 @@ def _timing_info(setup: SearchSetup, *, rounds: int, reps: int, sessions: int, s
                  not_timed: str) -> TimingInfo:
     profile = setup.costs.profile
     noise_pct, noise_source = noise_band(profile, setup.config.model, setup.space.graph.input_shape)
-    here = this_machine()
+    machine = setup.machine if setup.machine is not None else check_machine(profile, seed=seed)  # prepare() timed it
     device_note = ""
-    if profile.device.cpu and here.cpu and profile.device.cpu != here.cpu:
-        device_note = (f"latency measured on this machine ({here.cpu}), not on the profile's device "
-                       f"({profile.device.name}: {profile.device.cpu})")
+    if not machine.matches:
+        device_note = (f"latency measured on this machine ({machine.here}), not on the profile's device "
+                       f"({machine.profile_device})")
+        if machine.speed_ratio is not None:
+            device_note += (f"; the profile's anchor layers ran here at {machine.speed_ratio:.2f}x their table "
+                            f"latency, and absolute latency budgets are checked on measured / {machine.speed_ratio:.2f}")
         log.warning(device_note)
     return TimingInfo(runtime=profile.runtime, threads=profile.threads, rounds=rounds, reps=reps, sessions=sessions,
                       seed=seed, measured=not not_timed,
                       note=not_timed or timing_note(sessions=sessions, rounds=rounds, reps=reps),
-                      noise_band_pct=noise_pct, noise_band_source=noise_source, device_note=device_note)
+                      noise_band_pct=noise_pct, noise_band_source=noise_source, device_note=device_note,
+                      speed_ratio=None if machine.matches else machine.speed_ratio)
 
 
 def _member_entry(setup: SearchSetup, b: _Built, measured: dict[str, Any], reference_measured: dict[str, Any],
@@ -382,7 +387,8 @@ def _member_entry(setup: SearchSetup, b: _Built, measured: dict[str, Any], refer
     """The member's manifest row: its budgets checked on prediction and measurement, and a one-line verdict."""
     rows = budget_rows(setup.budgets, b.predicted, measured, reference_measured, noise_pct=timing.noise_band_pct,
                        energy_method=b.predicted.get("energy_method", "none"),
-                       timing_note="" if timing.measured else timing.note, device_note=timing.device_note)
+                       timing_note="" if timing.measured else timing.note, device_note=timing.device_note,
+                       speed_ratio=timing.speed_ratio)
     missed = [r.text for r in rows if r.met_measured is False]
     unmeasured = [r.text for r in rows if r.met_measured is None]
     if missed:

@@ -161,6 +161,7 @@ class TimingInfo(_Record):
     noise_band_pct: float
     noise_band_source: str
     device_note: str = ""
+    speed_ratio: float | None = None  # this machine / the profile's device, where the machine check says they differ
 
 
 class ReferenceInfo(_Record):

@@ -31,6 +31,7 @@ from autocompress.graph import GraphError, ModelGraph
 from autocompress.hardware import CostModel
 from autocompress.hardware.profile import HardwareProfile, ProfileError, find_profile
 from autocompress.models import ModelError, model_info
+from autocompress.runtime.machine_check import MachineCheck, check_machine
 from autocompress.search.budget import Budget, BudgetError, parse_budgets
 from autocompress.search.engine import (
     Evaluate,
@@ -145,6 +146,7 @@ class SearchSetup:
     costs: CostModel
     budgets: list
     reference: dict[str, float]
+    machine: MachineCheck | None = None  # this machine against the profile's device (None: not checked)
 
 
 @dataclass
@@ -232,6 +234,9 @@ def prepare(config: SearchConfig, *, model: nn.Module | None = None, data: Image
             progress: bool = True) -> SearchSetup:
     """``check`` the config, then load the data and train (or load) the reference model."""
     checked = check(config, model=model, data=data)
+    machine = check_machine(checked.costs.profile, seed=config.seed)  # seconds, before any loading or training
+    if not machine.matches:
+        log.warning(machine.warning(config.model))
     if data is None:
         with _field("data"):
             data = load_data(config.data, seed=config.seed, max_train=config.max_train, cache_dir=config.cache_dir)
@@ -245,7 +250,8 @@ def prepare(config: SearchConfig, *, model: nn.Module | None = None, data: Image
     else:
         info = {"source": "given"}
     model.eval()
-    return SearchSetup(config, data, model, info, checked.space, checked.costs, checked.budgets, checked.reference)
+    return SearchSetup(config, data, model, info, checked.space, checked.costs, checked.budgets, checked.reference,
+                       machine)
 
 
 def default_evaluator(setup: SearchSetup, *, progress: bool = False) -> Evaluate:
@@ -345,6 +351,8 @@ def search(
             study.enqueue_trial(enqueue_params(candidate, setup.space), skip_if_exists=True)
     study.set_user_attr("reference", setup.reference)
     study.set_user_attr("budgets_resolved", [str(b) for b in setup.budgets])
+    if setup.machine is not None:
+        study.set_user_attr("machine_check", setup.machine.to_dict())
     study.set_user_attr("base_model", json.loads(json.dumps(setup.base_info, default=str)))
     front = run_search(run, study=study, costs=setup.costs, base_model=setup.base_model,
                        evaluate=evaluate or default_evaluator(setup), strategy=strategy, on_trial=on_trial)

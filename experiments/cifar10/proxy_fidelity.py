@@ -1,14 +1,19 @@
 """How well the proxy ranks candidates: Kendall tau between proxy accuracy and accuracy after the final fine-tune.
 
-    python experiments/cifar10/proxy_fidelity.py runs/cifar10/resnet20-0.5/search [--limit 20] [--final-epochs 1]
+    python experiments/cifar10/proxy_fidelity.py runs/cifar10/resnet20-0.5/search-machine [--limit 20] \
+        [--from-export runs/cifar10/resnet20-0.5/search/export ...]
 
 Every trained trial of the study (up to ``--limit``, in trial order) is rebuilt
-from the reference, given the exporter's final fine-tune (the same Evaluator,
-distillation from the reference, same seed) and scored on the full val split;
-tau compares that with the accuracy the search's proxy gave it. Results are
-appended to ``<run>/proxy_fidelity.json`` as they come (a killed run keeps what
-it measured and skips it when started again). About one final fine-tune per
-trial: ResNet-20 on CIFAR-10, 1 epoch, ~3-4 minutes each on 2 CPU threads.
+from the reference, given the exporter's final fine-tune
+(``autocompress.export.final_evaluator``: distillation from the reference,
+same epochs, learning rate and seed) and scored on the full val split; tau
+compares that with the accuracy the search's proxy gave it. Members an export
+already fine-tuned that way (``--from-export``, any study with the same proxy
+and final fine-tune) count as measured pairs: their manifest holds both
+figures. Results are appended to ``<run>/proxy_fidelity.json`` as they come (a
+killed run keeps what it measured and skips it when started again). About one
+final fine-tune per trial: ResNet-20 on CIFAR-10, 1 epoch, ~3-4 minutes each
+on 2 CPU threads.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
+import sys
 import time
 from pathlib import Path
 
@@ -23,9 +30,27 @@ import torch
 from scipy.stats import kendalltau, spearmanr
 
 from autocompress.compress import materialize
+from autocompress.export.exporter import final_evaluator
 from autocompress.search import SearchConfig, load_study, prepare, records
 from autocompress.search.study import study_names
-from autocompress.train import Evaluator, FitConfig
+
+#: what must agree between two studies for their (proxy, final) pairs to be one sample
+SAME = ("model", "data", "weights", "seed", "proxy_epochs", "proxy_lr", "proxy_train_limit", "proxy_eval_limit",
+        "final_epochs")
+
+
+def exported_pairs(export: Path, config: SearchConfig, epochs: float) -> list[dict]:
+    """(proxy, final) of every member an export fine-tuned with this study's proxy and final fine-tune."""
+    manifest = json.loads((export / "manifest.json").read_text())
+    theirs = manifest.get("config") or {}
+    mine = config.to_dict()
+    differ = [k for k in SAME if k != "final_epochs" and theirs.get(k) != mine.get(k)]
+    if differ or (manifest.get("final_fine_tune") or {}).get("epochs") != epochs:
+        raise SystemExit(f"{export}: another proxy or final fine-tune ({differ or 'final epochs'}); not comparable")
+    study = Path(theirs.get("out", str(export.parent))).name
+    return [{"trial": f"{study}:{m['trial']}", "proxy": m["accuracy_proxy"], "final": m["accuracy_val"],
+             "latency_ratio": None, "seconds": (m.get("fine_tune") or {}).get("seconds"),
+             "source": str(export / "manifest.json")} for m in manifest["members"]]
 
 
 def main() -> None:
@@ -33,6 +58,8 @@ def main() -> None:
     parser.add_argument("run", type=Path, help="a search's run directory (holding study.journal)")
     parser.add_argument("--limit", type=int, default=20)
     parser.add_argument("--final-epochs", type=float, default=None, help="default: the search's final_epochs")
+    parser.add_argument("--from-export", type=Path, action="append", default=[],
+                        help="an export folder whose members count as measured pairs (repeatable)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(2)
@@ -41,27 +68,33 @@ def main() -> None:
     config = SearchConfig(**{k: v for k, v in study.user_attrs["config"].items() if k in SearchConfig.fields()})
     setup = prepare(config, progress=False)
     epochs = config.final_epochs if args.final_epochs is None else args.final_epochs
-    evaluator = Evaluator(teacher=setup.base_model, data=setup.data, fidelity="full", device=config.device,
-                          fit=FitConfig(epochs=epochs, lr=config.proxy_lr, seed=config.seed, progress=False))
+    evaluator = final_evaluator(setup, final_epochs=epochs, progress=False)
     out = args.run / "proxy_fidelity.json"
     done = json.loads(out.read_text()) if out.exists() else {"final_epochs": epochs, "trials": []}
+    study_tag = args.run.name
+    for export in args.from_export:
+        known = {t["trial"] for t in done["trials"]}
+        done["trials"] += [p for p in exported_pairs(export, config, epochs) if p["trial"] not in known]
     measured = {t["trial"] for t in done["trials"]}
     trained = [t for t in records(study) if t.evaluated][: args.limit]
     native = setup.data.input_shape[1]
     for record in trained:
-        if record.number in measured:
+        if f"{study_tag}:{record.number}" in measured:
             continue
         t0 = time.perf_counter()
         size = setup.space.input_resolution(record.candidate)[0]
         result = evaluator(materialize(setup.base_model, record.candidate, setup.space),
                            resolution=None if size == native else size)
-        done["trials"].append({"trial": record.number, "proxy": record.accuracy, "final": result.accuracy,
+        done["trials"].append({"trial": f"{study_tag}:{record.number}", "proxy": record.accuracy,
+                               "final": result.accuracy,
                                "latency_ratio": record.costs["latency_ms"] / setup.reference["latency_ms"],
                                "seconds": round(time.perf_counter() - t0, 1)})
         out.write_text(json.dumps(done, indent=2) + "\n")
-        logging.info("trial %d: proxy %.4f, final %.4f", record.number, record.accuracy, result.accuracy)
+        logging.info("trial %d: proxy %.4f, final %.4f (%d pairs)", record.number, record.accuracy, result.accuracy,
+                     len(done["trials"]))
     proxy = [t["proxy"] for t in done["trials"]]
     final = [t["final"] for t in done["trials"]]
+    done["command"] = shlex.join(["python", "experiments/cifar10/proxy_fidelity.py", *sys.argv[1:]])
     if len(proxy) >= 3:
         done["kendall_tau"] = float(kendalltau(proxy, final).statistic)
         done["spearman"] = float(spearmanr(proxy, final).statistic)

@@ -126,9 +126,12 @@ def search_seconds(manifest: dict[str, Any], export_dir: Path) -> tuple[float | 
 
 
 def member_rows(manifest: dict[str, Any], export_dir: Path, runs_int8: bool,
-                search_s: float | None) -> list[dict[str, Any]]:
-    """One row per exported member (read defensively: older and newer manifests alike)."""
+                search_s: float | None, tag: str = "") -> list[dict[str, Any]]:
+    """One row per exported member (read defensively: older and newer manifests alike); ``tag`` names the search
+    where the table has several (the search folder's name)."""
     rows = []
+    profile = (manifest.get("config") or {}).get("profile")
+    suffix = f" ({tag}, profile {Path(str(profile)).stem})" if tag else ""
     for i, m in enumerate(need(manifest, "members", export_dir / "manifest.json")):
         source = f"{export_dir / 'manifest.json'}: members[{i}]"
         files = need(m, "files", source)
@@ -139,8 +142,8 @@ def member_rows(manifest: dict[str, Any], export_dir: Path, runs_int8: bool,
         trial = m.get("trial")
         fine_s = (m.get("fine_tune") or {}).get("seconds")
         rows.append({
-            "label": f"ours-{trial:04d}" if isinstance(trial, int) else f"ours-{i}", "method": f"autocompress trial {trial}",
-            "kind": "ours", "source": source, "input_shape": need(m, "input_shape", source), "artifacts": artifacts,
+            "label": f"ours-{tag + '-' if tag else ''}{trial if isinstance(trial, int) else i:04d}",
+            "method": f"autocompress trial {trial}{suffix}", "kind": "ours", "search": tag, "source": source, "input_shape": need(m, "input_shape", source), "artifacts": artifacts,
             "deployed": "int8" if "int8" in artifacts and runs_int8 else "fp32",
             "accuracy_test_torch": m.get("accuracy_test"), "accuracy_val_torch": m.get("accuracy_val"),
             "size_bytes": (m.get("measured") or {}).get("size_bytes", predicted.get("size_bytes")),
@@ -276,8 +279,8 @@ def pct(value: float | None, digits: int = 2) -> str:
     return "–" if value is None or not math.isfinite(value) else f"{100 * value:.{digits}f}"
 
 
-def commands(rows: list[dict[str, Any]], manifest: dict[str, Any] | None, args: argparse.Namespace,
-             export_dir: Path) -> list[str]:
+def commands(rows: list[dict[str, Any]], exports: list[tuple[Path, dict[str, Any]]],
+             args: argparse.Namespace) -> list[str]:
     """The commands behind every figure, in the order they ran."""
     out = [f"python experiments/cifar10/reference.py --model {args.model}"]
     seen = []
@@ -286,14 +289,14 @@ def commands(rows: list[dict[str, Any]], manifest: dict[str, Any] | None, args: 
         if cmd and cmd not in seen:
             seen.append(cmd)
     out += seen or [f"python experiments/cifar10/baselines.py --model {args.model} --budget {args.budget:g}"]
-    if manifest is not None:
+    for export_dir, manifest in exports:
         c = manifest.get("config") or {}
         search = ["autocompress", "search", "--model", str(c.get("model")), "--data", str(c.get("data"))]
         if c.get("weights"):
             search += ["--weights", str(c["weights"])]
         for b in c.get("budgets") or []:
             search += ["--budget", b]
-        for flag, key in (("--strategy", "strategy"), ("--trials", "n_trials"), ("--seed", "seed"),
+        for flag, key in (("--profile", "profile"), ("--strategy", "strategy"), ("--trials", "n_trials"), ("--seed", "seed"),
                           ("--final-epochs", "final_epochs"), ("--device", "device"), ("--out", "out")):
             if c.get(key) is not None:
                 search += [flag, str(c[key])]
@@ -352,9 +355,10 @@ def plot(result: dict[str, Any], path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     ours = sorted((r for r in result["rows"] if r["kind"] == "ours" and r["measured_latency_ratio"] is not None),
                   key=lambda r: r["measured_latency_ratio"])
-    if ours:
-        ax.plot([r["measured_latency_ratio"] for r in ours], [100 * r["top1_test"] for r in ours], "-o",
-                color="tab:red", label="autocompress (exported front)", zorder=3)
+    for (tag, style) in zip(dict.fromkeys(r.get("search", "") for r in ours), ("-o", "--s", ":^"), strict=False):
+        mine = [r for r in ours if r.get("search", "") == tag]
+        ax.plot([r["measured_latency_ratio"] for r in mine], [100 * r["top1_test"] for r in mine], style,
+                color="tab:red", label=f"autocompress{f' ({tag})' if tag else ''}, exported front", zorder=3)
     baselines = [r for r in result["rows"] if r["kind"] == "baseline" and r["measured_latency_ratio"] is not None]
     for i, r in enumerate(baselines):
         ax.scatter([r["measured_latency_ratio"]], [100 * r["top1_test"]], marker="sD^vPX<>p"[i % 9], s=60,
@@ -386,8 +390,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", default=None,
                         help="data spec of the test split (default: the search's, else the CIFAR-10 zip)")
     parser.add_argument("--runs", type=Path, default=None, help="runs folder (default: common.RUNS)")
-    parser.add_argument("--export", type=Path, default=None,
-                        help="the search's export folder (default: <runs>/<model>-<budget>/search/export)")
+    parser.add_argument("--export", type=Path, action="append", default=None,
+                        help="a search's export folder; repeat for several searches (default: every "
+                             "<runs>/<model>-<budget>/search*/export with a manifest)")
     parser.add_argument("--results", type=Path, default=RESULTS, help="where the table goes (default: %(default)s)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--reps", type=int, default=20)
@@ -398,29 +403,41 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
     cell = run_dir(args.model, args.budget, args.runs)
-    export_dir = args.export or cell / "search" / "export"
-    manifest_path = export_dir / "manifest.json"
-    manifest = read(manifest_path, "export manifest") if manifest_path.is_file() else None
+    export_dirs = args.export or sorted(p.parent for p in cell.glob("search*/export/manifest.json"))
+    exports = [(d, read(d / "manifest.json", "export manifest")) for d in export_dirs if (d / "manifest.json").is_file()]
     ref_record, rows = baseline_rows(cell / "baselines")
-    if manifest is None:
-        print(f"warning: {manifest_path}: no export manifest; the table has no search rows", file=sys.stderr)
-    if manifest is None and not rows:
-        raise SystemExit(f"{cell}: nothing to tabulate (no baselines/*/record.json, no {manifest_path})")
+    if not exports:
+        print(f"warning: {cell}: no search*/export/manifest.json; the table has no search rows", file=sys.stderr)
+    if not exports and not rows:
+        raise SystemExit(f"{cell}: nothing to tabulate (no baselines/*/record.json, no search*/export/manifest.json)")
 
-    profile_names = {r["config"].get("profile") for r in rows if r["config"].get("profile")}
-    profile_names |= {(manifest or {}).get("config", {}).get("profile")} - {None}
-    if len(profile_names) > 1:
-        raise SystemExit(f"the rows were priced on different profiles {sorted(profile_names)}")
-    profile = find_profile(profile_names.pop() if profile_names else "cpu-onnxruntime-1t")
+    # every row is timed in one harness: the profiles that priced them must share its runtime and threads
+    priced = [r["config"].get("profile") for r in rows if r["config"].get("profile")]
+    priced += [(m.get("config") or {}).get("profile") for _, m in exports]
+    profiles = {name: find_profile(name) for name in dict.fromkeys(p for p in priced if p)} or {
+        "cpu-onnxruntime-1t": find_profile("cpu-onnxruntime-1t")}
+    harness = {(p.runtime, p.threads) for p in profiles.values()}
+    if len(harness) > 1:
+        raise SystemExit(f"the rows were priced on profiles of different runtimes/threads {sorted(harness)}")
+    profile = next(iter(profiles.values()))  # the harness (runtime, threads) and the noise band of the first
     if not is_registered(profile.runtime):
         raise SystemExit(f"profile {profile.name!r}: its runtime {profile.runtime!r} cannot run here")
-    search_s, search_note = (None, "no export") if manifest is None else search_seconds(manifest, export_dir)
     runs_int8 = "int8" in profile.precisions
-    reference = reference_row(ref_record, manifest, export_dir)
-    rows = [reference, *rows, *([] if manifest is None else member_rows(manifest, export_dir, runs_int8, search_s))]
-    warnings = comparability(rows[1:], manifest, reference)
-    seed = int(((manifest or {}).get("config") or {}).get("seed", args.seed))
-    args.data = args.data or ((manifest or {}).get("config") or {}).get("data") or DATA_SPEC
+    first = exports[0] if exports else (cell / "search" / "export", None)
+    reference = reference_row(ref_record, first[1], first[0])
+    searches = []
+    for export_dir, manifest in exports:
+        search_s, search_note = search_seconds(manifest, export_dir)
+        tag = export_dir.parent.name if len(exports) > 1 else ""
+        rows += member_rows(manifest, export_dir, runs_int8, search_s, tag)
+        searches.append({"export": str(export_dir), "profile": (manifest.get("config") or {}).get("profile"),
+                         "seconds": search_s, "seconds_note": search_note,
+                         "final_fine_tune": manifest.get("final_fine_tune")})
+    rows = [reference, *rows]
+    warnings = [w for _, manifest in exports or [(None, None)] for w in comparability(rows[1:], manifest, reference)]
+    config = (first[1] or {}).get("config") or {}
+    seed = int(config.get("seed", args.seed))
+    args.data = args.data or config.get("data") or DATA_SPEC
 
     timings, noise = measure_all(rows, profile, args)
     print(f"noise floor: reference vs itself {noise['reference_vs_itself']:.3f}x; session spread "
@@ -443,12 +460,11 @@ def main(argv: list[str] | None = None) -> None:
     files = {ext: args.results / f"{name}.{ext}" for ext in ("json", "md", "png")}
     result = {
         "model": args.model, "budget": budget_text(args.budget), "budget_ratio": args.budget, "data": args.data,
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "profile": profile.name,
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "profiles": list(profiles), "timing_profile": profile.name,
         "reference": {k: reference[k] for k in ("accuracy_test_same_fine_tune", "same_fine_tune_source")},
-        "search": {"export": str(export_dir), "seconds": search_s, "seconds_note": search_note,
-                   "final_fine_tune": (manifest or {}).get("final_fine_tune")},
+        "searches": searches,
         "timing": noise, "accuracy": accuracy, "warnings": warnings, "rows": rows,
-        "plot": files["png"].name, "commands": commands(rows, manifest, args, export_dir),
+        "plot": files["png"].name, "commands": commands(rows, exports, args),
         "versions": versions(),
     }
     plot(result, files["png"])

@@ -1,0 +1,75 @@
+"""The machine check: the profile's anchor layers timed here, against its table (real ONNX Runtime sessions)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+from autocompress.hardware.profile import HardwareProfile, find_profile, this_machine
+from autocompress.runtime.machine_check import TOLERANCE_PCT, check_machine
+from autocompress.search import SearchConfig, load_study, search
+
+
+def _faked(tmp_path, speed: float) -> str:
+    """The shipped ONNX Runtime profile claiming this CPU, with its anchors ``speed`` times as fast as measured:
+    this machine then looks ``speed`` times slower than the profile's device."""
+    data = json.loads(find_profile("cpu-onnxruntime-1t").model_dump_json())
+    data["device"]["cpu"] = this_machine().cpu
+    data["anchors"] = {key: value / speed for key, value in data["anchors"].items()}
+    path = tmp_path / f"faked-{speed:g}.json"
+    path.write_text(json.dumps(data))
+    return str(path)
+
+
+def test_anchor_speed_ratio_follows_the_table(tmp_path):
+    shipped = check_machine(find_profile("cpu-onnxruntime-1t"))
+    faked = check_machine(HardwareProfile.load(_faked(tmp_path, 3.0)))
+    assert shipped.anchors == faked.anchors == 4 and faked.seconds < 30
+    assert 2.0 < faked.speed_ratio / shipped.speed_ratio < 4.5  # the same layers, a table 3x faster
+    assert faked.off_speed and not faked.matches and faked.same_cpu
+    warning = faked.warning("lenet5")
+    assert f"{faked.speed_ratio:.2f}x" in warning and f"±{TOLERANCE_PCT:g}%" in warning
+    assert "autocompress profile measure --models lenet5 --out cpu-onnxruntime-1t-this-machine.json" in warning
+
+
+def test_profiles_that_cannot_be_retimed_are_skipped_not_guessed():
+    check = check_machine(find_profile("analytic-45nm"))
+    assert check.speed_ratio is None and check.matches and "analytic" in check.skipped
+    assert "not timed" in check.summary() and check.warning("resnet20") == ""
+
+
+def test_a_search_on_another_machine_warns_in_its_first_seconds(tmp_path):
+    """The CLI, as a user runs it, against a profile whose anchors say this machine is 4x slower: the warning
+    and the re-profiling command come before the data is loaded or anything is trained."""
+    cmd = [sys.executable, "-m", "autocompress.cli", "search", "--model", "lenet5", "--data", "mnist5k",
+           "--profile", _faked(tmp_path, 4.0), "--budget", "latency<=0.6x", "--trials", "2",
+           "--out", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache"), "--no-export"]
+    start = time.monotonic()
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    seen: list[str] = []
+    try:
+        for line in proc.stderr:
+            seen.append(line)
+            if "re-profile it" in line or "base model" in line or "loaded 'mnist5k'" in line:
+                break
+    finally:
+        proc.kill()
+        proc.wait()
+    elapsed = time.monotonic() - start
+    text = "".join(seen)
+    assert "re-profile it" in text, text[-3000:]
+    assert "loaded 'mnist5k'" not in text and "base model" not in text  # before any data or training
+    assert "autocompress profile measure --models lenet5" in text and elapsed < 120
+
+
+def test_the_study_records_the_check(tmp_path):
+    """A real (tiny) search stores the check on its study, where export and reports read it."""
+    config = SearchConfig(model="lenet5", data="mnist5k", profile=_faked(tmp_path, 1.0), budgets=["latency<=0.6x"],
+                          n_trials=1, base_epochs=1, proxy_epochs=0.05, proxy_train_limit=128, proxy_eval_limit=100,
+                          strategy="random", out=str(tmp_path / "run"), cache_dir=str(tmp_path / "cache"), seed=0)
+    result = search(config, progress=False)
+    study = load_study(result.storage, result.study_name)
+    recorded = study.user_attrs["machine_check"]
+    assert recorded["anchors"] == 4 and recorded["speed_ratio"] > 0 and recorded["profile"] == "cpu-onnxruntime-1t"
