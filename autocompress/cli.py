@@ -23,7 +23,7 @@ from autocompress.models import ModelError
 from autocompress.progress import progress_bar
 from autocompress.search.api import ConfigError
 from autocompress.search.budget import BudgetError
-from autocompress.search.strategies import strategy_names
+from autocompress.search.strategies import DEFAULT_STRATEGY, strategy_names
 from autocompress.search.study import StudyError
 from autocompress.space import CandidateError, SpaceError
 from autocompress.train.device import DeviceError
@@ -287,7 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="e.g. latency<=0.5x, latency_ms<=2.5, energy_mj<=1, size_kb<=200 (repeatable)")
     srch.add_argument("--objective", default=None, help="pareto | constrained")
     srch.add_argument("--objective-costs", nargs="+", default=None, help="costs a Pareto search trades against")
-    srch.add_argument("--strategy", default=None, help=" | ".join(strategy_names()))
+    srch.add_argument("--strategy", default=None,
+                      help=" | ".join(strategy_names()) + f" (default: {DEFAULT_STRATEGY})")
     srch.add_argument("--trials", type=int, default=None, help="evaluated trials in total (a resumed study continues)")
     srch.add_argument("--timeout-s", type=float, default=None)
     srch.add_argument("--seed", type=int, default=None)

@@ -105,6 +105,7 @@ def main() -> None:
             "best_latency_ms": None if best is None else best.costs["latency_ms"],
             "front_size": 0 if result is None else len(result.front), "hypervolume": hv[-1] if hv else 0.0,
             "hypervolume_curve": hv, "wall_s": wall, "study": config.storage_path, "gave_up": gave_up,
+            "reference_val_accuracy": setup.base_info.get("val_accuracy"),
         })
         print(f"{name:9s} evaluated {len(evaluated):3d} (feasible {len(feasible):3d}), best "
               f"{rows[-1]['best_feasible_accuracy']}, hypervolume {rows[-1]['hypervolume']:.4f}, {wall:.0f} s",
@@ -114,7 +115,9 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     task = {k: base.to_dict()[k] for k in ("model", "data", "profile", "budgets", "proxy_epochs", "seed", "n_trials")}
     earlier = json.loads((out / "strategies.json").read_text()) if (out / "strategies.json").is_file() else {}
+    earlier_reference = None
     if earlier.get("task") == task:  # the same task: strategies not run this time keep their earlier rows
+        earlier_reference = earlier.get("earlier_reference") or earlier.get("reference_val_accuracy")
         ran = {r["strategy"] for r in rows}
         rows = [r for r in earlier["strategies"] if r["strategy"] not in ran] + rows
         rows.sort(key=lambda r: STRATEGIES.index(r["strategy"]) if r["strategy"] in STRATEGIES else len(STRATEGIES))
@@ -123,7 +126,8 @@ def main() -> None:
     summary = {"command": command, "max_filtered": args.max_filtered,
                "task": task,
                "budget_resolved": str(setup.budgets[0]), "reference": setup.reference,
-               "reference_val_accuracy": setup.base_info.get("val_accuracy"), "strategies": rows}
+               "reference_val_accuracy": setup.base_info.get("val_accuracy"), "strategies": rows,
+               "earlier_reference": earlier_reference}
     (out / "strategies.json").write_text(json.dumps(summary, indent=1))
     print(report(summary, out))
 
@@ -149,6 +153,12 @@ def report(summary: dict, out: Path) -> str:
         per = f"{(r['evaluated'] + r['filtered']) / feasible:.1f}" if feasible else "-"
         lines.append(f"| {r['strategy']} | {r['evaluated']} | {r['evaluated_over_budget']} | {r['filtered']} | "
                      f"{per} | {acc} | {lat} | {r['hypervolume']:.4f} | {r['wall_s']:.0f} | {why} |")
+    references = {r["strategy"]: r.get("reference_val_accuracy") for r in rows}
+    if len(set(references.values())) > 1:  # rows merged from runs with another reference
+        lines += ["", "The rows come from runs whose reference was trained separately (same recipe and seed; CPU "
+                  "training is not bit-exact): reference val accuracy per row: "
+                  + ", ".join(f"{k} {'earlier run' if v is None else f'{v:.4f}'}" for k, v in references.items())
+                  + f"; the earlier run's reference: {summary.get('earlier_reference')}."]
     (out / "strategies.md").write_text("\n".join(lines) + "\n")
     fig, ax = plt.subplots(figsize=(6, 4))
     for r in rows:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -51,3 +53,15 @@ def trained_mnist_cnn(mnist5k):
     model = tiny_bn_cnn()
     metrics = train_base(model, mnist5k, FitConfig(**recipe, progress=False), batch_size=batch_size)
     return model.eval(), metrics
+
+
+# -- published lookup tables (kept beside the repository, in ../shared/hw_luts/, never in it) -----
+
+LUTS = Path(__file__).parents[2] / "shared" / "hw_luts"
+
+
+@pytest.fixture(scope="session")
+def luts() -> Path:
+    if not (LUTS / "proxylessnas_mobile.yaml").is_file():
+        pytest.skip(f"the published tables are not at {LUTS} (they are kept beside the repository, not in it)")
+    return LUTS

@@ -51,7 +51,8 @@ def searched(tmp_path_factory):
     factor = float(np.ceil(np.median(ratios) * 1000) / 1000)
     assert (ratios <= factor).mean() >= 0.5 and (ratios > factor).any()
     config = SearchConfig(model="lenet5", data="mnist5k", profile=str(profile_path), budgets=[f"latency<={factor}x"],
-                          n_trials=4, base_epochs=4, proxy_epochs=0.2, out=str(tmp), cache_dir=str(tmp / "cache"))
+                          n_trials=4, base_epochs=4, proxy_epochs=0.2, strategy="nsga2", out=str(tmp),
+                          cache_dir=str(tmp / "cache"))
     search(config, progress=False)
     setup = prepare(config, progress=False)
     study = load_study(config.storage_path, config.study_name)

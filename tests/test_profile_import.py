@@ -19,16 +19,8 @@ from autocompress.hardware import (
     import_table,
 )
 
-LUTS = Path(__file__).parents[2] / "shared" / "hw_luts"
 OFA_RESOLUTIONS = (160, 176, 192, 208, 224)
 GOLDEN = Path(__file__).parent / "fixtures" / "profile_v1.json"
-
-
-@pytest.fixture(scope="module")
-def luts() -> Path:
-    if not (LUTS / "proxylessnas_mobile.yaml").is_file():
-        pytest.skip(f"the published tables are not at {LUTS} (they are kept beside the repository, not in it)")
-    return LUTS
 
 
 @pytest.fixture(scope="module")

@@ -76,6 +76,11 @@ class CostModel:
     """Prices candidates of one space on one profile."""
 
     def __init__(self, profile: HardwareProfile, space: SearchSpace, *, model: str | None = None):
+        if profile.imported is not None and profile.imported.blocks:
+            raise ProfileError(f"profile {profile.name!r} is an imported per-block table "
+                               f"({profile.imported.format}, {profile.imported.source_file}): it prices whole blocks "
+                               "of its own network space, not the layer signatures of a compression search space; "
+                               "price such networks with autocompress.hardware.block_pricing.price_blocks")
         self.profile = profile
         self.space = space
         self.calibration = profile.calibration_for(model, space.graph.input_shape)

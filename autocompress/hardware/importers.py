@@ -8,7 +8,9 @@ published, so nothing later re-parses strings), records where the file came from
 sha256) and what is known about it (device, units, measured or simulated), and
 refuses a malformed key or value with an error that names the file, the key
 and what was expected. Entries stay in the source's structure (blocks, or
-layers at bit-width pairs); the cost model does not price them yet.
+layers at bit-width pairs). Per-block tables are priced block by block
+(``autocompress.hardware.block_pricing``); the layer cost model prices
+neither kind.
 
 Generic layout (``format="generic"``): a CSV file with a header row, or a JSON
 list of objects, one row per layer at one bit-width pair. Columns

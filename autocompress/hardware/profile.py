@@ -363,8 +363,8 @@ class ImportedTable(_Strict):
     """A published lookup table as imported: what it is, where it came from, and its entries as data.
 
     Its entries are kept as the source structured them (blocks, or layers at
-    bit-width pairs), not as layer signatures: the cost model does not price
-    them yet.
+    bit-width pairs), not as layer signatures: per-block tables are priced by
+    ``autocompress.hardware.block_pricing``, per-bit-width layer tables not yet.
     """
 
     format: ImportFormat

@@ -5,7 +5,7 @@
 says which search-space family a model belongs to.
 """
 
-from . import efficientnet, lenet, mobilenetv2, resnet_cifar  # noqa: F401  (register the zoo)
+from . import efficientnet, lenet, mobilenetv2, proxyless, resnet_cifar  # noqa: F401  (register the zoo)
 from .registry import (
     GENERIC_FAMILY,
     ModelError,

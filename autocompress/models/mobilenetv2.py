@@ -45,6 +45,21 @@ def conv_bn_relu6(
     )
 
 
+def init_mobilenet_weights(model: nn.Module) -> None:
+    """torchvision's MobileNet initialisation: Kaiming (fan out) convolutions, unit BatchNorm, small classifier."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0, 0.01)
+            nn.init.zeros_(m.bias)
+
+
 class InvertedResidual(nn.Module):
     """1x1 expand (skipped when t=1) → 3x3 depthwise → 1x1 linear projection."""
 
@@ -101,20 +116,8 @@ class MobileNetV2(nn.Module):
         self.classifier = nn.Sequential(
             nn.Dropout(dropout), nn.Linear(self.last_channel, num_classes)
         )
-        self._init_weights()
+        init_mobilenet_weights(self)
 
-    def _init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0, 0.01)
-                nn.init.zeros_(m.bias)
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.pool(self.features(x)).flatten(1)

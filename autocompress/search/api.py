@@ -45,6 +45,7 @@ from autocompress.search.engine import (
 )
 from autocompress.search.sensitivity import Sensitivity, compute_sensitivity
 from autocompress.search.strategies import (
+    DEFAULT_STRATEGY,
     Strategy,
     check_strategy,
     enqueue_params,
@@ -83,7 +84,7 @@ class SearchConfig:
     budgets: list[str] = field(default_factory=lambda: ["latency<=0.5x"])
     objective: str = "pareto"  # "pareto" (accuracy vs costs) or "constrained" (max accuracy)
     objective_costs: list[str] = field(default_factory=lambda: ["latency_ms"])
-    strategy: str = "nsga2"  # an Optuna sampler (tpe, nsga2, qmc) or a strategy on the cost model (random, ddpg, netadapt)
+    strategy: str = DEFAULT_STRATEGY  # or an Optuna sampler (tpe, nsga2, qmc), or random, ddpg, netadapt
     strategy_options: dict[str, Any] = field(default_factory=dict)  # ddpg / netadapt: DDPGConfig / NetAdaptConfig
     n_trials: int = 20
     timeout_s: float | None = None

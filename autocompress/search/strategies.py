@@ -139,6 +139,11 @@ def register_strategy(name: str, *, options: type = NoOptions,
     return entry
 
 
+#: the strategy a search uses unless told otherwise, chosen by the benchmarks (experiments/results/strategies.md and
+#: the CIFAR-10 table): every proposal meets the budget, and it found the most accurate feasible models
+DEFAULT_STRATEGY = "evolution"
+
+
 def strategy_names() -> list[str]:
     return sorted(_REGISTRY)
 

@@ -12,12 +12,12 @@ own code. Baselines (``--only`` names one; repeatable):
 - ``reference``: the uncompressed model given the members' final fine-tune
   (the exporter's own reference step), so every delta compares like with like;
 - ``l1-uniform``: ``space.uniform(keep=k)`` (L1 group-magnitude channel pruning,
-  fp32) with the largest ``k`` whose cost-model latency meets the budget;
+  fp32) with the largest ``k`` whose **measured** latency meets the budget;
 - ``int8-uniform``: every layer w8a8 at keep 1.0 (kept, and marked, when over budget);
 - ``l1-uniform-int8``: uniform keep + w8a8, the largest keep meeting the budget;
 - ``compound-uniform``: the space's compound scaling (phi < 0) plus a uniform
-  keep where needed: of the combinations meeting the budget, the one with the
-  highest predicted latency (the largest model that fits);
+  keep where needed: the combinations ordered by predicted latency, bisected
+  for the largest whose **measured** latency meets the budget;
 - ``tp-global``: Torch-Pruning's global ranking (MetaPruner, ``global_pruning=True``,
   L1 group magnitude, the classifier ignored, ``round_to=8``), its pruning ratio
   found by bisection on the **measured** ONNX Runtime latency ratio to the
@@ -50,6 +50,7 @@ from torch import nn
 
 from autocompress.base_model import builder_kwargs
 from autocompress.cli import load_experiment
+from autocompress.compress import materialize
 from autocompress.compress.pruning import prune_channels
 from autocompress.counting import count_model
 from autocompress.export.exporter import (  # the exporter's own fine-tune, member and reference steps
@@ -81,6 +82,8 @@ from autocompress.versions import versions
 log = logging.getLogger("baselines")
 
 BASELINES = ("reference", "l1-uniform", "int8-uniform", "l1-uniform-int8", "compound-uniform", "tp-global")
+#: uniform baselines chosen on measured latency (fp32 files: timed as built, no calibration data needed)
+MEASURED = ("l1-uniform", "compound-uniform")
 RECORD_NAME = "record.json"
 TP_ROUND_TO = 8  # the space's channel_divisor for the CIFAR ResNets
 #: the seed export_front draws int8 calibration images, test subsets and timing orders from (its default)
@@ -140,13 +143,22 @@ def _price(setup: SearchSetup, candidates: list[Candidate]) -> list[dict[str, An
             for i in range(len(candidates))]
 
 
-def choose_candidate(setup: SearchSetup, name: str) -> tuple[Candidate, dict[str, Any]]:
-    """The baseline's candidate and how it was chosen (every option tried, priced)."""
+def choose_candidate(setup: SearchSetup, name: str, args: argparse.Namespace,
+                     out: Path) -> tuple[Candidate, dict[str, Any]]:
+    """The baseline's candidate and how it was chosen (every option priced; fp32 ones measured).
+
+    fp32 baselines (``l1-uniform``, ``compound-uniform``) are chosen on measured
+    latency, like ``tp-global`` and like the search's members are judged: the
+    options ordered by predicted latency, largest first, bisected for the first
+    whose measured ratio to the reference meets the budget. A profile measured
+    on another machine would otherwise leave the baseline far under (or over)
+    the budget it is compared at. int8 ones stay chosen on the prediction.
+    """
     space = setup.space
     keeps = _keep_choices(space)
     if name == "l1-uniform":
         options = [({"keep": k}, space.uniform(keep=k)) for k in keeps]
-        rule = "largest uniform keep ratio whose predicted latency meets the budget (fp32)"
+        rule = "largest uniform keep ratio whose measured latency meets the budget (fp32)"
     elif name == "int8-uniform":
         options = [({"w_bits": 8, "a_bits": 8}, space.uniform(w_bits=8, a_bits=8))]
         rule = "every layer w8a8 at keep 1.0 (kept even when over budget)"
@@ -159,8 +171,8 @@ def choose_candidate(setup: SearchSetup, name: str) -> tuple[Candidate, dict[str
             raise SystemExit(f"compound-uniform: the space {space.name!r} ({space.source}) has no compound scaling "
                              "with phi < 0 (scaling.phi)")
         options = [({"phi": p, "keep": k}, space.uniform(phi=p, keep=k)) for p in phis for k in keeps]
-        rule = ("compound scaling phi < 0 from the space plus a uniform keep: of the combinations meeting the budget, "
-                "the one with the highest predicted latency (the largest model that fits)")
+        rule = ("compound scaling phi < 0 from the space plus a uniform keep: the combinations ordered by predicted "
+                "latency, largest first, bisected for the first whose measured latency meets the budget")
     else:
         raise ValueError(f"{name!r} is not a candidate baseline")
     unique: dict[Candidate, dict[str, Any]] = {}
@@ -168,12 +180,25 @@ def choose_candidate(setup: SearchSetup, name: str) -> tuple[Candidate, dict[str
         unique.setdefault(candidate, values)  # uniform() snaps to the choices: equal candidates priced once
     candidates = list(unique)
     tried = [{**unique[c], **p} for c, p in zip(candidates, _price(setup, candidates), strict=True)]
+    if name in MEASURED:
+        order = sorted(range(len(candidates)), key=lambda i: -tried[i]["predicted_latency_ms"])  # stable: ties keep
+        space = setup.space
+
+        def build(i: int):
+            c = candidates[i]
+            shape = (space.graph.input_shape[0], *space.input_resolution(c))
+            label = "-".join(f"{k}{v:g}" for k, v in unique[c].items())
+            return materialize(setup.base_model, c, space), shape, label, {"option": i, **unique[c]}
+
+        at, fits, probes = bisect_measured(setup, order, build, args, out, name)
+        pick = order[at]
+        if not fits:
+            rule += "; no option meets the budget on measurement: the cheapest is kept and marked over budget"
+        return candidates[pick], {"rule": rule, "picked": tried[pick], "tried": tried, "probes": probes,
+                                  "meets_budget_measured": fits}
     fitting = [i for i, t in enumerate(tried) if t["meets_budget"]]
     if fitting:
-        # options are listed largest first, so max() keeps the first (largest) on a tie
-        pick = max(fitting, key=lambda i: tried[i]["predicted_latency_ms"])
-        if name != "compound-uniform":
-            pick = fitting[0]
+        pick = fitting[0]  # options are listed largest first
     else:
         pick = min(range(len(tried)), key=lambda i: tried[i]["predicted_latency_ms"])
         if len(tried) > 1:
@@ -234,19 +259,61 @@ def group_widths(graph: ModelGraph, model: nn.Module) -> dict[str, int]:
     return {g.leader: widths[g.leader] for g in graph.prunable_groups}
 
 
-def measured_ratio(setup: SearchSetup, model: nn.Module, folder: Path, reference_onnx: Path, label: str, *,
-                   rounds: int, reps: int, sessions: int, seed: int) -> dict[str, Any]:
-    """``model``'s latency / the reference's, timed interleaved in the profile's runtime (export.measure)."""
-    shape = setup.data.input_shape
+def measured_ratio(setup: SearchSetup, model: nn.Module, shape: tuple[int, ...], folder: Path, reference_onnx: Path,
+                   label: str, *, rounds: int, reps: int, sessions: int, seed: int) -> dict[str, Any]:
+    """``model``'s latency (fp32 ONNX, input ``shape``) / the reference's, timed interleaved in the profile's
+    runtime (export.measure)."""
+    ref_shape = setup.data.input_shape
     path = export_onnx(model, shape, folder / f"{label}.onnx", int8=False)
-    timings, why_not = measure_latency({REFERENCE: (setup.base_model, shape, reference_onnx), label: (model, shape, path)},
+    timings, why_not = measure_latency({REFERENCE: (setup.base_model, ref_shape, reference_onnx),
+                                        label: (model, shape, path)},
                                        setup.costs.profile, rounds=rounds, reps=reps, sessions=sessions, seed=seed,
                                        progress=False)
     if why_not:
-        raise SystemExit(f"tp-global: cannot measure latency here: {why_not}")
+        raise SystemExit(f"cannot measure latency here: {why_not}")
     t = timings[label]
     return {"latency_ratio": t["latency_vs_reference"], "latency_ms": t["latency_ms"],
             "spread_pct": t["latency_spread_pct"], "reference_self_ratio": timings[REFERENCE]["latency_vs_reference"]}
+
+
+def bisect_measured(setup: SearchSetup, rungs: list[Any], build, args: argparse.Namespace, out: Path,
+                    what: str) -> tuple[int, bool, list[dict[str, Any]]]:
+    """The first rung (rungs are largest first) whose measured latency ratio meets the budget, by bisection.
+
+    ``build(rung)`` gives ``(model, input_shape, label, fields)``; each probe is
+    exported and timed interleaved with the reference. Returns the rung's index,
+    whether it meets the budget (else the last, narrowest rung) and every probe.
+    """
+    folder = out / "bisection"
+    folder.mkdir(parents=True, exist_ok=True)
+    reference_onnx = export_onnx(setup.base_model, setup.data.input_shape, folder / "reference.onnx", int8=False)
+    probes: list[dict[str, Any]] = []
+
+    def meets(index: int) -> bool:
+        model, shape, label, fields = build(rungs[index])
+        m = measured_ratio(setup, model, shape, folder, reference_onnx, label, rounds=args.rounds, reps=args.reps,
+                           sessions=args.sessions, seed=EXPORT_SEED)
+        ok = m["latency_ratio"] <= args.budget
+        probes.append({**fields, **m, "meets_budget": ok})
+        log.info("%s: %s -> measured latency ratio %.3f (%s)", what, label, m["latency_ratio"],
+                 "meets the budget" if ok else "over")
+        return ok
+
+    try:
+        lo, hi = 0, len(rungs) - 1
+        if meets(lo):
+            return lo, True, probes
+        if hi == lo or not meets(hi):
+            return hi, False, probes
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if meets(mid):
+                hi = mid
+            else:
+                lo = mid
+        return hi, True, probes
+    finally:
+        shutil.rmtree(folder)
 
 
 def tp_global_ladder(setup: SearchSetup, *, classifier: str, max_ratio: float,
@@ -283,33 +350,13 @@ def choose_tp_global(setup: SearchSetup, args: argparse.Namespace, out: Path) ->
     classifier = setup.space.graph.last_unit()
     ladder, ladder_note = tp_global_ladder(setup, classifier=classifier, max_ratio=args.tp_max_ratio,
                                            grid=args.tp_grid)
-    folder = out / "bisection"
-    folder.mkdir(parents=True, exist_ok=True)
-    reference_onnx = export_onnx(setup.base_model, shape, folder / "reference.onnx", int8=False)
-    probes = []
 
-    def meets(index: int) -> bool:
-        ratio, widths = ladder[index]
+    def build(rung: tuple[float, dict[str, int]]):
+        ratio, widths = rung
         model = tp_global_prune(setup.base_model, shape, ratio, classifier=classifier, max_ratio=args.tp_max_ratio)
-        m = measured_ratio(setup, model, folder, reference_onnx, f"ratio-{ratio:.4f}", rounds=args.rounds,
-                           reps=args.reps, sessions=args.sessions, seed=EXPORT_SEED)
-        ok = m["latency_ratio"] <= args.budget
-        probes.append({"pruning_ratio": ratio, "groups": widths, **m, "meets_budget": ok})
-        log.info("tp-global: pruning ratio %g -> measured latency ratio %.3f (%s)", ratio, m["latency_ratio"],
-                 "meets the budget" if ok else "over")
-        return ok
+        return model, shape, f"ratio-{ratio:.4f}", {"pruning_ratio": ratio, "groups": widths}
 
-    # ladder[0] is the reference itself (over any budget < 1); find the first rung that meets the budget
-    lo, hi = 0, len(ladder) - 1
-    fits = hi > 0 and meets(hi)
-    if fits:
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            if meets(mid):
-                hi = mid
-            else:
-                lo = mid
-    shutil.rmtree(folder)
+    hi, fits, probes = bisect_measured(setup, ladder, build, args, out, "tp-global")
     ratio = ladder[hi][0]
     model = tp_global_prune(setup.base_model, shape, ratio, classifier=classifier, max_ratio=args.tp_max_ratio)
     how = {"rule": ("Torch-Pruning MetaPruner, global_pruning=True, MagnitudeImportance(p=1) (L1 group magnitude), "
@@ -430,7 +477,7 @@ def run_one(name: str, setup: SearchSetup, args: argparse.Namespace, base: Path,
         body = {"how": how, **build_tp_global(setup, model, out, evaluator),
                 "predicted": as_built_costs(setup, model)}
     else:
-        candidate, how = choose_candidate(setup, name)
+        candidate, how = choose_candidate(setup, name, args, out)
         choose_s = time.perf_counter() - t0
         body = {"how": how, **build_candidate(setup, name, candidate, out, evaluator, EXPORT_SEED)}
     profile = setup.costs.profile
@@ -476,9 +523,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--weights", type=Path, default=None,
                         help="reference weights (default: what reference.py wrote for the model)")
     parser.add_argument("--runs", type=Path, default=None, help="runs folder (default: common.RUNS)")
-    parser.add_argument("--rounds", type=int, default=5, help="tp-global timing: rounds (the export's default)")
-    parser.add_argument("--reps", type=int, default=20, help="tp-global timing: timed calls per round")
-    parser.add_argument("--sessions", type=int, default=4, help="tp-global timing: sessions per model")
+    parser.add_argument("--rounds", type=int, default=5, help="bisection timing: rounds (the export's default)")
+    parser.add_argument("--reps", type=int, default=20, help="bisection timing: timed calls per round")
+    parser.add_argument("--sessions", type=int, default=4, help="bisection timing: sessions per model")
     parser.add_argument("--tp-grid", type=float, default=0.01, help="tp-global: step of the pruning-ratio grid")
     parser.add_argument("--tp-max-ratio", type=float, default=0.9, help="tp-global: largest pruning ratio tried")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -205,7 +205,10 @@ def comparability(rows: list[dict[str, Any]], manifest: dict[str, Any] | None, r
         for key in SAME_FINE_TUNE:
             if key in want and key in got and want[key] != got[key]:
                 problems.append(f"{row['label']}: final fine-tune {key} {got[key]!r}, the export's {want[key]!r}")
+        chosen_on_measurement = "measured" in str(row.get("how") or "")
         for key in ("data", "weights", "seed", "profile", "proxy_lr"):
+            if key == "profile" and (chosen_on_measurement or row["kind"] == "reference"):
+                continue  # its profile priced nothing that chose it
             mine = (row.get("config") or {}).get(key)
             if config and mine is not None and key in config and _normal(key, config[key]) != _normal(key, mine):
                 problems.append(f"{row['label']}: {key} {mine!r}, the search's {config[key]!r}")
