@@ -10,7 +10,7 @@ same epochs, learning rate and seed) and scored on the full val split; tau
 compares that with the accuracy the search's proxy gave it. Members an export
 already fine-tuned that way (``--from-export``, any study with the same proxy
 and final fine-tune) count as measured pairs: their manifest holds both
-figures. Results are appended to ``<run>/proxy_fidelity.json`` as they come (a
+figures. Results are appended to ``<run>/proxy_fidelity.json`` as they come (the plot beside it at the end) (a
 killed run keeps what it measured and skips it when started again). About one
 final fine-tune per trial: ResNet-20 on CIFAR-10, 1 epoch, ~3-4 minutes each
 on 2 CPU threads.
@@ -51,6 +51,28 @@ def exported_pairs(export: Path, config: SearchConfig, epochs: float) -> list[di
     return [{"trial": f"{study}:{m['trial']}", "proxy": m["accuracy_proxy"], "final": m["accuracy_val"],
              "latency_ratio": None, "seconds": (m.get("fine_tune") or {}).get("seconds"),
              "source": str(export / "manifest.json")} for m in manifest["members"]]
+
+
+def plot(done: dict, path: Path) -> Path:
+    """Proxy accuracy against accuracy after the final fine-tune, one point per candidate, tau in the title."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    for study in sorted({str(t["trial"]).partition(":")[0] for t in done["trials"]}):
+        mine = [t for t in done["trials"] if str(t["trial"]).startswith(f"{study}:")]
+        ax.scatter([100 * t["proxy"] for t in mine], [100 * t["final"] for t in mine], label=study, s=25)
+    ax.set_xlabel("proxy accuracy (%, 1,000 val images, after the proxy fine-tune)")
+    ax.set_ylabel(f"val accuracy (%) after the {done['final_epochs']:g}-epoch final fine-tune")
+    ax.set_title(f"Kendall tau {done.get('kendall_tau', float('nan')):.2f}, n = {done.get('n', 0)}", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 
 def main() -> None:
@@ -100,6 +122,7 @@ def main() -> None:
         done["spearman"] = float(spearmanr(proxy, final).statistic)
         done["n"] = len(proxy)
         out.write_text(json.dumps(done, indent=2) + "\n")
+        plot(done, out.with_suffix(".png"))
     print(json.dumps({k: v for k, v in done.items() if k != "trials"}, indent=2))
 
 
