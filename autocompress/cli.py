@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -157,10 +158,15 @@ def _search(args: argparse.Namespace, config, overrides: dict[str, Any], out: Pa
     except USER_ERRORS as exc:
         raise _in_file(exc, args.experiment, overrides) from exc
 
-    # made after the reference's training, so the rate and ETA are the search's own
+    # made after the reference's training; its clock restarts at the first trial (below), so a strategy's set-up
+    # (the evolution strategy's sensitivity table: minutes) does not count in the rate and ETA of the trials
     bar = progress_bar(total=config.n_trials, desc="search", unit="trial", enabled=not args.quiet)
+    first = [True]
 
     def on_trial(progress, record) -> None:
+        if first[0]:
+            first[0] = False
+            bar.start_t = time.time() - (record.seconds or 0.0)
         bar.initial = progress.evaluated - progress.evaluated_this_run  # a resumed study's trials are not this run's
         bar.n = progress.evaluated
         best = "-" if progress.best_accuracy is None else f"{progress.best_accuracy:.4f}"
