@@ -18,7 +18,7 @@ import math
 
 from torch import Tensor, nn
 
-from .mobilenetv2 import make_divisible
+from .mobilenetv2 import init_mobilenet_weights, make_divisible
 from .registry import register_model
 
 __all__ = [
@@ -58,6 +58,12 @@ def conv_bn_act(
         nn.BatchNorm2d(out_ch),
         nn.SiLU(),
     )
+
+
+def _uniform_classifier(linear: nn.Linear) -> None:
+    """EfficientNet's classifier: uniform in +-1/sqrt(out_features)."""
+    bound = 1.0 / math.sqrt(linear.out_features)
+    nn.init.uniform_(linear.weight, -bound, bound)
 
 
 class SqueezeExcite(nn.Module):
@@ -157,21 +163,7 @@ class EfficientNet(nn.Module):
         self.classifier = nn.Sequential(
             nn.Dropout(dropout), nn.Linear(self.num_features, num_classes)
         )
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                bound = 1.0 / math.sqrt(m.out_features)
-                nn.init.uniform_(m.weight, -bound, bound)
-                nn.init.zeros_(m.bias)
+        init_mobilenet_weights(self, classifier=_uniform_classifier)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.classifier(self.pool(self.features(x)).flatten(1))

@@ -8,6 +8,8 @@ row is its own ``nn.Sequential`` of :class:`InvertedResidual` blocks.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from torch import Tensor, nn
 
 from .registry import register_model
@@ -45,8 +47,13 @@ def conv_bn_relu6(
     )
 
 
-def init_mobilenet_weights(model: nn.Module) -> None:
-    """torchvision's MobileNet initialisation: Kaiming (fan out) convolutions, unit BatchNorm, small classifier."""
+def _normal_classifier(linear: nn.Linear) -> None:
+    nn.init.normal_(linear.weight, 0, 0.01)
+
+
+def init_mobilenet_weights(model: nn.Module, classifier: Callable[[nn.Linear], None] = _normal_classifier) -> None:
+    """torchvision's MobileNet-family initialisation: Kaiming (fan out) convolutions, unit BatchNorm, zero biases;
+    ``classifier`` initialises each Linear's weight (MobileNetV2: normal(0, 0.01))."""
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out")
@@ -56,7 +63,7 @@ def init_mobilenet_weights(model: nn.Module) -> None:
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
         elif isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, 0, 0.01)
+            classifier(m)
             nn.init.zeros_(m.bias)
 
 
