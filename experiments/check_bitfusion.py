@@ -143,13 +143,16 @@ def notes(result: dict, entries: list[LayerEntry]) -> list[str]:
         f"{result['table_energy_vs_latency']:.3f} over all entries), as if time-proportional terms (the whole "
         "array's energy per cycle, leakage) dominated it. The model prices energy per brick used and per byte "
         "moved, so across layers of one W/A pair it ranks energy less well than latency; within a layer it orders "
-        "the bit-widths as the table does.",
+        f"the bit-widths with a median Spearman of {result['within']['energy']:.3f} for energy and "
+        f"{result['within']['latency']:.3f} for latency.",
         f"* Pointwise (1x1) layers rank worst in latency (Spearman {pointwise['latency'][0]:.3f}): the model "
         f"calls {result['pointwise_compute']} of {pointwise['n']} compute-bound, while the table barely moves with bits for them (e.g. "
         f"(96, 456, 14, 1, 1, 0, 1): {one.get((4, 4), float('nan')):.4f} ms at W4A4, "
         f"{one.get((8, 8), float('nan')):.4f} ms at W8A8), as if its memory traffic set their time.",
-        "* For a mixed-precision search the per-layer ordering of bit-widths is what matters; it is where the "
-        "model agrees best with the table. Use the absolute figures as a model's, not a chip's.",
+        "* For a mixed-precision search the per-layer ordering of bit-widths is what matters: median Spearman "
+        f"{result['within']['latency']:.3f} (latency) and {result['within']['energy']:.3f} (energy) within a layer, "
+        f"against {result['rows']['all']['latency'][0]:.3f} and {result['rows']['all']['energy'][0]:.3f} across "
+        "every entry. Use the absolute figures as a model's, not a chip's.",
         "",
     ]
 

@@ -115,19 +115,18 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     task = {k: base.to_dict()[k] for k in ("model", "data", "profile", "budgets", "proxy_epochs", "seed", "n_trials")}
     earlier = json.loads((out / "strategies.json").read_text()) if (out / "strategies.json").is_file() else {}
-    earlier_reference = None
     if earlier.get("task") == task:  # the same task: strategies not run this time keep their earlier rows
-        earlier_reference = earlier.get("earlier_reference") or earlier.get("reference_val_accuracy")
         ran = {r["strategy"] for r in rows}
-        rows = [r for r in earlier["strategies"] if r["strategy"] not in ran] + rows
+        kept = [{"reference_val_accuracy": earlier["reference_val_accuracy"], **r} for r in earlier["strategies"]
+                if r["strategy"] not in ran]
+        rows = kept + rows
         rows.sort(key=lambda r: STRATEGIES.index(r["strategy"]) if r["strategy"] in STRATEGIES else len(STRATEGIES))
     command = (f"python experiments/compare_strategies.py {args.experiment} --trials {args.trials} --seed {args.seed} "
                f"--max-filtered {args.max_filtered}")
     summary = {"command": command, "max_filtered": args.max_filtered,
                "task": task,
                "budget_resolved": str(setup.budgets[0]), "reference": setup.reference,
-               "reference_val_accuracy": setup.base_info.get("val_accuracy"), "strategies": rows,
-               "earlier_reference": earlier_reference}
+               "reference_val_accuracy": setup.base_info.get("val_accuracy"), "strategies": rows}
     (out / "strategies.json").write_text(json.dumps(summary, indent=1))
     print(report(summary, out))
 
@@ -157,8 +156,7 @@ def report(summary: dict, out: Path) -> str:
     if len(set(references.values())) > 1:  # rows merged from runs with another reference
         lines += ["", "The rows come from runs whose reference was trained separately (same recipe and seed; CPU "
                   "training is not bit-exact): reference val accuracy per row: "
-                  + ", ".join(f"{k} {'earlier run' if v is None else f'{v:.4f}'}" for k, v in references.items())
-                  + f"; the earlier run's reference: {summary.get('earlier_reference')}."]
+                  + ", ".join(f"{k} {v:.4f}" for k, v in references.items()) + "."]
     (out / "strategies.md").write_text("\n".join(lines) + "\n")
     fig, ax = plt.subplots(figsize=(6, 4))
     for r in rows:

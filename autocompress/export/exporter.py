@@ -74,7 +74,6 @@ from autocompress.files import write_json
 from autocompress.hardware.profile import this_machine
 from autocompress.runtime import is_registered
 from autocompress.runtime.artifact import PREPROCESSING_KEY
-from autocompress.runtime.machine_check import check_machine
 from autocompress.runtime.onnx_export import MODEL_INPUT, export_onnx, int8_leaves
 from autocompress.search.api import SearchSetup
 from autocompress.search.study import TrialRecord, records
@@ -366,7 +365,7 @@ def _timing_info(setup: SearchSetup, *, rounds: int, reps: int, sessions: int, s
                  not_timed: str) -> TimingInfo:
     profile = setup.costs.profile
     noise_pct, noise_source = noise_band(profile, setup.config.model, setup.space.graph.input_shape)
-    machine = setup.machine if setup.machine is not None else check_machine(profile, seed=seed)  # prepare() timed it
+    machine = setup.machine  # prepare() timed the profile's anchors here
     device_note = ""
     if not machine.matches:
         device_note = (f"latency measured on this machine ({machine.here}), not on the profile's device "

@@ -26,20 +26,23 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from autocompress.hardware.profile import BlockEntry, HardwareProfile, ProfileError
+from autocompress.hardware.profile import (
+    BLOCK_KEY_FIELDS,
+    BLOCK_TYPES,
+    BlockEntry,
+    HardwareProfile,
+    ProfileError,
+)
 
 __all__ = ["BLOCK_FORMATS", "BlockCostModel", "BlockCosts", "BlockPrice", "BlockSpec", "block_key", "price_blocks"]
 
 #: imported table formats priced block by block
 BLOCK_FORMATS = ("proxyless", "ofa")
-BLOCK_TYPES = ("Conv", "expanded_conv", "Conv_1", "Conv_2", "AvgPool2D", "Logits")
-#: the BlockSpec fields an expanded_conv key carries after input and output, with the key's name for each.
-#: ProxylessNAS keys give the expansion ratio as ``expand``; Once-for-All keys give the middle channel count.
+#: per format, the BlockSpec field behind each of the key's expanded_conv fields (BLOCK_KEY_FIELDS): the key's
+#: ``expand`` is the ratio in ProxylessNAS keys and the middle channel count in Once-for-All ones
 _KEY_FIELDS: dict[str, tuple[tuple[str, str], ...]] = {
-    "proxyless": (("expand", "expand"), ("kernel", "kernel"), ("stride", "stride"), ("idskip", "idskip")),
-    "ofa": (("mid_channels", "expand"), ("kernel", "kernel"), ("stride", "stride"), ("idskip", "idskip"),
-            ("se", "se"), ("hs", "hs")),
-}
+    fmt: tuple(("mid_channels" if fmt == "ofa" and label == "expand" else label, label) for label in labels)
+    for fmt, labels in BLOCK_KEY_FIELDS.items()}
 #: missing blocks a refusal lists one by one
 _SHOWN = 8
 

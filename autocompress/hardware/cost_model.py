@@ -90,7 +90,6 @@ class CostModel:
         self._predicted_energy: dict[str, float] = {}
         # every signature looked up: its latency and where that came from (see ``breakdown``)
         self._looked_up: dict[str, tuple[float, str]] = {}
-        self._table_source = "measured" if profile.kind == "measured" else profile.kind
         # the model prices every layer of a modelled profile, and the layers without a figure of a measured one
         self._energy_table = EnergyTable.from_dict(profile.energy.table) if profile.energy.table else None
         self._accelerator = profile.accelerator  # prices latency and energy of every signature at every bit-width
@@ -143,6 +142,12 @@ class CostModel:
         sp_index = np.broadcast_to(np.arange(len(sp_opts))[None, None, :], W.shape)
         act_bytes = np.where(A >= 32, 4.0, A / 8)  # per element; sub-byte activations stored packed
         out = np.zeros((*W.shape, len(_RAW)))
+        if self._accelerator is not None:
+            quant = np.array([self._accelerator.quantized(p) for p in unique_prec])[prec]
+        elif FLOAT_PRECISION in unique_prec:
+            quant = prec != unique_prec.index(FLOAT_PRECISION)
+        else:
+            quant = np.ones_like(prec, bool)
         for i, leaf in enumerate(leaves):
             params = leaf.weight_params
             nnz = params - np.round(SP * params)
@@ -158,12 +163,6 @@ class CostModel:
                     if self._accelerator is not None and np.isnan(energy_lut[pi, si]):
                         # sparsity saves modelled energy even where the kernels do not skip zeros
                         energy_lut[pi, si] = layer_cost(self._accelerator, replace(sig, sparsity=float(s))).energy_mj
-            if self._accelerator is not None:
-                quant = np.array([self._accelerator.quantized(p) for p in unique_prec])[prec]
-            elif FLOAT_PRECISION in unique_prec:
-                quant = prec != unique_prec.index(FLOAT_PRECISION)
-            else:
-                quant = np.ones_like(prec, bool)
             lat = latency[prec, sp_index]
             out[..., _F["sum_float_ms"]] += np.where(quant, 0.0, lat)
             out[..., _F["sum_quant_ms"]] += np.where(quant, lat, 0.0)
@@ -187,6 +186,8 @@ class CostModel:
         return out
 
     def _latency(self, sig: LayerSignature, missing: set[str]) -> float:
+        if sig.key in self._looked_up:  # the same signature recurs across units and sparsity options
+            return self._looked_up[sig.key][0]
         value, source = self._lookup(sig)
         if source is None:
             missing.add(sig.key)
@@ -198,7 +199,7 @@ class CostModel:
         """A signature's latency and its source: the table, a model of the device, the predictor or neighbours."""
         value = self._lut.get(sig.key)
         if value is not None:
-            return value, self._table_source
+            return value, self.profile.kind
         if self._accelerator is not None:
             return layer_cost(self._accelerator, sig).latency_ms, "modelled"
         if self.profile.roofline is not None:

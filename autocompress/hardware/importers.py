@@ -38,6 +38,8 @@ from pydantic import ValidationError
 
 from autocompress.files import validation_problems
 from autocompress.hardware.profile import (
+    BLOCK_KEY_FIELDS,
+    BLOCK_TYPES,
     BlockEntry,
     DeviceInfo,
     EnergySpec,
@@ -99,10 +101,6 @@ _KNOWN = {
                       units={"latency": "ms", "energy": "mJ"}, source="generic per-layer table"),
 }
 
-_BLOCK_TYPES = ("Conv", "expanded_conv", "Conv_1", "Conv_2", "AvgPool2D", "Logits")
-#: the fields an expanded_conv key carries after input and output, per format
-_BLOCK_FIELDS = {"proxyless": ("expand", "kernel", "stride", "idskip"),
-                 "ofa": ("expand", "kernel", "stride", "idskip", "se", "hs")}
 _BLOCK_EXAMPLE = {
     "proxyless": "'expanded_conv-input:56x56x24-output:28x28x40-expand:3-kernel:5-stride:2-idskip:0' "
                  "or 'Conv-input:224x224x3-output:112x112x32'",
@@ -192,8 +190,8 @@ def _block_table(path: Path, raw: bytes, fmt: str) -> list[BlockEntry]:
 
 def _parse_block_key(key: str, fmt: str) -> dict[str, Any]:
     btype, *rest = key.split("-")
-    if btype not in _BLOCK_TYPES:
-        raise ValueError(f"block type {btype!r} is not one of {list(_BLOCK_TYPES)}; "
+    if btype not in BLOCK_TYPES:
+        raise ValueError(f"block type {btype!r} is not one of {list(BLOCK_TYPES)}; "
                          f"expected a key like {_BLOCK_EXAMPLE[fmt]}")
     values: dict[str, str] = {}
     for part in rest:
@@ -202,7 +200,7 @@ def _parse_block_key(key: str, fmt: str) -> dict[str, Any]:
             raise ValueError(f"{part!r} is not a NAME:VALUE field (or repeats one); "
                              f"expected a key like {_BLOCK_EXAMPLE[fmt]}")
         values[name] = value
-    expected = ("input", "output", *(_BLOCK_FIELDS[fmt] if btype == "expanded_conv" else ()))
+    expected = ("input", "output", *(BLOCK_KEY_FIELDS[fmt] if btype == "expanded_conv" else ()))
     if set(values) != set(expected):
         raise ValueError(f"fields {list(values)}; {btype} blocks of a {fmt} table have fields {list(expected)}")
     out: dict[str, Any] = {"type": btype, "input_hwc": _hwc(values["input"], "input")}
@@ -213,7 +211,7 @@ def _parse_block_key(key: str, fmt: str) -> dict[str, Any]:
     if btype == "expanded_conv":
         for name in ("expand", "kernel", "stride"):
             out[name] = _positive(values[name], name)
-        for name in _BLOCK_FIELDS[fmt][3:]:  # idskip (and se, hs)
+        for name in BLOCK_KEY_FIELDS[fmt][3:]:  # idskip (and se, hs)
             if values[name] not in ("0", "1"):
                 raise ValueError(f"field {name}: expected 0 or 1, got {values[name]!r}")
             out[name] = values[name] == "1"

@@ -11,24 +11,12 @@ at the precision (weights + input and output activations), each with its log.
 The model is a ridge regression on the log features (a power law in each
 feature: it extrapolates along the scaling of latency with MACs and bytes)
 plus boosted regression trees on its residuals (the steps a kernel library
-takes with channel blocking and cache sizes, which no power law has). Chosen
-by held-out error on ``cpu-onnxruntime-1t``, median |predicted / measured - 1|
-(5-fold; then fitted on all but the 10% largest layers by MACs, predicting
-those), for ridge alone / trees alone / ridge + trees:
-
-* 1x1 convolutions, fp32 (6,878): 16.7% / 12.6% / 12.3%; largest 10%: 27.5% / 18.6% / 12.5%
-* k x k convolutions, fp32 (907): 14.1% / 12.3% / 11.8%; largest 10%: 16.1% / 17.4% / 12.6%
-* depthwise, fp32 (283): 16.1% / 15.2% / 14.5%; largest 10%: 23.2% / 19.4% / 14.5%
-
-Trees alone are as good inside the measured range but flat outside it (a
-layer wider than any measured would cost what the widest one does), so the
-ridge base stays. Each group keeps the better of ridge and ridge + trees by
-its own held-out error (some small groups, e.g. 283 int8 depthwise layers,
-do as well without trees). Channel-alignment features (channels mod 4/8/16)
-gained nothing (12.1% against 12.3%): what is left is probably the table's
-own timing noise. The channel interpolation a measured profile may declare did
-worse on the same folds (median 17-30% per group), which is why a declared
-predictor comes first.
+takes with channel blocking and cache sizes, which no power law has).
+Trees alone fit the measured range but are flat outside it (a layer wider than
+any measured would cost what the widest one does), so the ridge base stays.
+Each group keeps the better of ridge and ridge + trees by its own 5-fold
+held-out error, which ``autocompress profile fit-predictor`` prints and the
+profile stores beside the group.
 
 Everything is stored as plain data in the profile (ridge coefficients,
 sklearn's ``tree_`` arrays as JSON lists) and evaluated here with numpy: no

@@ -306,6 +306,14 @@ class EnergySpec(_Strict):
 ImportFormat = Literal["proxyless", "ofa", "apq", "generic"]
 
 
+#: block types of per-block tables (ProxylessNAS, Once-for-All)
+BLOCK_TYPES = ("Conv", "expanded_conv", "Conv_1", "Conv_2", "AvgPool2D", "Logits")
+#: the fields an expanded_conv key carries after input and output, as the key names them, per format
+#: (``expand`` is a ratio in ProxylessNAS keys and the middle channel count in Once-for-All ones)
+BLOCK_KEY_FIELDS = {"proxyless": ("expand", "kernel", "stride", "idskip"),
+                    "ofa": ("expand", "kernel", "stride", "idskip", "se", "hs")}
+
+
 class BlockEntry(_Strict):
     """One block of a per-block table (ProxylessNAS, Once-for-All), parsed from its key.
 

@@ -147,7 +147,7 @@ class SearchSetup:
     costs: CostModel
     budgets: list
     reference: dict[str, float]
-    machine: MachineCheck | None = None  # this machine against the profile's device (None: not checked)
+    machine: MachineCheck  # this machine against the profile's device (timed by prepare)
 
 
 @dataclass
@@ -352,8 +352,7 @@ def search(
             study.enqueue_trial(enqueue_params(candidate, setup.space), skip_if_exists=True)
     study.set_user_attr("reference", setup.reference)
     study.set_user_attr("budgets_resolved", [str(b) for b in setup.budgets])
-    if setup.machine is not None:
-        study.set_user_attr("machine_check", setup.machine.to_dict())
+    study.set_user_attr("machine_check", setup.machine.to_dict())
     study.set_user_attr("base_model", json.loads(json.dumps(setup.base_info, default=str)))
     front = run_search(run, study=study, costs=setup.costs, base_model=setup.base_model,
                        evaluate=evaluate or default_evaluator(setup), strategy=strategy, on_trial=on_trial)

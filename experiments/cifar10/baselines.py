@@ -139,7 +139,7 @@ def _price(setup: SearchSetup, candidates: list[Candidate]) -> list[dict[str, An
     ok = feasible(setup.budgets, priced)
     ref = setup.reference["latency_ms"]
     return [{"predicted_latency_ms": float(priced["latency_ms"][i]),
-             "predicted_latency_ratio": float(priced["latency_ms"][i] / ref), "meets_budget": bool(ok[i])}
+             "predicted_latency_ratio": float(priced["latency_ms"][i] / ref), "meets_budget_predicted": bool(ok[i])}
             for i in range(len(candidates))]
 
 
@@ -182,7 +182,6 @@ def choose_candidate(setup: SearchSetup, name: str, args: argparse.Namespace,
     tried = [{**unique[c], **p} for c, p in zip(candidates, _price(setup, candidates), strict=True)]
     if name in MEASURED:
         order = sorted(range(len(candidates)), key=lambda i: -tried[i]["predicted_latency_ms"])  # stable: ties keep
-        space = setup.space
 
         def build(i: int):
             c = candidates[i]
@@ -196,7 +195,7 @@ def choose_candidate(setup: SearchSetup, name: str, args: argparse.Namespace,
             rule += "; no option meets the budget on measurement: the cheapest is kept and marked over budget"
         return candidates[pick], {"rule": rule, "picked": tried[pick], "tried": tried, "probes": probes,
                                   "meets_budget_measured": fits}
-    fitting = [i for i, t in enumerate(tried) if t["meets_budget"]]
+    fitting = [i for i, t in enumerate(tried) if t["meets_budget_predicted"]]
     if fitting:
         pick = fitting[0]  # options are listed largest first
     else:
@@ -300,10 +299,8 @@ def bisect_measured(setup: SearchSetup, rungs: list[Any], build, args: argparse.
         return ok
 
     try:
-        lo, hi = 0, len(rungs) - 1
-        if meets(lo):
-            return lo, True, probes
-        if hi == lo or not meets(hi):
+        lo, hi = -1, len(rungs) - 1  # lo: before the largest rung, over the budget by assumption (never timed)
+        if not meets(hi):
             return hi, False, probes
         while hi - lo > 1:
             mid = (lo + hi) // 2

@@ -34,9 +34,10 @@ from autocompress.export.exporter import final_evaluator
 from autocompress.search import SearchConfig, load_study, prepare, records
 from autocompress.search.study import study_names
 
+#: proxy accuracy from which a candidate counts among the best (the tau reported beside the overall one)
+TOP_PROXY = 0.70
 #: what must agree between two studies for their (proxy, final) pairs to be one sample
-SAME = ("model", "data", "weights", "seed", "proxy_epochs", "proxy_lr", "proxy_train_limit", "proxy_eval_limit",
-        "final_epochs")
+SAME = ("model", "data", "weights", "seed", "proxy_epochs", "proxy_lr", "proxy_train_limit", "proxy_eval_limit")
 
 
 def exported_pairs(export: Path, config: SearchConfig, epochs: float) -> list[dict]:
@@ -44,7 +45,7 @@ def exported_pairs(export: Path, config: SearchConfig, epochs: float) -> list[di
     manifest = json.loads((export / "manifest.json").read_text())
     theirs = manifest.get("config") or {}
     mine = config.to_dict()
-    differ = [k for k in SAME if k != "final_epochs" and theirs.get(k) != mine.get(k)]
+    differ = [k for k in SAME if theirs.get(k) != mine.get(k)]
     if differ or (manifest.get("final_fine_tune") or {}).get("epochs") != epochs:
         raise SystemExit(f"{export}: another proxy or final fine-tune ({differ or 'final epochs'}); not comparable")
     study = Path(theirs.get("out", str(export.parent))).name
@@ -64,7 +65,7 @@ def plot(done: dict, path: Path) -> Path:
     for study in sorted({str(t["trial"]).partition(":")[0] for t in done["trials"]}):
         mine = [t for t in done["trials"] if str(t["trial"]).startswith(f"{study}:")]
         ax.scatter([100 * t["proxy"] for t in mine], [100 * t["final"] for t in mine], label=study, s=25)
-    ax.set_xlabel("proxy accuracy (%, 1,000 val images, after the proxy fine-tune)")
+    ax.set_xlabel(f"proxy accuracy (%, {done.get('proxy_eval_limit', '?')} val images, after the proxy fine-tune)")
     ax.set_ylabel(f"val accuracy (%) after the {done['final_epochs']:g}-epoch final fine-tune")
     ax.set_title(f"Kendall tau {done.get('kendall_tau', float('nan')):.2f}, n = {done.get('n', 0)}", fontsize=10)
     ax.grid(alpha=0.3)
@@ -93,6 +94,7 @@ def main() -> None:
     evaluator = final_evaluator(setup, final_epochs=epochs, progress=False)
     out = args.run / "proxy_fidelity.json"
     done = json.loads(out.read_text()) if out.exists() else {"final_epochs": epochs, "trials": []}
+    done["proxy_eval_limit"] = config.proxy_eval_limit
     study_tag = args.run.name
     for export in args.from_export:
         known = {t["trial"] for t in done["trials"]}
@@ -120,6 +122,10 @@ def main() -> None:
     if len(proxy) >= 3:
         done["kendall_tau"] = float(kendalltau(proxy, final).statistic)
         done["spearman"] = float(spearmanr(proxy, final).statistic)
+        top = [t for t in done["trials"] if t["proxy"] >= TOP_PROXY]  # the candidates a front is made of
+        if len(top) >= 3:
+            done["kendall_tau_top"] = float(kendalltau([t["proxy"] for t in top], [t["final"] for t in top]).statistic)
+            done["top"] = {"proxy_at_least": TOP_PROXY, "n": len(top)}
         done["n"] = len(proxy)
         out.write_text(json.dumps(done, indent=2) + "\n")
         plot(done, out.with_suffix(".png"))

@@ -100,6 +100,7 @@ def baseline_rows(folder: Path) -> tuple[dict[str, Any] | None, list[dict[str, A
             "wall_s": (r.get("seconds") or {}).get("total"), "wall_note": "choice + final fine-tune + export",
             "fine_tune": r.get("fine_tune") or {}, "how": (r.get("how") or {}).get("rule") if isinstance(
                 r.get("how"), dict) else r.get("how"), "command": r.get("command"), "config": r.get("config") or {},
+            "chosen_on_measurement": isinstance(r.get("how"), dict) and "probes" in r["how"],
         })
     return (reference[1] | {"_path": str(reference[0])}) if reference else None, rows
 
@@ -205,9 +206,8 @@ def comparability(rows: list[dict[str, Any]], manifest: dict[str, Any] | None, r
         for key in SAME_FINE_TUNE:
             if key in want and key in got and want[key] != got[key]:
                 problems.append(f"{row['label']}: final fine-tune {key} {got[key]!r}, the export's {want[key]!r}")
-        chosen_on_measurement = "measured" in str(row.get("how") or "")
         for key in ("data", "weights", "seed", "profile", "proxy_lr"):
-            if key == "profile" and (chosen_on_measurement or row["kind"] == "reference"):
+            if key == "profile" and (row.get("chosen_on_measurement") or row["kind"] == "reference"):
                 continue  # its profile priced nothing that chose it
             mine = (row.get("config") or {}).get(key)
             if config and mine is not None and key in config and _normal(key, config[key]) != _normal(key, mine):
@@ -437,7 +437,8 @@ def main(argv: list[str] | None = None) -> None:
                          "seconds": search_s, "seconds_note": search_note,
                          "final_fine_tune": manifest.get("final_fine_tune")})
     rows = [reference, *rows]
-    warnings = [w for _, manifest in exports or [(None, None)] for w in comparability(rows[1:], manifest, reference)]
+    warnings = list(dict.fromkeys(w for _, manifest in exports or [(None, None)]  # one line per difference
+                                  for w in comparability(rows[1:], manifest, reference)))
     config = (first[1] or {}).get("config") or {}
     seed = int(config.get("seed", args.seed))
     args.data = args.data or config.get("data") or DATA_SPEC
