@@ -131,7 +131,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     overrides = {k: getattr(args, k) for k in ("model", "data", "space", "profile", "calibration", "objective", "strategy",
                                                "seed", "study", "storage", "out", "weights", "base_epochs",
                                                "proxy_epochs", "final_epochs", "max_train", "cache_dir",
-                                               "timeout_s", "device")}
+                                               "timeout_s", "device", "workers", "backend", "address",
+                                               "cpus_per_trial", "gpus_per_trial")}
     overrides["budgets"] = args.budget
     overrides["objective_costs"] = args.objective_costs
     overrides["n_trials"] = args.trials
@@ -308,6 +309,16 @@ def build_parser() -> argparse.ArgumentParser:
     srch.add_argument("--max-train", type=int, default=None)
     srch.add_argument("--device", default=None, help=DEVICE_HELP + " (default cpu)")
     srch.add_argument("--cache-dir", default=str(DEFAULT_CACHE))
+    srch.add_argument("--workers", type=int, default=None,
+                      help="trials trained at once (default 1): processes of this machine sharing the study, or Ray "
+                           "workers with --backend ray; --trials still counts the study's total")
+    srch.add_argument("--backend", default=None, choices=("local", "ray"),
+                      help="local (default): this machine's processes; ray: trials run as Ray Tune trials")
+    srch.add_argument("--address", default=None,
+                      help="--backend ray: a running Ray cluster to join ('auto' or ray://HOST:10001); default: "
+                           "start a local Ray runtime")
+    srch.add_argument("--cpus-per-trial", type=float, default=None, help="--backend ray: CPUs a trial reserves (1)")
+    srch.add_argument("--gpus-per-trial", type=float, default=None, help="--backend ray: GPUs a trial reserves (0)")
     srch.add_argument("--no-export", action="store_true", help="stop after the search")
     srch.add_argument("--quiet", action="store_true")
     srch.set_defaults(func=cmd_search)

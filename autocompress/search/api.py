@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from autocompress.base_model import build_model, trained_base_model
@@ -39,6 +40,7 @@ from autocompress.search.engine import (
     SearchRun,
     check_objective,
     create_study,
+    pareto_front,
     reachability_probe,
     run_search,
     warm_start_candidates,
@@ -48,7 +50,6 @@ from autocompress.search.strategies import (
     DEFAULT_STRATEGY,
     Strategy,
     check_strategy,
-    enqueue_params,
     make_sampler,
     make_strategy,
     registered,
@@ -61,10 +62,15 @@ from autocompress.search.study import (
     open_storage,
     records,
 )
+from autocompress.search.workers import join_workers, start_workers, threads_per_worker
 from autocompress.space import Candidate, CandidateError, SearchSpace, SpaceError
 from autocompress.train import Evaluator, FitConfig, resolve_device
 
 log = logging.getLogger(__name__)
+
+
+#: where trials train: this machine's processes, or Ray Tune
+BACKENDS = ("local", "ray")
 
 
 class ConfigError(ValueError):
@@ -105,6 +111,11 @@ class SearchConfig:
     max_train: int | None = None
     cache_dir: str | None = None
     device: str = "cpu"  # where the reference, the proxy and the final fine-tunes train: cpu, cuda, cuda:N
+    workers: int = 1  # trials trained at once: processes of this machine, or Ray workers (backend "ray")
+    backend: str = "local"  # "local" (this machine's processes) or "ray" (Ray Tune, local or on a cluster)
+    address: str | None = None  # backend "ray": a running cluster ("auto", "ray://host:10001"); else one is started
+    cpus_per_trial: float = 1.0  # backend "ray": the resources each trial reserves
+    gpus_per_trial: float = 0.0
 
     #: keys that must match when a stored study is resumed
     IDENTITY_KEYS = ("model", "data", "space", "profile", "calibration", "budgets", "objective", "objective_costs",
@@ -115,6 +126,14 @@ class SearchConfig:
         registered(self.strategy)  # an unknown name fails here, naming the field
         if self.n_trials < 1:
             raise ValueError(f"n_trials: expected a positive number, got {self.n_trials}")
+        if not isinstance(self.workers, int) or isinstance(self.workers, bool) or self.workers < 1:
+            raise ValueError(f"workers: expected a positive whole number, got {self.workers!r}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend: expected one of {list(BACKENDS)}, got {self.backend!r}")
+        for name in ("cpus_per_trial", "gpus_per_trial"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1e6:
+                raise ValueError(f"{name}: expected a number >= 0, got {value!r}")
 
     @property
     def study_name(self) -> str:
@@ -232,12 +251,17 @@ def _calibration(config: SearchConfig, profile: HardwareProfile, *, given: bool)
 
 
 def prepare(config: SearchConfig, *, model: nn.Module | None = None, data: ImageData | None = None,
-            progress: bool = True) -> SearchSetup:
-    """``check`` the config, then load the data and train (or load) the reference model."""
+            progress: bool = True, machine: MachineCheck | None = None) -> SearchSetup:
+    """``check`` the config, then load the data and train (or load) the reference model.
+
+    ``machine``: this machine's check against the profile, when the caller has it (a worker of a driver that
+    timed it); else it is timed here.
+    """
     checked = check(config, model=model, data=data)
-    machine = check_machine(checked.costs.profile, seed=config.seed)  # seconds, before any loading or training
-    if not machine.matches:
-        log.warning(machine.warning(config.model))
+    if machine is None:
+        machine = check_machine(checked.costs.profile, seed=config.seed)  # seconds, before loading or training
+        if not machine.matches:
+            log.warning(machine.warning(config.model))
     if data is None:
         with _field("data"):
             data = load_data(config.data, seed=config.seed, max_train=config.max_train, cache_dir=config.cache_dir)
@@ -317,23 +341,32 @@ def search(
     strategy: Strategy | None = None,
     on_trial=None,
     progress: bool = True,
+    worker: int = 0,
 ) -> SearchResult:
     """Run (or resume) a search and return its feasible Pareto front.
 
     ``setup`` is what ``prepare(config)`` returned, for a caller that prepares first
     (to show the search's own progress apart from the reference's training).
+    With ``config.workers`` > 1 this process drives: it starts the other workers
+    (local processes, or Ray Tune trials with ``config.backend`` "ray") and trains
+    too; ``worker`` is a local worker's index (its proposals' seed is
+    ``config.seed + worker``; the study keeps ``config.seed``).
     """
     if setup is None:
         setup = prepare(config, model=model, data=data, progress=progress)
     elif setup.config != config or model is not None or data is not None:
         raise ValueError("search(): give a setup prepared from this config, or model/data, not both")
+    if evaluate is not None and (config.workers > 1 or config.backend == "ray"):
+        raise ConfigError("workers: a custom evaluate function runs in this process only; workers (and the ray "
+                          "backend) score candidates with the default evaluator")
     run = SearchRun(budgets=tuple(setup.budgets), objective=config.objective,
                     objective_costs=tuple(config.objective_costs), n_trials=config.n_trials,
                     timeout_s=config.timeout_s, max_filtered=config.max_filtered)
+    seed = config.seed + worker
     storage = open_storage(config.storage_path)
     try:
         study = create_study(storage, config.study_name, run, make_sampler(
-            config.strategy, seed=config.seed, options=config.strategy_options))
+            config.strategy, seed=seed, options=config.strategy_options))
     except Exception as exc:  # Optuna replays the journal here: a corrupted file fails in many ways
         raise StudyError(f"{config.storage_path}: cannot open study {config.study_name!r} (corrupted or "
                          f"not an autocompress study file; it was left as it is): {type(exc).__name__}: {exc}") from exc
@@ -344,18 +377,32 @@ def search(
         if entry.sensitivity_values is not None:
             table = sensitivity_table(setup, study, entry.sensitivity_values(entry.parse(config.strategy_options)),
                                       progress=progress)
-        strategy = make_strategy(config.strategy, setup.costs, setup.budgets, seed=config.seed,
+        strategy = make_strategy(config.strategy, setup.costs, setup.budgets, seed=seed,
                                  reference_accuracy=setup.base_info.get("val_accuracy"), sensitivity=table,
                                  pareto=config.objective == "pareto", options=config.strategy_options)
-    if config.warm_start and strategy is None and not study.trials:
-        for candidate in warm_start_candidates(setup.space):
-            study.enqueue_trial(enqueue_params(candidate, setup.space), skip_if_exists=True)
-    study.set_user_attr("reference", setup.reference)
-    study.set_user_attr("budgets_resolved", [str(b) for b in setup.budgets])
-    study.set_user_attr("machine_check", setup.machine.to_dict())
-    study.set_user_attr("base_model", json.loads(json.dumps(setup.base_info, default=str)))
-    front = run_search(run, study=study, costs=setup.costs, base_model=setup.base_model,
-                       evaluate=evaluate or default_evaluator(setup), strategy=strategy, on_trial=on_trial)
+    warm = warm_start_candidates(setup.space) if config.warm_start and strategy is None else []
+    if worker == 0:
+        study.set_user_attr("reference", setup.reference)
+        study.set_user_attr("budgets_resolved", [str(b) for b in setup.budgets])
+        study.set_user_attr("machine_check", setup.machine.to_dict())
+        study.set_user_attr("base_model", json.loads(json.dumps(setup.base_info, default=str)))
+    if config.backend == "ray":
+        from autocompress.search.ray_backend import run_search_ray  # ray is an optional dependency
+
+        front = run_search_ray(run, study=study, setup=setup, strategy=strategy, on_trial=on_trial, warm_start=warm)
+    else:
+        processes = []
+        if worker == 0 and config.workers > 1:
+            torch.set_num_threads(threads_per_worker(config.workers))
+            processes = start_workers(setup, config.workers)
+        try:
+            front = run_search(run, study=study, costs=setup.costs, base_model=setup.base_model,
+                               evaluate=evaluate or default_evaluator(setup), strategy=strategy, on_trial=on_trial,
+                               warm_start=warm)
+        finally:
+            join_workers(processes)
+        if processes:
+            front = pareto_front(records(study), list(run.objective_costs))  # the workers' last trials too
     return SearchResult(front, config.study_name, config.storage_path, setup.reference,
                         [str(b) for b in setup.budgets], setup.base_info, ProposalCounts.of(records(study)))
 

@@ -14,6 +14,7 @@ same search again continues to the requested number of trials.
 from __future__ import annotations
 
 import logging
+import math
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -28,13 +29,16 @@ from torch import nn
 from autocompress.compress import materialize
 from autocompress.hardware import CostModel
 from autocompress.search.budget import Budget, BudgetError, check_reachable, feasible
+from autocompress.search.claims import StudyState, fail_dead_claims, heartbeat, resolve
 from autocompress.search.strategies import Strategy, enqueue_params, suggest_candidate
 from autocompress.search.study import (
+    CLAIMED,
     DUPLICATE_OF,
+    FAIL_REASON,
     FILTERED,
+    RETRY_OF,
     ProposalCounts,
     TrialRecord,
-    fail_stale_trials,
     records,
     worker_id,
 )
@@ -69,6 +73,7 @@ class SearchRun:
     timeout_s: float | None = None
     max_filtered: int = 2000  # give up after this many over-budget proposals since the last trained one
     max_duplicates: int = 200  # give up after this many repeats of trained candidates since the last new one
+    max_failures: int = 5  # stop after this many failed evaluations in a row (a broken set-up, not a candidate)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "budgets", tuple(self.budgets))
@@ -188,78 +193,273 @@ def run_search(
     evaluate: Evaluate,
     strategy: Strategy | None = None,
     on_trial: Callable[[Progress, TrialRecord], None] | None = None,
+    warm_start: Sequence[Candidate] = (),
 ) -> list[TrialRecord]:
-    """Evaluate candidates of ``costs.space`` until ``run.n_trials`` are evaluated in the study (or time runs out).
+    """Evaluate candidates of ``costs.space`` until the study holds ``run.n_trials`` evaluated ones (or time runs
+    out), in this process; other processes may work on the same study at the same time (``search.claims``).
 
     Returns the feasible Pareto front (accuracy against ``run.objective_costs``). After ``run.max_filtered``
     over-budget proposals (BudgetError) or ``run.max_duplicates`` repeats of trained candidates (SearchStalled)
-    since the last trained one, the sampler is given up on; the study keeps every trial.
+    since the last trained one, the sampler is given up on; the study keeps every trial. An evaluation that
+    raises or diverges is recorded as failed with its reason and the search goes on, up to
+    ``run.max_failures`` in a row (EvaluationsFailing). ``warm_start`` candidates are proposed first (see
+    ``warm_start_candidates``).
     """
     with quiet_optuna():
-        return _loop(run, study, costs, base_model, evaluate, strategy, on_trial)
+        loop = SearchLoop(run, study, costs, strategy, warm_start)
+        while (claim := loop.claim()) is not None:
+            try:
+                with heartbeat(study, claim.trial):
+                    accuracy, details, seconds = train_candidate(base_model, claim.candidate, costs.space, evaluate)
+            except Exception as exc:  # a failing evaluation is recorded; it never ends the search by itself
+                loop.fail(claim, f"{type(exc).__name__}: {exc}")
+                continue
+            record = loop.finish(claim, accuracy, details, seconds)
+            if record is not None and on_trial is not None:
+                on_trial(loop.progress, record)
+        log.info("study %s: %d trained, %s", study.study_name, loop.progress.evaluated,
+                 loop.progress.proposals.summary())
+        return pareto_front(records(study), loop.objective_costs)
 
 
-def _loop(run: SearchRun, study: optuna.Study, costs: CostModel, base_model: nn.Module, evaluate: Evaluate,
-          strategy: Strategy | None, on_trial: Callable[[Progress, TrialRecord], None] | None) -> list[TrialRecord]:
-    space, budgets, objective_costs = costs.space, list(run.budgets), list(run.objective_costs)
-    fail_stale_trials(study)
-    history = records(study)
-    trained: dict[Candidate, int] = {}  # each trained candidate's first trial
-    for t in history:
-        if t.evaluated:
-            trained.setdefault(t.candidate, t.number)
-    progress = Progress(target=run.n_trials, evaluated=sum(t.evaluated for t in history),
-                        proposals=ProposalCounts.of(history))
-    _refresh(progress, history, objective_costs)
-    deadline = None if run.timeout_s is None else time.perf_counter() + run.timeout_s
-    filtered_in_a_row = duplicates_in_a_row = 0  # since the last trained trial
-    while progress.evaluated < run.n_trials and (deadline is None or time.perf_counter() < deadline):
-        if strategy is not None:
-            proposal = strategy.propose(history)
-            if proposal is None:
-                log.info("strategy %s has nothing more to propose", strategy.name)
-                break
-            study.enqueue_trial(enqueue_params(proposal, space), skip_if_exists=False)
-        trial = study.ask()
-        trial.set_user_attr("worker", worker_id())
-        candidate = suggest_candidate(trial, space)
-        tick = time.perf_counter()
-        cost_values, ok = _price(trial, candidate, costs, budgets)
-        progress.scoring_s += time.perf_counter() - tick
-        if not ok and not (strategy is not None and strategy.evaluates_over_budget):
-            trial.set_user_attr("evaluated", False)
-            trial.set_user_attr(FILTERED, "over budget")
-            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-            _add(history, progress, TrialRecord(trial.number, candidate, cost_values, False, False, None, None, None))
-            filtered_in_a_row += 1
-            if filtered_in_a_row >= run.max_filtered:
-                raise BudgetError(f"the last {filtered_in_a_row} proposals all broke the budget(s) "
-                                  f"{', '.join(map(str, budgets))}; the space has few feasible points "
-                                  f"({progress.proposals.summary()})")
-            continue
-        if candidate in trained:
-            _add(history, progress, _tell_duplicate(study, trial, candidate, cost_values, ok, trained[candidate]))
-            duplicates_in_a_row += 1
-            if duplicates_in_a_row >= run.max_duplicates:
-                raise SearchStalled(f"the last {duplicates_in_a_row} proposals within the budget(s) repeated "
-                                    f"candidates already trained; {len(trained)} distinct candidate(s) trained, "
-                                    f"{run.n_trials} asked for: the sampler has converged or the space has few "
-                                    f"feasible points left ({progress.proposals.summary()})")
-            continue
-        filtered_in_a_row = duplicates_in_a_row = 0
-        record = _train(trial, candidate, cost_values, ok, space, base_model, evaluate, progress)
-        study.tell(trial, run.values(record.accuracy, cost_values))
-        _add(history, progress, record)
-        trained[candidate] = record.number
-        progress.evaluated += 1
-        progress.evaluated_this_run += 1
-        _refresh(progress, history, objective_costs)
+class EvaluationsFailing(BudgetError):
+    """Every recent evaluation failed (raised or diverged): something is wrong beyond one candidate."""
+
+
+def train_candidate(base_model: nn.Module, candidate: Candidate, space: SearchSpace,
+                    evaluate: Evaluate) -> tuple[float, dict[str, Any], float]:
+    """Materialize and evaluate a candidate: (accuracy, details, seconds); where a worker trains a claim."""
+    started = time.perf_counter()
+    model = materialize(base_model, candidate, space)
+    details: dict[str, Any] = {"build_s": time.perf_counter() - started}
+    accuracy, more = evaluate(model, candidate)
+    return float(accuracy), {**more, **details}, time.perf_counter() - started
+
+
+@dataclass
+class Claim:
+    """A candidate this worker claimed in the study, to train; its trial stays RUNNING until told."""
+
+    trial: optuna.Trial
+    candidate: Candidate
+    costs: dict[str, float]
+    feasible: bool
+    retry_of: int | None = None
+
+    @property
+    def number(self) -> int:
+        return self.trial.number
+
+
+#: how often a worker with nothing to claim (the rest of the total is in flight elsewhere) looks again
+POLL_S = 0.5
+
+
+class SearchLoop:
+    """One worker's side of a search: propose, price, filter, look up and claim; then record what training gave.
+
+    ``claim`` returns the next candidate to train, ``finish`` and ``fail`` tell its
+    trial. Training happens in between, in this process (``run_search``) or on a
+    remote worker (the Ray backend), so proposing and recording stay in one place.
+    The history is re-read from the study at every claim, so other workers' trials
+    count: towards the total, for duplicates, and in what the strategy learns from.
+    """
+
+    def __init__(self, run: SearchRun, study: optuna.Study, costs: CostModel, strategy: Strategy | None = None,
+                 warm_start: Sequence[Candidate] = ()):
+        self.run, self.study, self.costs, self.strategy = run, study, costs, strategy
+        self.warm_start = list(warm_start)  # proposed first, each unless the study already holds it
+        self.space = costs.space
+        self.budgets = list(run.budgets)
+        self.objective_costs = list(run.objective_costs)
+        self.progress = Progress(target=run.n_trials)
+        self.history: list[TrialRecord] = []
+        self.exhausted = False  # the strategy has nothing more to propose
+        self._deadline = None if run.timeout_s is None else time.perf_counter() + run.timeout_s
+        self._filtered_in_a_row = self._duplicates_in_a_row = self._failures_in_a_row = 0
+        self._sync()
+
+    def _sync(self) -> StudyState:
+        """Re-read the study: dead workers' claims failed, everyone's trials in the history and the counts."""
+        fail_dead_claims(self.study)
+        self.history = records(self.study)
+        state = StudyState.read(self.study)
+        self.progress.evaluated = state.evaluated
+        self.progress.proposals = ProposalCounts.of(self.history)
+        _refresh(self.progress, self.history, self.objective_costs)
+        return state
+
+    @property
+    def timed_out(self) -> bool:
+        return self._deadline is not None and time.perf_counter() >= self._deadline
+
+    @property
+    def finished(self) -> bool:
+        """Nothing more to claim, ever: the study holds its total, time is up or the strategy is done."""
+        return self.exhausted or self.timed_out or self.progress.evaluated >= self.run.n_trials
+
+    def claim(self, *, wait: bool = True) -> Claim | None:
+        """The next candidate to train, claimed; None when ``finished``. While the rest of the total is in
+        flight on other workers, wait (one of them may die and leave its candidate to retry), or without
+        ``wait`` return None at once."""
+        while True:
+            state = self._sync()
+            if self.finished:
+                return None
+            if state.evaluated + len(state.in_flight) >= self.run.n_trials:
+                if not wait:
+                    return None
+                time.sleep(POLL_S)
+                continue
+            claim = self._claim_next(state)
+            if claim is not None or self.exhausted:
+                return claim
+            # the total filled up while claiming (another worker's claim came first): look again
+
+    def _claim_next(self, state: StudyState) -> Claim | None:
+        retry = state.retryable[0] if state.retryable else None
+        trained = dict(state.trained)
+        failed = {t.candidate: t.number for t in self.history if t.failed is not None}
+        seen = {t.candidate for t in self.history} | set(state.in_flight.values())
+        while True:
+            warm = next((c for c in self.warm_start if c not in seen), None)
+            if retry is not None:
+                proposal = retry[1]
+            elif warm is not None:
+                proposal = warm
+            elif self.strategy is not None:
+                proposal = self.strategy.propose(self.history)
+                if proposal is None:
+                    log.info("strategy %s has nothing more to propose", self.strategy.name)
+                    self.exhausted = True
+                    return None
+            else:
+                proposal = None  # the study's sampler proposes
+            trial, candidate = self._ask(proposal)
+            seen.add(candidate)
+            retry_of = None
+            if retry is not None and candidate == retry[1]:
+                retry_of, retry = retry[0], None
+                trial.set_user_attr(RETRY_OF, retry_of)
+                log.info("trial %d retries trial %d, whose worker died while training it", trial.number, retry_of)
+            tick = time.perf_counter()
+            cost_values, ok = _price(trial, candidate, self.costs, self.budgets)
+            self.progress.scoring_s += time.perf_counter() - tick
+            if not ok and not (self.strategy is not None and self.strategy.evaluates_over_budget):
+                self._tell_filtered(trial, candidate, cost_values, "over budget")
+                continue
+            if candidate in failed:
+                self._tell_filtered(trial, candidate, cost_values, f"failed before (trial {failed[candidate]})")
+                continue
+            if candidate in trained:
+                self._duplicate(trial, candidate, cost_values, ok, trained[candidate])
+                continue
+            trial.set_user_attr(CLAIMED, True)
+            verdict = resolve(self.study, trial.number, candidate, self.run.n_trials)
+            if verdict.outcome == "duplicate":
+                self._duplicate(trial, candidate, cost_values, ok, verdict.earlier)
+                continue
+            if verdict.outcome == "surplus":
+                trial.set_user_attr(CLAIMED, False)
+                trial.set_user_attr(FAIL_REASON, f"not trained: the study reached {self.run.n_trials} trials "
+                                                 "trained or in flight while it was claimed")
+                self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                return None
+            self._filtered_in_a_row = self._duplicates_in_a_row = 0
+            return Claim(trial, candidate, cost_values, ok, retry_of)
+
+    def _ask(self, proposal: Candidate | None) -> tuple[optuna.Trial, Candidate]:
+        """A new trial of the study holding ``proposal`` (or what the study's sampler suggests).
+
+        A proposal is fixed through Optuna's PartialFixedSampler on this process's
+        study object, not enqueued: another worker asking the shared study would pop
+        an enqueued trial and train this worker's proposal as its own.
+        """
+        sampler = self.study.sampler
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # PartialFixedSampler
+            # a database storage's heartbeat, which Optuna expects from study.optimize; this loop beats for a claim
+            warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+            if proposal is not None:
+                self.study.sampler = optuna.samplers.PartialFixedSampler(enqueue_params(proposal, self.space),
+                                                                         sampler)
+            try:
+                trial = self.study.ask()
+                trial.set_user_attr("worker", worker_id())
+                return trial, suggest_candidate(trial, self.space)
+            finally:
+                self.study.sampler = sampler
+
+    def _tell_filtered(self, trial: optuna.Trial, candidate: Candidate, cost_values: dict[str, float],
+                       why: str) -> None:
+        trial.set_user_attr("evaluated", False)
+        trial.set_user_attr(FILTERED, why)
+        self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        self._add(TrialRecord(trial.number, candidate, cost_values, False, False, None, None, None))
+        self._filtered_in_a_row += 1
+        if self._filtered_in_a_row >= self.run.max_filtered:
+            raise BudgetError(f"the last {self._filtered_in_a_row} proposals all broke the budget(s) "
+                              f"{', '.join(map(str, self.budgets))}; the space has few feasible points "
+                              f"({self.progress.proposals.summary()})")
+
+    def _duplicate(self, trial: optuna.Trial, candidate: Candidate, cost_values: dict[str, float], ok: bool,
+                   original: int) -> None:
+        self._add(_tell_duplicate(self.study, trial, candidate, cost_values, ok, original))
+        self._duplicates_in_a_row += 1
+        if self._duplicates_in_a_row >= self.run.max_duplicates:
+            distinct = len({t.candidate for t in self.history if t.evaluated})
+            raise SearchStalled(f"the last {self._duplicates_in_a_row} proposals within the budget(s) repeated "
+                                f"candidates already trained; {distinct} distinct candidate(s) trained, "
+                                f"{self.run.n_trials} asked for: the sampler has "
+                                f"converged or the space has few feasible points left "
+                                f"({self.progress.proposals.summary()})")
+
+    def _add(self, record: TrialRecord) -> None:
+        """A finished proposal joins the history the strategy reads and the counters the search prints."""
+        self.history.append(record)
+        self.progress.proposals.add(record)
+
+    def finish(self, claim: Claim, accuracy: float, details: dict[str, Any], seconds: float) -> TrialRecord | None:
+        """Record a trained claim (None: its accuracy was not a number, so it is recorded as failed)."""
+        if not math.isfinite(accuracy):
+            self.fail(claim, f"the evaluation returned accuracy {accuracy}")
+            return None
+        trial, fidelity = claim.trial, details.get("fidelity", "proxy")
+        build_s = float(details.get("build_s", 0.0))
+        self.progress.building_s += build_s
+        self.progress.evaluating_s += seconds - build_s
+        trial.set_user_attr("evaluated", True)
+        trial.set_user_attr("accuracy", float(accuracy))
+        trial.set_user_attr("fidelity", fidelity)
+        trial.set_user_attr("seconds", seconds)
+        for key, value in details.items():
+            if key not in ("fidelity", "build_s") and isinstance(value, int | float | str):
+                trial.set_user_attr(f"eval_{key}", value)
+        self.study.tell(trial, self.run.values(accuracy, claim.costs))
+        record = TrialRecord(trial.number, claim.candidate, claim.costs, claim.feasible, True, float(accuracy),
+                             fidelity, seconds)
+        self._add(record)
+        self._failures_in_a_row = 0
+        self.progress.evaluated += 1
+        self.progress.evaluated_this_run += 1
+        _refresh(self.progress, self.history, self.objective_costs)
         log.info("trial %d: accuracy %.4f, %s, %.1f s", record.number, record.accuracy,
-                 ", ".join(f"{k} {cost_values[k]:.4g}" for k in objective_costs), record.seconds)
-        if on_trial is not None:
-            on_trial(progress, record)
-    log.info("study %s: %d trained, %s", study.study_name, progress.evaluated, progress.proposals.summary())
-    return pareto_front(records(study), objective_costs)
+                 ", ".join(f"{k} {claim.costs[k]:.4g}" for k in self.objective_costs), record.seconds)
+        return record
+
+    def fail(self, claim: Claim, reason: str) -> None:
+        """Record a claim whose evaluation failed (raised, diverged, not a number): FAIL with its reason, never
+        retried; after ``run.max_failures`` in a row the search stops (EvaluationsFailing)."""
+        claim.trial.set_user_attr("evaluated", False)
+        claim.trial.set_user_attr(FAIL_REASON, reason)
+        self.study.tell(claim.trial, state=optuna.trial.TrialState.FAIL)
+        self._add(TrialRecord(claim.number, claim.candidate, claim.costs, claim.feasible, False, None, None, None,
+                              failed=reason))
+        log.warning("trial %d failed: %s", claim.number, reason)
+        self._failures_in_a_row += 1
+        if self._failures_in_a_row >= self.run.max_failures:
+            raise EvaluationsFailing(f"the last {self._failures_in_a_row} evaluations failed, the last with: "
+                                     f"{reason}; every trial is kept in the study")
 
 
 def _price(trial: optuna.Trial, candidate: Candidate, costs: CostModel,
@@ -296,33 +496,6 @@ def _tell_duplicate(study: optuna.Study, trial: optuna.Trial, candidate: Candida
     study.tell(trial, state=optuna.trial.TrialState.PRUNED)
     log.debug("trial %d repeats trial %d: not trained again", trial.number, original)
     return TrialRecord(trial.number, candidate, cost_values, ok, False, None, None, None, duplicate_of=original)
-
-
-def _train(trial: optuna.Trial, candidate: Candidate, cost_values: dict[str, float], ok: bool, space: SearchSpace,
-           base_model: nn.Module, evaluate: Evaluate, progress: Progress) -> TrialRecord:
-    """Materialize and evaluate a candidate; its result is stored on the trial (which the caller tells)."""
-    started = time.perf_counter()
-    model = materialize(base_model, candidate, space)
-    built = time.perf_counter()
-    accuracy, details = evaluate(model, candidate)
-    seconds = time.perf_counter() - started
-    progress.building_s += built - started
-    progress.evaluating_s += seconds - (built - started)
-    trial.set_user_attr("evaluated", True)
-    trial.set_user_attr("accuracy", float(accuracy))
-    trial.set_user_attr("fidelity", details.get("fidelity", "proxy"))
-    trial.set_user_attr("seconds", seconds)
-    for key, value in details.items():
-        if key not in ("fidelity",) and isinstance(value, int | float | str):
-            trial.set_user_attr(f"eval_{key}", value)
-    return TrialRecord(trial.number, candidate, cost_values, ok, True, float(accuracy),
-                       details.get("fidelity", "proxy"), seconds)
-
-
-def _add(history: list[TrialRecord], progress: Progress, record: TrialRecord) -> None:
-    """A finished proposal joins the history the strategy reads and the counters the search prints."""
-    history.append(record)
-    progress.proposals.add(record)
 
 
 def _refresh(progress: Progress, history: Sequence[TrialRecord], objective_costs: Sequence[str]) -> None:

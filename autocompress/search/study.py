@@ -26,7 +26,7 @@ from typing import Any
 
 import optuna
 from optuna.storages import JournalStorage
-from optuna.storages.journal import JournalFileBackend
+from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 from optuna.trial import FrozenTrial, TrialState
 
 from autocompress.space import Candidate
@@ -36,6 +36,12 @@ log = logging.getLogger(__name__)
 FILTERED = "filtered"
 #: user attribute of a proposal of an already trained candidate: the number of the trial that holds its result
 DUPLICATE_OF = "duplicate_of"
+#: user attribute of a RUNNING trial whose worker is training its candidate (see ``search.claims``)
+CLAIMED = "claimed"
+#: user attribute of a failed trial: why (a failed claim without one was failed because its worker died)
+FAIL_REASON = "fail_reason"
+#: user attribute of a trial that retries a claim whose worker died: the failed trial's number
+RETRY_OF = "retry_of"
 
 
 def worker_id() -> str:
@@ -65,6 +71,7 @@ class TrialRecord:
     fidelity: str | None
     seconds: float | None
     duplicate_of: int | None = None  # a repeat of this trained trial, not trained again
+    failed: str | None = None  # why its evaluation failed (it raised, or the fine-tune diverged)
 
     @classmethod
     def from_trial(cls, trial: FrozenTrial) -> TrialRecord:
@@ -79,6 +86,7 @@ class TrialRecord:
             fidelity=attrs.get("fidelity"),
             seconds=attrs.get("seconds"),
             duplicate_of=attrs.get(DUPLICATE_OF),
+            failed=attrs.get(FAIL_REASON),
         )
 
 
@@ -95,6 +103,7 @@ class ProposalCounts:
     feasible: int = 0  # new candidates within the budgets, each trained once
     filtered: int = 0  # over budget, never trained
     duplicates: int = 0  # candidates already trained, given the earlier result
+    failed: int = 0  # evaluations that raised or diverged, recorded with their reason
 
     @classmethod
     def of(cls, history: Sequence[TrialRecord]) -> ProposalCounts:
@@ -105,7 +114,9 @@ class ProposalCounts:
 
     def add(self, record: TrialRecord) -> None:
         self.priced += 1
-        if record.duplicate_of is not None:
+        if record.failed is not None:
+            self.failed += 1
+        elif record.duplicate_of is not None:
             self.duplicates += 1
         elif record.feasible:
             self.feasible += 1
@@ -122,15 +133,28 @@ class ProposalCounts:
     def summary(self) -> str:
         ratio = self.priced_per_feasible
         per = "none feasible" if ratio is None else f"{ratio:.1f} priced per feasible"
+        failed = f", {self.failed} failed" if self.failed else ""
         return (f"{self.priced} proposals priced, {self.feasible} feasible ({per}), {self.filtered} over budget, "
-                f"{self.duplicates} duplicate(s) not trained again")
+                f"{self.duplicates} duplicate(s) not trained again{failed}")
+
+
+#: database URL schemes opened as Optuna RDB storages (SQLAlchemy dialects, with or without a ``+driver``)
+RDB_SCHEMES = ("sqlite", "postgresql", "mysql")
+#: a database storage records a training trial's heartbeat this often; one silent for GRACE_S is a dead worker's
+HEARTBEAT_S = 30
+GRACE_S = 120
+#: seconds after which a journal's lock file counts as left by a killed writer
+LOCK_GRACE_S = 5
 
 
 def open_storage(storage: str | Path) -> optuna.storages.BaseStorage:
-    """A journal file path (the default, local) or a database URL (``sqlite:///...``, ``postgresql://...``)."""
+    """A journal file path (the default; processes of one machine) or a database URL (``sqlite:///...`` for one
+    machine, ``postgresql://...`` or ``mysql://...`` for many), opened with heartbeats."""
     text = str(storage)
     if "://" in text:
         try:
+            if text.partition(":")[0].partition("+")[0] in RDB_SCHEMES:  # workers on many machines: heartbeats
+                return optuna.storages.RDBStorage(text, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
             return optuna.storages.get_storage(text)
         except Exception as exc:
             raise StudyError(f"cannot open study storage {text!r}: {exc}") from exc
@@ -139,7 +163,7 @@ def open_storage(storage: str | Path) -> optuna.storages.BaseStorage:
     if path.exists():
         _check_journal(path)
     try:
-        return JournalStorage(JournalFileBackend(str(path)))
+        return JournalStorage(JournalFileBackend(str(path), lock_obj=journal_lock(path)))
     except Exception as exc:  # a torn or foreign file: say which, never overwrite it
         raise StudyError(f"{path}: not a readable Optuna journal (corrupted or not a study file): {exc}") from exc
 
@@ -147,28 +171,46 @@ def open_storage(storage: str | Path) -> optuna.storages.BaseStorage:
 def _check_journal(path: Path) -> None:
     """Refuse a file that is not an Optuna journal; cut a last record torn by a killed writer.
 
-    A torn tail (no newline, not JSON) is what SIGKILL during a write leaves; Optuna
-    would append the next record onto it. The torn bytes are kept in a backup file
-    beside the journal, and every complete record stays.
+    A torn tail (bytes after the last newline) is what SIGKILL during a write leaves;
+    Optuna's readers skip it, and its next append would land on it. A writer appends
+    under the journal's lock file, so a tail seen without the lock may be a record
+    another process is still writing: the tail is cut only under that lock (the
+    one Optuna's writers take; a lock left by a killed writer is broken after
+    Optuna's grace period). Its bytes are kept beside the journal; every complete
+    record stays.
     """
     data = path.read_bytes()
-    lines = data.split(b"\n")
-    for number, line in enumerate(lines[:-1], start=1):
+    for number, line in enumerate(data.split(b"\n")[:-1], start=1):
         try:
             json.loads(line)
         except ValueError:
             raise StudyError(f"{path}: line {number} is not an Optuna journal record (corrupted or not a "
                              "study file); it was left as it is") from None
-    tail = lines[-1]
-    if tail.strip():
-        try:
-            json.loads(tail)
-        except ValueError:
-            backup = path.with_name(path.name + ".torn")
-            backup.write_bytes(tail)
-            with path.open("r+b") as fh:
-                fh.truncate(len(data) - len(tail))
-            log.warning("%s: removed a torn last record (an interrupted write); its bytes are in %s", path, backup)
+    if data and not data.endswith(b"\n"):
+        _cut_torn_tail(path)
+
+
+def journal_lock(path: Path) -> JournalFileSymlinkLock:
+    """The journal's lock file, Optuna's, broken after LOCK_GRACE_S: a writer holds it for one append
+    (milliseconds), so an older one was left by a killed writer (Optuna's default waits 30 s)."""
+    return JournalFileSymlinkLock(str(path), grace_period=LOCK_GRACE_S)
+
+
+def _cut_torn_tail(path: Path) -> None:
+    lock = journal_lock(path)
+    lock.acquire()
+    try:
+        data = path.read_bytes()  # what the writers left once none is writing
+        tail = data[data.rfind(b"\n") + 1:]
+        if not tail:
+            return  # it was a write in progress, now complete
+        backup = path.with_name(path.name + ".torn")
+        backup.write_bytes(tail)
+        with path.open("r+b") as fh:
+            fh.truncate(len(data) - len(tail))
+        log.warning("%s: removed a torn last record (an interrupted write); its bytes are in %s", path, backup)
+    finally:
+        lock.release()
 
 
 def load_study(storage: str | Path, name: str) -> optuna.Study:
@@ -187,9 +229,13 @@ def study_names(storage: str | Path) -> list[str]:
 
 
 def records(study: optuna.Study) -> list[TrialRecord]:
-    """Finished trials with a candidate (trained, filtered or duplicate), oldest first."""
-    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-    return [TrialRecord.from_trial(t) for t in done if "candidate" in t.user_attrs]
+    """Finished trials with a candidate (trained, filtered, duplicate, or failed with a reason), oldest first.
+
+    A trial failed because its worker died is left out: its candidate is retried (``search.claims``).
+    """
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL))
+    return [TrialRecord.from_trial(t) for t in done if "candidate" in t.user_attrs
+            and (t.state != TrialState.FAIL or FAIL_REASON in t.user_attrs)]
 
 
 def fail_stale_trials(study: optuna.Study) -> int:
@@ -213,13 +259,18 @@ def fail_stale_trials(study: optuna.Study) -> int:
 
 
 def _alive(pid: int) -> bool:
+    """A running process (a zombie, dead but not yet reaped by its parent, is not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc here: the signal said it exists
+    return stat.rpartition(")")[2].split()[:1] != ["Z"]
 
 
 def check_config(study: optuna.Study, config: dict[str, Any], keys: Sequence[str]) -> None:

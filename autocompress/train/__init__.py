@@ -1,7 +1,7 @@
 """Fine-tuning with knowledge distillation, BN recalibration, evaluation, and the Evaluator."""
 
 from autocompress.train.device import DeviceError, resolve_device
-from autocompress.train.evaluator import EvalResult, Evaluator
+from autocompress.train.evaluator import EvalResult, Evaluator, FineTuneDiverged
 from autocompress.train.loops import (
     FitConfig,
     distillation_loss,
@@ -18,6 +18,7 @@ __all__ = [
     "DeviceError",
     "EvalResult",
     "Evaluator",
+    "FineTuneDiverged",
     "FitConfig",
     "distillation_loss",
     "evaluate",

@@ -29,6 +29,10 @@ logger = logging.getLogger(__name__)
 EVAL_SPLITS = ("train", "val", "test")
 
 
+class FineTuneDiverged(ArithmeticError):
+    """A candidate's fine-tune whose loss stopped being a number: it has no accuracy to report."""
+
+
 @dataclass
 class EvalResult:
     """What one evaluation measured (JSON-serializable through :meth:`to_dict`)."""
@@ -131,6 +135,9 @@ class Evaluator:
                 history = fit(model, train_loader, self.fit, teacher=self._teacher_on(device), device=device,
                               desc=f"fine-tune ({self.fidelity})", student_resolution=resolution)
                 steps, train_loss = history["steps"], history["train_loss"]
+                if history["diverged"]:
+                    raise FineTuneDiverged(f"the {self.fidelity} fine-tune's loss became {train_loss} at step "
+                                           f"{steps}")
             eval_loader = self.data.loader(self.eval_split, batch_size=max(self.batch_size, 256), shuffle=False,
                                            augment=False, seed=self.fit.seed, resolution=resolution,
                                            limit=self.eval_limit)
