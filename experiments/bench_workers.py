@@ -1,6 +1,6 @@
 """Trials per hour with 1 and 2 workers, local processes and Ray Tune, on one small real search.
 
-    python experiments/bench_workers.py --trials 16 --out experiments/results/bench_workers
+    python experiments/bench_workers.py --trials 24 --out experiments/results/bench_workers
 
 Every configuration runs the same search (LeNet-5 on the embedded MNIST digits, the same seed,
 budget and fine-tune) into a fresh study, one configuration after another. The rate counts the
@@ -52,9 +52,9 @@ def run(backend: str, workers: int, args: argparse.Namespace, work: Path) -> dic
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=16)
+    parser.add_argument("--trials", type=int, default=24)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--proxy-epochs", type=float, default=1.0)
+    parser.add_argument("--proxy-epochs", type=float, default=3.0)
     parser.add_argument("--base-epochs", type=float, default=3.0)
     parser.add_argument("--strategy", default="evolution")
     parser.add_argument("--work", default="/tmp/bench_workers")

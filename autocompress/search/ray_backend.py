@@ -73,7 +73,7 @@ def run_search_ray(run: SearchRun, *, study, setup, strategy=None, on_trial=None
             tuner = tune.Tuner(
                 trainable,
                 tune_config=tune.TuneConfig(search_alg=ConcurrencyLimiter(searcher, max_concurrent=config.workers),
-                                            num_samples=-1),
+                                            num_samples=-1, reuse_actors=True),
                 run_config=tune.RunConfig(name=_safe(config.study_name), storage_path=str(Path(config.out).resolve()
                                                                                          / "ray"),
                                           failure_config=tune.FailureConfig(max_failures=1), verbose=0),
