@@ -79,7 +79,7 @@ TRAINED_LINE = re.compile(rb"autocompress\.search\.engine: trial (\d+): accuracy
 #: what the resume's output says about the repairs it made
 RESUME_NOTES = {
     "repaired a torn journal record": "removed a torn last record",
-    "waited for a stale journal lock (Optuna's 30 s grace period)": "Forcibly releasing the lock file",
+    "waited for a stale journal lock (broken after its grace period, 5 s)": "Forcibly releasing the lock file",
     "marked a killed worker's trials failed": "trial(s) of a killed worker as failed",
 }
 HELPER_PROCESSES = ("resource_tracker", "semaphore_tracker", "forkserver")

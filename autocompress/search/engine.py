@@ -1,14 +1,16 @@
-"""The search loop: propose, price, filter by budget, look up, evaluate, record.
+"""The search loop: propose, price, filter by budget, look up, claim, evaluate, record.
 
-``run_search`` drives an Optuna study with ask/tell. Every proposed candidate
+``SearchLoop`` drives an Optuna study with ask/tell. Every proposed candidate
 is priced by the cost model first, and its budget violations are the trial's
 Optuna constraints. One that breaks a budget is told PRUNED and marked
 filtered: it costs no training and holds no objective values, while its
 violations still teach the constrained samplers. A candidate the study has
-already trained is not trained again (see ``_tell_duplicate``). The rest are
+already trained, or another worker is training, is not trained again (see
+``_tell_duplicate`` and ``search.claims``). The rest are claimed, then
 materialized and scored by the evaluator (a short distillation fine-tune by
-default). The study holds everything, so killing the process and running the
-same search again continues to the requested number of trials.
+default), here (``run_search``) or on a Ray worker. The study holds everything,
+so killing the process and running the same search again continues to the
+requested number of trials, and any number of processes may share the study.
 """
 
 from __future__ import annotations

@@ -8,9 +8,12 @@ objective values; a proposal the cost model filtered (over budget, never
 trained) is PRUNED with the user attribute ``filtered``, and so is a proposal
 of a candidate already trained in the study, with ``duplicate_of`` (the trial
 that holds its result), so the dashboard's values and Pareto plot hold
-distinct trained models only. The study's own attributes
-hold the resolved search configuration. Storage: a local journal file by
-default (safe for several local worker processes), or any Optuna database URL.
+distinct trained models only. An evaluation that raised or diverged is FAIL
+with ``fail_reason``; a FAIL trial without one was a claim whose worker died
+(retried once, ``retry_of``). The study's own attributes hold the resolved
+search configuration. Storage: a local journal file by default (processes of
+one machine, under its lock file), or an Optuna database URL (many machines,
+with heartbeats).
 """
 
 from __future__ import annotations
