@@ -63,6 +63,7 @@ def _check_total(storage, trials):
     assert len({t.user_attrs["candidate"] for t in trained}) == trials  # no candidate trained twice
     assert not [t for t in study.trials if t.state == TrialState.RUNNING]
     assert len({t.number for t in study.trials}) == len(study.trials)
+    assert ProposalCounts.of(records(study)).failed == 0  # a claim that lost the race is no failed evaluation
     return study, Counter(t.user_attrs["worker"] for t in trained)
 
 
@@ -199,6 +200,34 @@ def test_a_reader_opening_the_journal_mid_write_cuts_nothing(tmp_path):
     assert opened.is_set()
     assert path.read_bytes() == complete + record and not (tmp_path / "study.journal.torn").exists()
     assert optuna.load_study(study_name="s", storage=open_storage(path)).trials[0].user_attrs == {"k": "v"}
+
+
+def test_a_writer_appending_after_a_killed_writers_torn_record_cuts_it_first(tmp_path):
+    path = tmp_path / "study.journal"
+    storage = open_storage(path)
+    study = optuna.create_study(study_name="s", storage=storage)
+    study.ask()
+    with path.open("ab") as fh:  # a writer killed half-way through its record (its lock already broken)
+        fh.write(b'{"op_code": 8, "worker_id": "dead", "trial_i')
+    storage.set_trial_user_attr(0, "k", "v")  # a live writer, with the journal open all along
+    lines = path.read_bytes().split(b"\n")
+    assert lines[-1] == b"" and all(json.loads(line) for line in lines[:-1])
+    assert (tmp_path / "study.journal.torn").read_bytes() == b'{"op_code": 8, "worker_id": "dead", "trial_i'
+    assert optuna.load_study(study_name="s", storage=open_storage(path)).trials[0].user_attrs == {"k": "v"}
+
+
+def test_ray_records_a_failing_evaluation_and_goes_on(tmp_path, lenet_profile, cache):  # noqa: F811
+    pytest.importorskip("ray.tune")
+    from autocompress.search import search
+
+    config = _config(tmp_path, lenet_profile, cache_dir=cache, backend="ray", workers=2, n_trials=3,
+                     proxy_lr=1e12, proxy_epochs=1.0)  # every fine-tune diverges
+    with pytest.raises(EvaluationsFailing, match="FineTuneDiverged"):
+        search(config, progress=False)
+    study = load_study(config.storage_path, config.study_name)
+    failed = study.get_trials(states=(TrialState.FAIL,))
+    assert len(failed) >= 5 and all("FineTuneDiverged" in t.user_attrs[FAIL_REASON] for t in failed)
+    assert not study.get_trials(states=(TrialState.RUNNING,))
 
 
 @pytest.fixture(scope="module")

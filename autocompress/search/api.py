@@ -130,6 +130,9 @@ class SearchConfig:
             raise ValueError(f"workers: expected a positive whole number, got {self.workers!r}")
         if self.backend not in BACKENDS:
             raise ValueError(f"backend: expected one of {list(BACKENDS)}, got {self.backend!r}")
+        if self.backend == "ray" and str(self.device).startswith("cuda") and not self.gpus_per_trial:
+            raise ValueError("gpus_per_trial: the ray backend hides GPUs from a trial that reserves none; with "
+                             f"device {self.device!r} give gpus_per_trial > 0 (e.g. 1, or 0.5 to share one)")
         for name in ("cpus_per_trial", "gpus_per_trial"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1e6:
@@ -381,6 +384,7 @@ def search(
                                  reference_accuracy=setup.base_info.get("val_accuracy"), sensitivity=table,
                                  pareto=config.objective == "pareto", options=config.strategy_options)
     warm = warm_start_candidates(setup.space) if config.warm_start and strategy is None else []
+    warm = warm[worker % len(warm):] + warm[:worker % len(warm)] if warm else []  # workers start apart
     if worker == 0:
         study.set_user_attr("reference", setup.reference)
         study.set_user_attr("budgets_resolved", [str(b) for b in setup.budgets])

@@ -9,6 +9,7 @@ a budget.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -68,8 +69,8 @@ def parse_budget(text: str, reference: Mapping[str, float] | None = None) -> Bud
         value = float(m["value"])
     except ValueError:
         raise BudgetError(f"budget {text!r}: {m['value']!r} is not a number") from None
-    if value <= 0:
-        raise BudgetError(f"budget {text!r}: the limit must be positive")
+    if not 0 < value < math.inf:
+        raise BudgetError(f"budget {text!r}: the limit must be positive and finite")
     if x:
         if metric not in RELATIVE and metric not in METRICS:
             raise BudgetError(f"budget {text!r}: unknown metric {metric!r}; relative budgets take {sorted(RELATIVE)}")
@@ -77,7 +78,14 @@ def parse_budget(text: str, reference: Mapping[str, float] | None = None) -> Bud
         if reference is None:
             raise BudgetError(f"budget {text!r}: a relative budget needs the uncompressed model's costs")
         array, factor = METRICS[metric]
-        return Budget(metric, value * float(reference[array]) * factor, text.strip(), relative=value)
+        base = reference.get(array)
+        if base is None:  # a profile without energy figures
+            raise BudgetError(f"budget {text!r}: the uncompressed model has no {array} figure on this profile")
+        limit = value * float(base) * factor
+        if not 0 < limit < math.inf:  # a calibration that went below zero, or a factor too large
+            raise BudgetError(f"budget {text!r}: the uncompressed model's {array} on this profile is {base!r}, "
+                              f"so a limit relative to it would be {limit:.4g}; give an absolute limit instead")
+        return Budget(metric, limit, text.strip(), relative=value)
     if metric not in METRICS:
         hint = f"; did you mean {RELATIVE[metric]}?" if metric in RELATIVE else ""
         raise BudgetError(f"budget {text!r}: unknown metric {metric!r}; expected one of {sorted(METRICS)}{hint}")
@@ -85,7 +93,10 @@ def parse_budget(text: str, reference: Mapping[str, float] | None = None) -> Bud
 
 
 def parse_budgets(texts: Iterable[str], reference: Mapping[str, float] | None = None) -> list[Budget]:
+    """Budgets from texts, each one or several separated by commas; a single text may be given bare."""
     budgets = []
+    if isinstance(texts, str):  # not its characters, one by one
+        texts = [texts]
     for text in texts:
         for part in str(text).split(","):
             if part.strip():

@@ -11,7 +11,9 @@ so it holds for a journal file shared by the processes of one machine and for a
 database shared by many.
 
 A claim whose worker died (its process is gone, or on a database its heartbeat
-stopped) is failed by whoever notices, and its candidate is retried once.
+stopped) is failed by whoever notices, and its candidate is retried once. A
+trial still undecided after PATIENCE_S (its worker died between asking and
+claiming, where no heartbeat tells) is failed too.
 """
 
 from __future__ import annotations
@@ -20,11 +22,10 @@ import logging
 import threading
 import time
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import optuna
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
 from autocompress.search.study import CLAIMED, FAIL_REASON, RETRY_OF, fail_stale_trials
@@ -105,8 +106,12 @@ def resolve(study: optuna.Study, number: int, candidate: Candidate, total: int, 
             fail_dead_claims(study)  # a lower trial's worker may have died between asking and claiming
         time.sleep(poll_s)
     for n in sorted(set(first_seen) & set(state.undecided)):
-        log.warning("trial %d stayed undecided for %.0f s (worker %s); deciding trial %d without it", n,
-                    patience_s, state.undecided[n], number)
+        log.warning("trial %d stayed undecided for %.0f s (worker %r, gone?): failed, so no claim waits for it "
+                    "again", n, patience_s, state.undecided[n])
+        try:
+            study.tell(n, state=TrialState.FAIL, skip_if_finished=True)
+        except UpdateFinishedTrialError:
+            pass
     earlier = {n: c for n, c in state.in_flight.items() if n < number}
     for n, other in sorted(earlier.items()):
         if other == candidate:
@@ -118,26 +123,58 @@ def resolve(study: optuna.Study, number: int, candidate: Candidate, total: int, 
     return Verdict("train", None, state.evaluated, len(earlier))
 
 
-@contextmanager
-def heartbeat(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
-    """While a claim trains, record its heartbeat where the storage keeps them (a database storage opened with
-    a heartbeat interval), so another worker can tell a dead worker's claim from a long fine-tune."""
-    storage = study._storage  # Optuna's heartbeat API is on the storage, which a Study does not expose publicly
-    interval = storage.get_heartbeat_interval() if hasattr(storage, "record_heartbeat") else None
-    if not interval:
-        yield
-        return
-    stop = threading.Event()
+class Heartbeat:
+    """Heartbeats for every RUNNING trial of this process, from its ``ask`` to its ``tell``, where the storage
+    keeps them (a database storage opened with a heartbeat interval); elsewhere it does nothing.
 
-    def beat() -> None:
-        while not stop.is_set():
-            storage.record_heartbeat(trial._trial_id)
-            stop.wait(interval)
+    Optuna fails a trial whose heartbeat is older than the storage's grace period
+    (``fail_dead_claims``); a trial that never beat is never failed that way, so
+    beating starts at ``ask``, not at training.
+    """
 
-    thread = threading.Thread(target=beat, name=f"heartbeat-{trial.number}", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
+    def __init__(self, study: optuna.Study):
+        self._storage = study._storage  # Optuna's heartbeat API is on the storage, which a Study keeps private
+        self.interval = (self._storage.get_heartbeat_interval() if hasattr(self._storage, "record_heartbeat")
+                         else None)
+        self._trials: dict[int, int] = {}  # trial number -> storage id
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if self.interval:
+            self._thread = threading.Thread(target=self._run, name="autocompress-heartbeat", daemon=True)
+            self._thread.start()
+
+    def track(self, trial: optuna.Trial) -> None:
+        if self.interval:
+            with self._lock:
+                self._trials[trial.number] = trial._trial_id
+            self._beat({trial.number: trial._trial_id})
+
+    def untrack(self, trial: optuna.Trial) -> None:
+        with self._lock:
+            self._trials.pop(trial.number, None)
+
+    def _beat(self, trials: dict[int, int]) -> None:
+        for number, trial_id in trials.items():
+            try:
+                self._storage.record_heartbeat(trial_id)
+            except Exception as exc:  # a busy database: the next beat tries again, well within the grace period
+                log.warning("heartbeat of trial %d not recorded: %s", number, exc)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            with self._lock:
+                trials = dict(self._trials)
+            self._beat(trials)
+
+    def __getstate__(self) -> dict:
+        """A copy (Ray Tune pickles its searcher into its experiment state) holds no thread and does not beat."""
+        return {**self.__dict__, "interval": None, "_lock": None, "_stop": None, "_thread": None}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, _lock=threading.Lock(), _stop=threading.Event())
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()

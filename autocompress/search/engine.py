@@ -26,12 +26,13 @@ from typing import Any
 
 import numpy as np
 import optuna
+from optuna.exceptions import UpdateFinishedTrialError
 from torch import nn
 
 from autocompress.compress import materialize
 from autocompress.hardware import CostModel
 from autocompress.search.budget import Budget, BudgetError, check_reachable, feasible
-from autocompress.search.claims import StudyState, fail_dead_claims, heartbeat, resolve
+from autocompress.search.claims import Heartbeat, StudyState, fail_dead_claims, resolve
 from autocompress.search.strategies import Strategy, enqueue_params, suggest_candidate
 from autocompress.search.study import (
     CLAIMED,
@@ -39,6 +40,7 @@ from autocompress.search.study import (
     FAIL_REASON,
     FILTERED,
     RETRY_OF,
+    SURPLUS,
     ProposalCounts,
     TrialRecord,
     records,
@@ -207,12 +209,10 @@ def run_search(
     ``run.max_failures`` in a row (EvaluationsFailing). ``warm_start`` candidates are proposed first (see
     ``warm_start_candidates``).
     """
-    with quiet_optuna():
-        loop = SearchLoop(run, study, costs, strategy, warm_start)
+    with quiet_optuna(), SearchLoop(run, study, costs, strategy, warm_start) as loop:
         while (claim := loop.claim()) is not None:
             try:
-                with heartbeat(study, claim.trial):
-                    accuracy, details, seconds = train_candidate(base_model, claim.candidate, costs.space, evaluate)
+                accuracy, details, seconds = train_candidate(base_model, claim.candidate, costs.space, evaluate)
             except Exception as exc:  # a failing evaluation is recorded; it never ends the search by itself
                 loop.fail(claim, f"{type(exc).__name__}: {exc}")
                 continue
@@ -279,7 +279,14 @@ class SearchLoop:
         self.exhausted = False  # the strategy has nothing more to propose
         self._deadline = None if run.timeout_s is None else time.perf_counter() + run.timeout_s
         self._filtered_in_a_row = self._duplicates_in_a_row = self._failures_in_a_row = 0
+        self.heartbeat = Heartbeat(study)
         self._sync()
+
+    def __enter__(self) -> SearchLoop:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.heartbeat.close()
 
     def _sync(self) -> StudyState:
         """Re-read the study: dead workers' claims failed, everyone's trials in the history and the counts."""
@@ -361,11 +368,12 @@ class SearchLoop:
             if verdict.outcome == "duplicate":
                 self._duplicate(trial, candidate, cost_values, ok, verdict.earlier)
                 continue
-            if verdict.outcome == "surplus":
-                trial.set_user_attr(CLAIMED, False)
-                trial.set_user_attr(FAIL_REASON, f"not trained: the study reached {self.run.n_trials} trials "
+            if verdict.outcome == "surplus":  # not a failed evaluation: left out of the records
+                with self._told(trial):
+                    trial.set_user_attr(CLAIMED, False)
+                    trial.set_user_attr(SURPLUS, f"not trained: the study reached {self.run.n_trials} trials "
                                                  "trained or in flight while it was claimed")
-                self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                    self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
                 return None
             self._filtered_in_a_row = self._duplicates_in_a_row = 0
             return Claim(trial, candidate, cost_values, ok, retry_of)
@@ -387,16 +395,31 @@ class SearchLoop:
                                                                          sampler)
             try:
                 trial = self.study.ask()
+                self.heartbeat.track(trial)
                 trial.set_user_attr("worker", worker_id())
                 return trial, suggest_candidate(trial, self.space)
             finally:
                 self.study.sampler = sampler
 
+    @contextmanager
+    def _told(self, trial: optuna.Trial) -> Iterator[None]:
+        """Around telling a trial: it stops beating; if another worker failed it meanwhile (a missed heartbeat, a
+        claim undecided too long), the telling is dropped with a warning, and a trained result is lost, not
+        recorded twice (its candidate is retried)."""
+        try:
+            yield
+        except UpdateFinishedTrialError:
+            log.warning("trial %d was failed by another worker before this one told it; what it held is dropped",
+                        trial.number)
+        finally:
+            self.heartbeat.untrack(trial)
+
     def _tell_filtered(self, trial: optuna.Trial, candidate: Candidate, cost_values: dict[str, float],
                        why: str) -> None:
-        trial.set_user_attr("evaluated", False)
-        trial.set_user_attr(FILTERED, why)
-        self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        with self._told(trial):
+            trial.set_user_attr("evaluated", False)
+            trial.set_user_attr(FILTERED, why)
+            self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
         self._add(TrialRecord(trial.number, candidate, cost_values, False, False, None, None, None))
         self._filtered_in_a_row += 1
         if self._filtered_in_a_row >= self.run.max_filtered:
@@ -406,7 +429,8 @@ class SearchLoop:
 
     def _duplicate(self, trial: optuna.Trial, candidate: Candidate, cost_values: dict[str, float], ok: bool,
                    original: int) -> None:
-        self._add(_tell_duplicate(self.study, trial, candidate, cost_values, ok, original))
+        with self._told(trial):
+            self._add(_tell_duplicate(self.study, trial, candidate, cost_values, ok, original))
         self._duplicates_in_a_row += 1
         if self._duplicates_in_a_row >= self.run.max_duplicates:
             distinct = len({t.candidate for t in self.history if t.evaluated})
@@ -430,14 +454,19 @@ class SearchLoop:
         build_s = float(details.get("build_s", 0.0))
         self.progress.building_s += build_s
         self.progress.evaluating_s += seconds - build_s
-        trial.set_user_attr("evaluated", True)
-        trial.set_user_attr("accuracy", float(accuracy))
-        trial.set_user_attr("fidelity", fidelity)
-        trial.set_user_attr("seconds", seconds)
-        for key, value in details.items():
-            if key not in ("fidelity", "build_s") and isinstance(value, int | float | str):
-                trial.set_user_attr(f"eval_{key}", value)
-        self.study.tell(trial, self.run.values(accuracy, claim.costs))
+        told = False
+        with self._told(trial):
+            trial.set_user_attr("evaluated", True)
+            trial.set_user_attr("accuracy", float(accuracy))
+            trial.set_user_attr("fidelity", fidelity)
+            trial.set_user_attr("seconds", seconds)
+            for key, value in details.items():
+                if key not in ("fidelity", "build_s") and isinstance(value, int | float | str):
+                    trial.set_user_attr(f"eval_{key}", value)
+            self.study.tell(trial, self.run.values(accuracy, claim.costs))
+            told = True
+        if not told:
+            return None
         record = TrialRecord(trial.number, claim.candidate, claim.costs, claim.feasible, True, float(accuracy),
                              fidelity, seconds)
         self._add(record)
@@ -452,9 +481,10 @@ class SearchLoop:
     def fail(self, claim: Claim, reason: str) -> None:
         """Record a claim whose evaluation failed (raised, diverged, not a number): FAIL with its reason, never
         retried; after ``run.max_failures`` in a row the search stops (EvaluationsFailing)."""
-        claim.trial.set_user_attr("evaluated", False)
-        claim.trial.set_user_attr(FAIL_REASON, reason)
-        self.study.tell(claim.trial, state=optuna.trial.TrialState.FAIL)
+        with self._told(claim.trial):
+            claim.trial.set_user_attr("evaluated", False)
+            claim.trial.set_user_attr(FAIL_REASON, reason)
+            self.study.tell(claim.trial, state=optuna.trial.TrialState.FAIL)
         self._add(TrialRecord(claim.number, claim.candidate, claim.costs, claim.feasible, False, None, None, None,
                               failed=reason))
         log.warning("trial %d failed: %s", claim.number, reason)

@@ -65,8 +65,7 @@ def run_search_ray(run: SearchRun, *, study, setup, strategy=None, on_trial=None
         log.info("Ray: %s, resources %s", "joined " + config.address if config.address else "started locally",
                  ray.cluster_resources())
     try:
-        with quiet_optuna():
-            loop = SearchLoop(run, study, setup.costs, strategy, warm_start)
+        with quiet_optuna(), SearchLoop(run, study, setup.costs, strategy, warm_start) as loop:
             searcher = _searcher_class(Searcher)(loop, on_trial)
             trainable = tune.with_resources(tune.with_parameters(train_trial, setup=setup),
                                             {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial})
@@ -98,7 +97,7 @@ def train_trial(params: dict[str, Any], setup) -> dict[str, Any]:
         accuracy, details, seconds = train_candidate(setup.base_model, candidate, setup.space,
                                                      default_evaluator(setup))
     except Exception as exc:  # the reason goes back to the study; Ray's own retry is for a dead worker
-        return {"failed": f"{type(exc).__name__}: {exc}"}
+        return {"accuracy": float("nan"), "failed": f"{type(exc).__name__}: {exc}"}  # Tune wants the metric
     return {"accuracy": accuracy, "seconds": seconds, "details": json.dumps(details, default=str)}
 
 
@@ -138,7 +137,7 @@ def _searcher_class(Searcher: type) -> type:
             if claim is None:
                 return
             try:
-                if error or not result or "accuracy" not in result:
+                if error or not result or result.get("failed") or "details" not in result:
                     reason = (result or {}).get("failed") or "the Ray trial failed twice (its worker died or raised)"
                     self.loop.fail(claim, reason)
                     return

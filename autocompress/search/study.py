@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 from optuna.trial import FrozenTrial, TrialState
@@ -45,6 +46,8 @@ CLAIMED = "claimed"
 FAIL_REASON = "fail_reason"
 #: user attribute of a trial that retries a claim whose worker died: the failed trial's number
 RETRY_OF = "retry_of"
+#: user attribute of a claim not trained because earlier claims filled the study's total first (told FAIL)
+SURPLUS = "surplus"
 
 
 def worker_id() -> str:
@@ -166,7 +169,7 @@ def open_storage(storage: str | Path) -> optuna.storages.BaseStorage:
     if path.exists():
         _check_journal(path)
     try:
-        return JournalStorage(JournalFileBackend(str(path), lock_obj=journal_lock(path)))
+        return JournalStorage(RepairingJournalFileBackend(str(path), lock_obj=journal_lock(path)))
     except Exception as exc:  # a torn or foreign file: say which, never overwrite it
         raise StudyError(f"{path}: not a readable Optuna journal (corrupted or not a study file): {exc}") from exc
 
@@ -203,17 +206,50 @@ def _cut_torn_tail(path: Path) -> None:
     lock = journal_lock(path)
     lock.acquire()
     try:
-        data = path.read_bytes()  # what the writers left once none is writing
-        tail = data[data.rfind(b"\n") + 1:]
-        if not tail:
-            return  # it was a write in progress, now complete
-        backup = path.with_name(path.name + ".torn")
-        backup.write_bytes(tail)
-        with path.open("r+b") as fh:
-            fh.truncate(len(data) - len(tail))
-        log.warning("%s: removed a torn last record (an interrupted write); its bytes are in %s", path, backup)
+        _cut_locked(path)
     finally:
         lock.release()
+
+
+def _cut_locked(path: Path) -> None:
+    """Cut bytes after the last newline; the caller holds the journal's lock, so no writer is mid-record."""
+    data = path.read_bytes()
+    tail = data[data.rfind(b"\n") + 1:]
+    if not tail:
+        return  # it was a write in progress, now complete
+    backup = path.with_name(path.name + ".torn")
+    backup.write_bytes(tail)
+    with path.open("r+b") as fh:
+        fh.truncate(len(data) - len(tail))
+    log.warning("%s: removed a torn last record (an interrupted write); its bytes are in %s", path, backup)
+
+
+class RepairingJournalFileBackend(JournalFileBackend):
+    """Optuna's journal file, whose writers cut a torn tail before appending.
+
+    A worker killed mid-append leaves bytes without a newline while other workers
+    go on; Optuna would append the next record onto them and make a line no reader
+    can parse. Under the lock (where Optuna appends), such a tail can only be a dead
+    writer's, so it is cut first (kept in ``<journal>.torn``). Readers skip an
+    incomplete last line, so nothing they read moves.
+    """
+
+    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        text = "\n".join(json.dumps(record, separators=(",", ":")) for record in logs) + "\n"
+        self._lock.acquire()
+        try:
+            path = Path(self._file_path)
+            with path.open("rb") as fh:
+                fh.seek(0, os.SEEK_END)
+                torn = fh.tell() > 0 and (fh.seek(-1, os.SEEK_END), fh.read(1))[1] != b"\n"
+            if torn:
+                _cut_locked(path)
+            with path.open("ab") as fh:
+                fh.write(text.encode("utf-8"))
+                fh.flush()
+                os.fsync(fh.fileno())
+        finally:
+            self._lock.release()
 
 
 def load_study(storage: str | Path, name: str) -> optuna.Study:
@@ -254,7 +290,10 @@ def fail_stale_trials(study: optuna.Study) -> int:
         worker = trial.user_attrs.get("worker", "")
         worker_host, _, pid = worker.rpartition(":")
         if worker_host == host and pid.isdigit() and not _alive(int(pid)):
-            study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
+            try:
+                study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
+            except UpdateFinishedTrialError:  # another worker failed it first
+                continue
             stale += 1
     if stale:
         log.info("marked %d trial(s) of a killed worker as failed", stale)

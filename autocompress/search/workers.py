@@ -14,9 +14,9 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 class WorkerJob:
     """What a worker process runs (pickled into a freshly spawned interpreter)."""
 
-    setup: Any  # the driver's SearchSetup
+    setup: bytes  # the driver's SearchSetup, pickled here (tensors as bytes, not in shared memory: a container's
+    # /dev/shm is often 64 MB, less than CIFAR-10's images)
     index: int  # 1..N-1 (the driver is 0): seeds its proposals and names its log
     threads: int
     log_path: str
@@ -42,9 +43,10 @@ def start_workers(setup, workers: int) -> list[multiprocessing.Process]:
     out = Path(setup.config.out)
     out.mkdir(parents=True, exist_ok=True)
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch threads or locks
+    packed = pickle.dumps(setup)
     processes = []
     for index in range(1, workers):
-        job = WorkerJob(setup, index, threads_per_worker(workers), str(out / f"worker-{index}.log"))
+        job = WorkerJob(packed, index, threads_per_worker(workers), str(out / f"worker-{index}.log"))
         process = context.Process(target=run_worker, args=(job,), name=f"autocompress-worker-{index}")
         process.start()
         processes.append(process)
@@ -72,4 +74,5 @@ def run_worker(job: WorkerJob) -> None:
     root.addHandler(handler)
     root.setLevel(logging.INFO)
     torch.set_num_threads(job.threads)
-    search(job.setup.config, setup=job.setup, progress=False, worker=job.index)
+    setup = pickle.loads(job.setup)  # the driver's own object, from its own process
+    search(setup.config, setup=setup, progress=False, worker=job.index)
