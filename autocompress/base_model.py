@@ -47,13 +47,14 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickled code, truncated file, not a torch file
-        raise ModelError(f"{path}: not a loadable state_dict (weights_only=True): {exc}") from exc
+        reason = " ".join(str(exc).split())  # torch's message spans several lines
+        raise ModelError(f"{path}: not a loadable state_dict (weights_only=True): {reason}") from exc
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     try:
         model.load_state_dict(state)
     except (RuntimeError, TypeError) as exc:
-        raise ModelError(f"{path}: weights do not fit the model: {exc}") from exc
+        raise ModelError(f"{path}: weights do not fit the model: {' '.join(str(exc).split())}") from exc
     return model
 
 

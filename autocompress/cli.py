@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -82,41 +83,71 @@ def cmd_space(args: argparse.Namespace) -> int:
 
 def load_experiment(path: str | None, overrides: dict[str, Any]):
     """An experiment YAML merged with command-line flags (flags win) into a SearchConfig."""
-    import dataclasses
-
-    import yaml
-
     from autocompress.search import SearchConfig
+    from autocompress.space.spec import load_yaml
 
     data: dict[str, Any] = {}
     if path:
         source = Path(path)
         if not source.exists():
             raise FileNotFoundError(f"{source}: no such experiment file")
-        try:
-            data = yaml.safe_load(source.read_text())
-        except yaml.YAMLError as exc:
-            raise SpaceError(f"{source}: not valid YAML: {exc}") from None
+        data = load_yaml(source, SpaceError)  # not UTF-8, not YAML, nested too deeply: one line naming the file
         if data is None:  # an empty file would otherwise run the quickstart's defaults, unasked
             raise SpaceError(f"{source}: empty experiment file; expected a mapping of search options "
                              f"(some of {SearchConfig.fields()})")
         if not isinstance(data, dict):
             raise SpaceError(f"{source}: expected a mapping of search options at the top level")
-        unknown = sorted(set(data) - set(SearchConfig.fields()))
+        unknown = sorted(set(data) - set(SearchConfig.fields()), key=str)  # YAML keys may be numbers too
         if unknown:
             raise SpaceError(f"{source}: unknown field(s) {unknown}; expected some of {SearchConfig.fields()}")
         if isinstance(data.get("budgets"), str):
             data["budgets"] = [data["budgets"]]
     data.update({k: v for k, v in overrides.items() if v is not None})
-    types = {f.name: f.type for f in dataclasses.fields(SearchConfig)}
+    return search_config(data, path or "options")
+
+
+def search_config(data: dict[str, Any], source: str):
+    """``data`` (an experiment's fields, or a study's stored configuration) as a SearchConfig; a field of
+    another type than the config's, or out of its range, is a SpaceError naming ``source`` and the field."""
+    import dataclasses
+
+    from autocompress.search import SearchConfig
+
+    types = {f.name: str(f.type) for f in dataclasses.fields(SearchConfig)}
     for key, value in data.items():
-        want = str(types[key])
-        if ("list" in want and not isinstance(value, list)) or (want.startswith("int") and isinstance(value, bool)):
-            raise SpaceError(f"{path or 'options'}: field {key}: expected {want}, got {value!r}")
+        if not _fits(value, types[key]):
+            raise SpaceError(f"{source}: field {key}: expected {types[key]}, got {value!r}")
     try:
         return SearchConfig(**data)
     except (TypeError, ValueError) as exc:
-        raise SpaceError(f"{path or 'options'}: {exc}") from None
+        raise SpaceError(f"{source}: {exc}") from None
+
+
+def _fits(value: Any, annotation: str) -> bool:
+    """Whether a YAML or JSON value has the type a SearchConfig annotation names (``float | None``,
+    ``list[str]``); a bool is no number, and a number must be finite."""
+    for kind in annotation.split(" | "):
+        base = kind.partition("[")[0]
+        if value is None or isinstance(value, bool):
+            fits = base == ("None" if value is None else "bool")
+        elif base in ("int", "float"):
+            fits = isinstance(value, int) if base == "int" else isinstance(value, int | float) and _finite(value)
+        elif base == "list":
+            fits = isinstance(value, list) and all(isinstance(v, str) for v in value)
+        elif base == "dict":
+            fits = isinstance(value, dict) and all(isinstance(k, str) for k in value)
+        else:
+            fits = base == "str" and isinstance(value, str)
+        if fits:
+            return True
+    return False
+
+
+def _finite(value: int | float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer beyond any float
+        return False
 
 
 def _in_file(exc: Exception, experiment: str | None, flags: dict[str, Any]) -> Exception:
@@ -138,7 +169,11 @@ def cmd_search(args: argparse.Namespace) -> int:
     overrides["n_trials"] = args.trials
     config = load_experiment(args.experiment, overrides)
     out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file of that name, a folder it may not write
+        raise _in_file(ConfigError(f"out: {out}: cannot make the run folder: {exc.strerror or exc}"),
+                       args.experiment, overrides) from None
     handler = logging.FileHandler(out / "search.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logger = logging.getLogger("autocompress")
@@ -232,16 +267,19 @@ def cmd_export(args: argparse.Namespace) -> int:
     from autocompress.search import SearchConfig, load_study, prepare
     from autocompress.search.study import study_names
 
-    storage = Path(args.study)
-    if storage.is_dir():
+    storage = args.study if "://" in args.study else Path(args.study)  # Path() would fold sqlite:/// to sqlite:/
+    if isinstance(storage, Path) and storage.is_dir():
         storage = storage / "study.journal"
-    names = study_names(storage)
+    names = study_names(storage, read_only=True)  # an export reads: it repairs, creates and changes nothing
     name = args.study_name or (names[0] if len(names) == 1 else None)
     if name is None:
         raise SpaceError(f"{storage}: holds studies {names}; choose one with --study-name")
-    study = load_study(storage, name)
-    config = SearchConfig(**{k: v for k, v in study.user_attrs["config"].items() if k in SearchConfig.fields()}
-                          | ({"device": args.device} if args.device else {}))
+    study = load_study(storage, name, read_only=True)
+    stored = study.user_attrs.get("config")
+    if not isinstance(stored, dict):
+        raise StudyError(f"{storage}: study {name!r} holds no search configuration (not an autocompress study)")
+    config = search_config({k: v for k, v in stored.items() if k in SearchConfig.fields()}
+                           | ({"device": args.device} if args.device else {}), f"{storage}: study {name!r}")
     _export(prepare(config, progress=not args.quiet), study, Path(args.out), trials=args.trial,
             final_epochs=args.final_epochs, progress=not args.quiet)
     return 0
@@ -342,8 +380,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("autocompress").setLevel(level)  # also where logging was set up before (an embedding app)
     try:
         return args.func(args)
-    except USER_ERRORS as exc:
-        print(f"autocompress: error: {exc}", file=sys.stderr)
+    except USER_ERRORS as exc:  # one line, whatever line breaks a file name or a library's message holds
+        print("autocompress: error: " + "\\n".join(str(exc).splitlines()), file=sys.stderr)
         return 2
 
 

@@ -12,6 +12,9 @@ because bad input must get a clear error (DESIGN.md, "Contracts worth keeping").
 
 from __future__ import annotations
 
+import lzma
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +25,12 @@ Split = tuple[np.ndarray, np.ndarray]  # (x uint8 N x C x H x W, y int64 N)
 
 class DataError(ValueError):
     """Bad data spec or unreadable / invalid data file; the message says which and why."""
+
+
+#: what opening or reading a damaged zip (an image zip, an .npz) raises: a bad header or CRC, a truncated or
+#: corrupt stream, a compression method that is not supported, an encrypted entry (RuntimeError)
+ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, lzma.LZMAError, EOFError, OSError,
+              NotImplementedError, RuntimeError, ValueError)
 
 
 @dataclass
@@ -37,7 +46,11 @@ def existing_path(arg: str, kind: str, expected: str) -> Path:
     """The path of a ``kind:PATH`` spec, which must exist; ``expected`` says what it should be."""
     if not arg:
         raise DataError(f"data spec {kind!r} needs a path: {kind}:PATH ({expected})")
-    path = Path(arg).expanduser()
-    if not path.exists():
+    try:
+        path = Path(arg).expanduser()
+        found = path.exists()
+    except (OSError, RuntimeError, ValueError):  # a name too long to look up, ~user unknown, a NUL byte
+        found = False
+    if not found:
         raise DataError(f"{kind}:{arg}: no such file or directory (expected {expected})")
     return path

@@ -12,6 +12,8 @@ import hashlib
 import io
 import logging
 import os
+import re
+import stat
 import time
 import zipfile
 from collections.abc import Callable, Iterator
@@ -21,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from autocompress.data.base import DataError, SourceData, Split, existing_path
+from autocompress.data.base import ZIP_ERRORS, DataError, SourceData, Split, existing_path
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +34,7 @@ IMAGE_SUFFIXES = frozenset(
 )
 _CACHE_VERSION = "imagefolder-v1"
 _GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")  # PIL modes decoded as one channel
+_DRIVE = re.compile(r"^[A-Za-z]:")  # a Windows drive, as in C:/evil.png
 
 
 def _image_members(names: list[str]) -> list[PurePosixPath]:
@@ -175,11 +178,46 @@ def _imagefolder_files(
         yield _layout(files, label), lambda f: (path / f).read_bytes()
         return
     try:
-        with zipfile.ZipFile(path) as zf:
-            members = {PurePosixPath(n): n for n in zf.namelist()}
-            yield _layout(_image_members(list(members.values())), label), lambda f: zf.read(members[f])
-    except (zipfile.BadZipFile, zipfile.LargeZipFile) as exc:
+        zf = zipfile.ZipFile(path)
+    except ZIP_ERRORS as exc:
         raise DataError(f"{label}: not a readable folder or .zip file ({exc})") from exc
+    with zf:
+        members = _zip_members(zf, label)
+        files = _image_members([m.filename for m in members.values()])
+        yield _layout(files, label), lambda f: _read_member(zf, members[f], label)
+
+
+def _zip_members(zf: zipfile.ZipFile, label: str) -> dict[PurePosixPath, zipfile.ZipInfo]:
+    """The zip's entries by path, once every entry is known safe: nothing is read or decoded before.
+
+    An entry that would land outside the archive's folder if extracted (``..``,
+    an absolute or drive path, with either slash), a symbolic link, or a path
+    given twice (which of the two is the image?) refuses the whole zip.
+    """
+    members: dict[PurePosixPath, zipfile.ZipInfo] = {}
+    for info in zf.infolist():
+        name = info.filename
+        parts = PurePosixPath(name.replace("\\", "/")).parts
+        if name.startswith(("/", "\\")) or ".." in parts or (parts and _DRIVE.match(parts[0])):
+            raise DataError(f"{label}: entry {name!r} points outside the archive (an absolute or '..' path); "
+                            "refusing the zip")
+        if stat.S_ISLNK(info.external_attr >> 16):
+            raise DataError(f"{label}: entry {name!r} is a symbolic link; expected image files and folders only")
+        path = PurePosixPath(name)
+        if path in members:
+            first = members[path].filename
+            twice = "twice" if first == name else f"twice (as {first!r} and {name!r})"
+            raise DataError(f"{label}: the zip holds {name!r} {twice}; expected each path once")
+        members[path] = info
+    return members
+
+
+def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, label: str) -> bytes:
+    """One entry's bytes; a damaged, encrypted or unsupported entry is a DataError naming it."""
+    try:
+        return zf.read(info)
+    except ZIP_ERRORS as exc:
+        raise DataError(f"{label}: cannot read entry {info.filename!r} ({exc})") from exc
 
 
 def imagefolder_header(arg: str, *, cache_dir: Path | None = None) -> tuple[str, tuple[int, int, int], int] | None:
@@ -198,7 +236,7 @@ def imagefolder_header(arg: str, *, cache_dir: Path | None = None) -> tuple[str,
             with Image.open(io.BytesIO(read(first))) as im:  # reads the header, decodes nothing
                 width, height = im.size
                 channels = 1 if im.mode in _GREY_MODES else 3
-        except (OSError, ValueError, SyntaxError) as exc:
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
             raise DataError(f"{label}: cannot read image {first}: {exc}") from exc
     return name, (channels, height, width), len(groups["train"])
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
+from tokenize import TokenError
 
 import numpy as np
 
-from autocompress.data.base import DataError, SourceData, Split, existing_path
+from autocompress.data.base import ZIP_ERRORS, DataError, SourceData, Split, existing_path
 
 
 def _npz_images(x: np.ndarray, key: str, label: str) -> np.ndarray:
@@ -55,7 +55,7 @@ def npz(arg: str, *, cache_dir: Path | None = None) -> SourceData:
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError, AttributeError, zipfile.BadZipFile) as exc:
+    except (*ZIP_ERRORS, AttributeError, SyntaxError, TokenError) as exc:  # numpy reads .npy headers as Python
         raise DataError(f"{label}: not a readable .npz archive without pickles ({exc})") from exc
     if "x" in arrays and "x_train" in arrays:
         raise DataError(f"{label}: has both 'x' and 'x_train'; use one naming scheme")

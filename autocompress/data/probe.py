@@ -14,7 +14,7 @@ from pathlib import Path
 
 from autocompress.data.cifar10 import CIFAR_SHAPE, cifar10_folder
 from autocompress.data.imagefolder import imagefolder_header
-from autocompress.data.sources import load_source
+from autocompress.data.sources import load_source, spec_parts
 
 
 @dataclass(frozen=True)
@@ -28,8 +28,7 @@ class DataInfo:
 
 def probe_data(spec: str, *, cache_dir: str | Path | None = None) -> DataInfo:
     """Name, C x H x W and class count of ``spec``; a bad spec fails as ``load_data`` would (``DataError``)."""
-    kind, _, arg = spec.strip().partition(":")
-    kind, arg = kind.strip().lower(), arg.strip()
+    kind, arg = spec_parts(spec)
     cache = Path(cache_dir).expanduser() if cache_dir is not None else None
     if kind == "cifar10":
         root, _, classes = cifar10_folder(arg)

@@ -77,10 +77,18 @@ SOURCES: dict[str, SourceFn] = {
 SPEC_FORMS = ("mnist5k", "digits", "imagefolder:PATH", "cifar10:PATH", "npz:PATH")
 
 
+def spec_parts(spec: str) -> tuple[str, str]:
+    """``kind[:arg]`` as (kind in lower case, arg); a spec that is not text (a YAML number, a list) is refused."""
+    if not isinstance(spec, str):
+        raise DataError(f"data spec {spec!r}: expected text, one of {', '.join(SPEC_FORMS)}")
+    kind, _, arg = spec.strip().partition(":")
+    return kind.strip().lower(), arg.strip()
+
+
 def load_source(spec: str, *, cache_dir: Path | None = None) -> SourceData:
     """Parse ``kind[:arg]`` and call the matching source."""
-    kind, _, arg = spec.strip().partition(":")
-    fn = SOURCES.get(kind.strip().lower())
+    kind, arg = spec_parts(spec)
+    fn = SOURCES.get(kind)
     if fn is None:
         raise DataError(f"unknown data spec {spec!r}; known sources: {', '.join(SPEC_FORMS)}")
-    return fn(arg.strip(), cache_dir=cache_dir)
+    return fn(arg, cache_dir=cache_dir)

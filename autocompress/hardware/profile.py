@@ -26,6 +26,8 @@ from autocompress.shipped import shipped_dir
 
 SCHEMA_VERSION = 1
 NonNegative = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+Positive = Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
 #: where an energy figure came from: a hardware counter, a published table, or the energy model
 MeasuredEnergy = Literal["measured:rapl", "measured:nvml"]
 
@@ -120,8 +122,8 @@ class Calibration(_Strict):
     models came out 1-4% over and int8-containing ones under.
     """
 
-    coefficients: dict[str, float] = {"sum_float_ms": 1.0, "sum_quant_ms": 1.0}
-    offset_ms: float = 0.0
+    coefficients: Annotated[dict[str, Finite], Field(min_length=1)] = {"sum_float_ms": 1.0, "sum_quant_ms": 1.0}
+    offset_ms: Finite = 0.0
     form: str = "identity"
     fitted_on: int = 0  # how many measured whole models
     models: list[str] = []  # the models it was fitted on
@@ -159,14 +161,13 @@ class ValidationResult(_Strict):
 class Roofline(_Strict):
     """An analytic device: latency = max(MACs / peak rate, bytes moved / bandwidth) + per-layer overhead."""
 
-    peak_macs_per_s: dict[str, Annotated[float, Field(gt=0)]]
-    bandwidth_bytes_per_s: Annotated[float, Field(gt=0)]
+    peak_macs_per_s: dict[str, Positive]
+    bandwidth_bytes_per_s: Positive
     layer_overhead_ms: NonNegative = 0.0
 
 
 _ACCELERATOR_PRECISION = re.compile(r"^w(\d+)a(\d+)$")
 PositiveInt = Annotated[int, Field(ge=1)]
-Positive = Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
 
 
 class _AcceleratorModel(_Strict):
@@ -499,7 +500,22 @@ class HardwareProfile(_Strict):
 
     @classmethod
     def load(cls, path: str | Path) -> HardwareProfile:
-        return cls.from_data(read_json(path, what="profile", error=ProfileError), str(path))
+        if not _exists(Path(path)):  # read_json raises OSError on a name too long to look up
+            raise ProfileError(f"{path}: no such profile file")
+        try:
+            data = read_json(path, what="profile", error=ProfileError)
+        except ProfileError:
+            raise
+        except UnicodeDecodeError as exc:
+            raise ProfileError(f"{path}: not UTF-8 JSON (byte {exc.start} is {exc.object[exc.start:exc.start + 1]!r})"
+                               ) from None
+        except OSError as exc:  # a folder, a file it may not read
+            raise ProfileError(f"{path}: cannot read the profile: {exc.strerror or exc}") from None
+        except RecursionError:
+            raise ProfileError(f"{path}: not valid JSON: nested too deeply to read") from None
+        except ValueError as exc:  # a number with more digits than Python converts
+            raise ProfileError(f"{path}: not valid JSON: {exc}") from None
+        return cls.from_data(data, str(path))
 
     @classmethod
     def from_data(cls, data: Any, source: str = "<profile>") -> HardwareProfile:
@@ -535,12 +551,20 @@ def shipped_profiles_dir() -> Path:
     return folder
 
 
+def _exists(path: Path) -> bool:
+    """Whether ``path`` exists; a name the system cannot look up (too long, a NUL byte) does not."""
+    try:
+        return path.exists()
+    except (OSError, ValueError):
+        return False
+
+
 def find_profile(path_or_name: str | Path) -> HardwareProfile:
     """Load a profile by path, or by name from the shipped ``hw_profiles/``."""
     path = Path(path_or_name)
-    if not path.exists() and not path.suffix:
+    if not path.suffix and not _exists(path):
         path = shipped_profiles_dir() / f"{path_or_name}.json"
-        if not path.exists():
+        if not _exists(path):
             names = sorted(p.stem for p in shipped_profiles_dir().glob("*.json"))
             raise ProfileError(f"unknown hardware profile {str(path_or_name)!r}; shipped profiles: {names}, "
                                "or give a JSON path")

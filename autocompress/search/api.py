@@ -16,8 +16,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,6 +76,13 @@ BACKENDS = ("local", "ray")
 
 class ConfigError(ValueError):
     """A SearchConfig field a run cannot use, where no more specific error (budget, space, ...) applies."""
+
+
+def _require(name: str, value: Any, expected: str, ok: Callable[[float], bool], *, whole: bool = False) -> None:
+    """ValueError naming the field unless ``value`` is a number (whole, if asked; finite) that is ``ok``."""
+    number = isinstance(value, int) or (not whole and isinstance(value, float) and math.isfinite(value))
+    if isinstance(value, bool) or not number or not ok(value):
+        raise ValueError(f"{name}: expected {expected}, got {value!r}")
 
 
 @dataclass
@@ -137,6 +145,13 @@ class SearchConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1e6:
                 raise ValueError(f"{name}: expected a number >= 0, got {value!r}")
+        for name in ("base_epochs", "proxy_epochs", "final_epochs"):
+            _require(name, getattr(self, name), "a finite number >= 0", lambda v: v >= 0)
+        for name in ("base_lr", "proxy_lr") + (("timeout_s",) if self.timeout_s is not None else ()):
+            _require(name, getattr(self, name), "a finite number > 0", lambda v: v > 0)
+        for name in ("max_train", "proxy_train_limit", "proxy_eval_limit", "max_filtered"):
+            if getattr(self, name) is not None:
+                _require(name, getattr(self, name), "a whole number >= 1", lambda v: v >= 1, whole=True)
 
     @property
     def study_name(self) -> str:
@@ -198,6 +213,14 @@ def _field(name: str, value: str | None = None) -> Iterator[None]:
         raise (type(exc) if isinstance(exc, _FIELD_ERRORS) else ConfigError)(message) from exc
 
 
+def _exists(path: Path) -> bool:
+    """Whether ``path`` exists; a name the system cannot look up (too long) does not."""
+    try:
+        return path.exists()
+    except OSError:
+        return False
+
+
 def check(config: SearchConfig, *, model: nn.Module | None = None,
           data: ImageData | DataInfo | None = None) -> Checked:
     """Validate, in seconds and before any training, everything a run needs besides trained weights.
@@ -214,7 +237,7 @@ def check(config: SearchConfig, *, model: nn.Module | None = None,
         resolve_device(config.device)
     with _field("strategy_options"):
         check_strategy(config.strategy, config.strategy_options)
-    if config.weights is not None and not Path(config.weights).expanduser().exists():
+    if config.weights is not None and not _exists(Path(config.weights).expanduser()):
         raise ModelError(f"weights: {config.weights}: no such file")
     with _field("profile"):
         profile = find_profile(config.profile)

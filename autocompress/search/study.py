@@ -153,7 +153,7 @@ GRACE_S = 120
 LOCK_GRACE_S = 5
 
 
-def open_storage(storage: str | Path) -> optuna.storages.BaseStorage:
+def open_storage(storage: str | Path, *, read_only: bool = False) -> optuna.storages.BaseStorage:
     """A journal file path (the default; processes of one machine) or a database URL (``sqlite:///...`` for one
     machine, ``postgresql://...`` or ``mysql://...`` for many), opened with heartbeats."""
     text = str(storage)
@@ -165,16 +165,18 @@ def open_storage(storage: str | Path) -> optuna.storages.BaseStorage:
         except Exception as exc:
             raise StudyError(f"cannot open study storage {text!r}: {exc}") from exc
     path = Path(text)
+    if read_only and not path.is_file():  # a reader (an export) makes no folder and no empty journal
+        raise StudyError(f"{path}: no such study file (a run directory holds study.journal)")
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists():
-        _check_journal(path)
+        _check_journal(path, repair=not read_only)
     try:
         return JournalStorage(RepairingJournalFileBackend(str(path), lock_obj=journal_lock(path)))
     except Exception as exc:  # a torn or foreign file: say which, never overwrite it
         raise StudyError(f"{path}: not a readable Optuna journal (corrupted or not a study file): {exc}") from exc
 
 
-def _check_journal(path: Path) -> None:
+def _check_journal(path: Path, *, repair: bool = True) -> None:
     """Refuse a file that is not an Optuna journal; cut a last record torn by a killed writer.
 
     A torn tail (bytes after the last newline) is what SIGKILL during a write leaves;
@@ -189,10 +191,10 @@ def _check_journal(path: Path) -> None:
     for number, line in enumerate(data.split(b"\n")[:-1], start=1):
         try:
             json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than json reads
             raise StudyError(f"{path}: line {number} is not an Optuna journal record (corrupted or not a "
                              "study file); it was left as it is") from None
-    if data and not data.endswith(b"\n"):
+    if repair and data and not data.endswith(b"\n"):  # a reader leaves it be: Optuna's readers skip it
         _cut_torn_tail(path)
 
 
@@ -252,9 +254,9 @@ class RepairingJournalFileBackend(JournalFileBackend):
             self._lock.release()
 
 
-def load_study(storage: str | Path, name: str) -> optuna.Study:
+def load_study(storage: str | Path, name: str, *, read_only: bool = False) -> optuna.Study:
     try:
-        return optuna.load_study(study_name=name, storage=open_storage(storage))
+        return optuna.load_study(study_name=name, storage=open_storage(storage, read_only=read_only))
     except KeyError:
         raise StudyError(f"{storage}: no study named {name!r}") from None
     except StudyError:
@@ -263,8 +265,12 @@ def load_study(storage: str | Path, name: str) -> optuna.Study:
         raise StudyError(f"{storage}: cannot read study {name!r}: {exc}") from exc
 
 
-def study_names(storage: str | Path) -> list[str]:
-    return [s.study_name for s in optuna.get_all_study_summaries(open_storage(storage))]
+def study_names(storage: str | Path, *, read_only: bool = False) -> list[str]:
+    opened = open_storage(storage, read_only=read_only)
+    try:
+        return [s.study_name for s in optuna.get_all_study_summaries(opened)]
+    except Exception as exc:  # records Optuna replays but cannot summarize
+        raise StudyError(f"{storage}: cannot read its studies (corrupted or not a study file): {exc}") from exc
 
 
 def records(study: optuna.Study) -> list[TrialRecord]:

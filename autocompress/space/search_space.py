@@ -168,10 +168,13 @@ class SearchSpace:
             if s.phi is None or any(v is not None for v in (s.depth, s.width, s.resolution)):
                 raise SpaceError(f"{self.source}: field scaling: compound mode takes 'phi' choices (with alpha, "
                                  "beta, gamma), not explicit depth/width/resolution")
-            for phi in s.phi:
-                if s.alpha ** phi > 1.0 + 1e-9 or s.beta ** phi > 1.0 + 1e-9:
+            for phi in s.phi:  # compared as logarithms: a large |phi| overflows the powers themselves
+                if phi * math.log(s.alpha) > 1e-9 or phi * math.log(s.beta) > 1e-9:
                     raise SpaceError(f"{self.source}: field scaling.phi: phi={phi} would deepen or widen a trained "
                                      "model (alpha**phi or beta**phi > 1); use phi <= 0")
+                if phi * math.log(s.gamma) > math.log(4.0) or 0.0 in (s.alpha ** phi, s.beta ** phi, s.gamma ** phi):
+                    raise SpaceError(f"{self.source}: field scaling.phi: phi={phi} takes a multiplier out of range "
+                                     "(gamma**phi must be in (0, 4], alpha**phi and beta**phi above 0)")
             out = {"phi": tuple(s.phi)}
             wants_resolution = s.gamma != 1.0 and any(phi != 0 for phi in s.phi)
         else:

@@ -6,11 +6,13 @@ in-memory space stays one shape. Every error names the file and the field.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AllowInfNan,
     BaseModel,
     ConfigDict,
     Field,
@@ -30,7 +32,8 @@ class SpaceError(ValueError):
     """A search space that cannot be loaded or does not fit the model."""
 
 
-Number = StrictInt | StrictFloat
+Number = StrictInt | Annotated[StrictFloat, AllowInfNan(False)]
+Factor = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 Choices = Annotated[list[Number], Field(min_length=1)]
 BitChoices = Annotated[list[StrictInt], Field(min_length=1)]
 
@@ -102,9 +105,9 @@ class ScalingSpec(BaseModel):
 
     mode: Literal["none", "compound", "explicit"] = "none"
     phi: Choices | None = None
-    alpha: Annotated[float, Field(gt=0)] = 1.2
-    beta: Annotated[float, Field(gt=0)] = 1.1
-    gamma: Annotated[float, Field(gt=0)] = 1.15
+    alpha: Factor = 1.2
+    beta: Factor = 1.1
+    gamma: Factor = 1.15
     depth: Choices | None = None
     width: Choices | None = None
     resolution: Choices | None = None
@@ -132,7 +135,20 @@ class ScalingSpec(BaseModel):
     @field_validator("phi")
     @classmethod
     def _phi(cls, v: list | None) -> list | None:
-        return None if v is None else _unique_sorted([float(x) for x in v])
+        if v is None:
+            return v
+        bad = [x for x in v if not math.isfinite(_as_float(x))]
+        if bad:
+            raise ValueError(f"expected finite exponents, got {bad}")
+        return _unique_sorted([float(x) for x in v])
+
+
+def _as_float(x: int | float) -> float:
+    """``x`` as a float; an integer too large for one is infinite."""
+    try:
+        return float(x)
+    except OverflowError:
+        return math.inf
 
 
 class SpaceSpec(BaseModel):
@@ -165,18 +181,50 @@ def shipped_spaces_dir() -> Path:
     return folder
 
 
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error on one line: what is wrong and where (PyYAML's own text spans several, with a snippet)."""
+    mark, problem = getattr(exc, "problem_mark", None), getattr(exc, "problem", None)
+    if mark is None or problem is None:  # a character YAML does not allow: its text says which, and where
+        return " ".join(str(exc).replace('in "<unicode string>",', "at").split())
+    context = getattr(exc, "context", None)
+    return " ".join(f"line {mark.line + 1}, column {mark.column + 1}: {problem}{f' ({context})' if context else ''}"
+                    .split())
+
+
+def load_yaml(path: Path, error: type[Exception]) -> Any:
+    """The YAML value in the file at ``path``; every way it cannot be read is ``error`` naming the file."""
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise error(f"{path}: not UTF-8 text (byte {exc.start} is {exc.object[exc.start:exc.start + 1]!r})") from None
+    except OSError as exc:
+        raise error(f"{path}: cannot read the file: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise error(f"{path}: not valid YAML: {yaml_problem(exc)}") from None
+    except RecursionError:
+        raise error(f"{path}: not valid YAML: nested too deeply to read") from None
+    except ValueError as exc:  # a number with more digits than Python converts
+        raise error(f"{path}: not valid YAML: {exc}") from None
+
+
+def _exists(path: Path) -> bool:
+    """Whether ``path`` exists; a name the system cannot look up (too long, a NUL byte) does not."""
+    try:
+        return path.exists()
+    except (OSError, ValueError):
+        return False
+
+
 def read_spec(path_or_name: str | Path) -> tuple[SpaceSpec, str]:
     """Load a space file by path, or by name from the shipped ``search_spaces/``."""
     path = Path(path_or_name)
-    if not path.suffix and not path.exists():
+    if not path.suffix and not _exists(path):
         path = shipped_spaces_dir() / f"{path_or_name}.yaml"
-        if not path.exists():
+        if not _exists(path):
             names = sorted(p.stem for p in shipped_spaces_dir().glob("*.yaml"))
             raise SpaceError(f"unknown search space {str(path_or_name)!r}; shipped spaces: {names}, or give a YAML path")
-    if not path.exists():
+    if not _exists(path):
         raise SpaceError(f"{path}: no such search-space file")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise SpaceError(f"{path}: not valid YAML: {exc}") from None
-    return parse_spec(data, str(path)), str(path)
+    if path.is_dir():
+        raise SpaceError(f"{path}: a folder, not a search-space file")
+    return parse_spec(load_yaml(path, SpaceError), str(path)), str(path)
