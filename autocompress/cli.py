@@ -103,6 +103,7 @@ def load_experiment(path: str | None, overrides: dict[str, Any]):
         if isinstance(data.get("budgets"), str):
             data["budgets"] = [data["budgets"]]
     data.update({k: v for k, v in overrides.items() if v is not None})
+    data.setdefault("cache_dir", str(DEFAULT_CACHE))  # neither the flag nor the file chose one
     return search_config(data, path or "options")
 
 
@@ -346,7 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
     srch.add_argument("--final-epochs", type=float, default=None)
     srch.add_argument("--max-train", type=int, default=None)
     srch.add_argument("--device", default=None, help=DEVICE_HELP + " (default cpu)")
-    srch.add_argument("--cache-dir", default=str(DEFAULT_CACHE))
+    srch.add_argument("--cache-dir", default=None,
+                      help=f"decoded data and trained base models (default: the experiment's cache_dir, else "
+                           f"{DEFAULT_CACHE})")
     srch.add_argument("--workers", type=int, default=None,
                       help="trials trained at once (default 1): processes of this machine sharing the study, or Ray "
                            "workers with --backend ray; --trials still counts the study's total")

@@ -235,13 +235,17 @@ def test_torn_last_record_is_cut_and_kept_aside(tmp_path, lenet_profile):
 
 
 def test_experiment_yaml_with_flag_overrides(tmp_path, lenet_profile):
-    from autocompress.cli import load_experiment
+    from autocompress.cli import DEFAULT_CACHE, load_experiment
     from autocompress.space import SpaceError
 
     exp = tmp_path / "exp.yaml"
     exp.write_text(f"model: lenet5\ndata: mnist5k\nprofile: {lenet_profile}\nbudgets: latency<=0.5x\nn_trials: 7\n")
     config = load_experiment(str(exp), {"n_trials": 3, "seed": 5})
     assert (config.model, config.n_trials, config.seed, config.budgets) == ("lenet5", 3, 5, ["latency<=0.5x"])
+    assert config.cache_dir == str(DEFAULT_CACHE)  # neither the file nor a flag chose one
+    exp.write_text(f"model: lenet5\ncache_dir: {tmp_path / 'here'}\n")
+    assert load_experiment(str(exp), {"cache_dir": None}).cache_dir == str(tmp_path / "here")  # the file's
+    assert load_experiment(str(exp), {"cache_dir": "flag"}).cache_dir == "flag"  # a flag wins
     exp.write_text("model: lenet5\ntrials: 7\n")
     with pytest.raises(SpaceError, match=r"exp.yaml: unknown field\(s\) \['trials'\]"):
         load_experiment(str(exp), {})
