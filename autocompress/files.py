@@ -12,15 +12,32 @@ from pydantic import BaseModel, ValidationError
 Model = TypeVar("Model", bound=BaseModel)
 
 
+def path_exists(path: str | Path) -> bool:
+    """Whether ``path`` exists; a name the system cannot look up (too long, a NUL byte) does not."""
+    try:
+        return Path(path).exists()
+    except (OSError, ValueError):
+        return False
+
+
 def read_json(path: str | Path, *, what: str, error: type[Exception]) -> Any:
-    """The JSON value in ``path``; ``error`` names the file when it is missing or not JSON."""
+    """The JSON value in ``path``; ``error`` names the file when it is missing, unreadable or not JSON."""
     path = Path(path)
-    if not path.is_file():
+    if not path_exists(path) or not path.is_file():  # path_exists first: a name too long for is_file() to look up
         raise error(f"{path}: no such {what} file")
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise error(f"{path}: not valid JSON (truncated or corrupted?): {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise error(f"{path}: not UTF-8 JSON (byte {exc.start} is {exc.object[exc.start:exc.start + 1]!r})"
+                    ) from None
+    except OSError as exc:  # a folder, a file it may not read
+        raise error(f"{path}: cannot read the {what} file: {exc.strerror or exc}") from None
+    except RecursionError:
+        raise error(f"{path}: not valid JSON: nested too deeply to read") from None
+    except ValueError as exc:  # a number with more digits than Python converts
+        raise error(f"{path}: not valid JSON: {exc}") from None
 
 
 def write_json(data: Any, path: str | Path) -> Path:

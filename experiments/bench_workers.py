@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -61,7 +62,7 @@ def main() -> None:
     parser.add_argument("--out", default="experiments/results/bench_workers")
     args = parser.parse_args()
     work = Path(args.work)
-    subprocess.run(["rm", "-rf", str(work)], check=True)
+    shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     rows = []
     for i, (backend, workers) in enumerate(CONFIGS, start=1):

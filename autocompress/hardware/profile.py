@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from autocompress.files import read_json, validation_problems, write_json
+from autocompress.files import path_exists, read_json, validation_problems, write_json
 from autocompress.hardware.predictor import SignaturePredictor
 from autocompress.hardware.signature import LayerSignature, SignatureError
 from autocompress.shipped import shipped_dir
@@ -500,22 +500,7 @@ class HardwareProfile(_Strict):
 
     @classmethod
     def load(cls, path: str | Path) -> HardwareProfile:
-        if not _exists(Path(path)):  # read_json raises OSError on a name too long to look up
-            raise ProfileError(f"{path}: no such profile file")
-        try:
-            data = read_json(path, what="profile", error=ProfileError)
-        except ProfileError:
-            raise
-        except UnicodeDecodeError as exc:
-            raise ProfileError(f"{path}: not UTF-8 JSON (byte {exc.start} is {exc.object[exc.start:exc.start + 1]!r})"
-                               ) from None
-        except OSError as exc:  # a folder, a file it may not read
-            raise ProfileError(f"{path}: cannot read the profile: {exc.strerror or exc}") from None
-        except RecursionError:
-            raise ProfileError(f"{path}: not valid JSON: nested too deeply to read") from None
-        except ValueError as exc:  # a number with more digits than Python converts
-            raise ProfileError(f"{path}: not valid JSON: {exc}") from None
-        return cls.from_data(data, str(path))
+        return cls.from_data(read_json(path, what="profile", error=ProfileError), str(path))
 
     @classmethod
     def from_data(cls, data: Any, source: str = "<profile>") -> HardwareProfile:
@@ -551,20 +536,12 @@ def shipped_profiles_dir() -> Path:
     return folder
 
 
-def _exists(path: Path) -> bool:
-    """Whether ``path`` exists; a name the system cannot look up (too long, a NUL byte) does not."""
-    try:
-        return path.exists()
-    except (OSError, ValueError):
-        return False
-
-
 def find_profile(path_or_name: str | Path) -> HardwareProfile:
     """Load a profile by path, or by name from the shipped ``hw_profiles/``."""
     path = Path(path_or_name)
-    if not path.suffix and not _exists(path):
+    if not path.suffix and not path_exists(path):
         path = shipped_profiles_dir() / f"{path_or_name}.json"
-        if not _exists(path):
+        if not path_exists(path):
             names = sorted(p.stem for p in shipped_profiles_dir().glob("*.json"))
             raise ProfileError(f"unknown hardware profile {str(path_or_name)!r}; shipped profiles: {names}, "
                                "or give a JSON path")

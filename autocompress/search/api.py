@@ -29,6 +29,7 @@ from torch import nn
 
 from autocompress.base_model import build_model, trained_base_model
 from autocompress.data import DataError, DataInfo, ImageData, load_data, probe_data
+from autocompress.files import path_exists
 from autocompress.graph import GraphError, ModelGraph
 from autocompress.hardware import CostModel
 from autocompress.hardware.profile import HardwareProfile, ProfileError, find_profile
@@ -213,14 +214,6 @@ def _field(name: str, value: str | None = None) -> Iterator[None]:
         raise (type(exc) if isinstance(exc, _FIELD_ERRORS) else ConfigError)(message) from exc
 
 
-def _exists(path: Path) -> bool:
-    """Whether ``path`` exists; a name the system cannot look up (too long) does not."""
-    try:
-        return path.exists()
-    except OSError:
-        return False
-
-
 def check(config: SearchConfig, *, model: nn.Module | None = None,
           data: ImageData | DataInfo | None = None) -> Checked:
     """Validate, in seconds and before any training, everything a run needs besides trained weights.
@@ -237,7 +230,7 @@ def check(config: SearchConfig, *, model: nn.Module | None = None,
         resolve_device(config.device)
     with _field("strategy_options"):
         check_strategy(config.strategy, config.strategy_options)
-    if config.weights is not None and not _exists(Path(config.weights).expanduser()):
+    if config.weights is not None and not path_exists(Path(config.weights).expanduser()):
         raise ModelError(f"weights: {config.weights}: no such file")
     with _field("profile"):
         profile = find_profile(config.profile)

@@ -48,11 +48,12 @@ class StudyState:
     retryable: list[tuple[int, Candidate]] = field(default_factory=list)  # died while training, not retried
 
     @classmethod
-    def read(cls, study: optuna.Study) -> StudyState:
+    def read(cls, study: optuna.Study, trials: list[FrozenTrial] | None = None) -> StudyState:
+        """``trials``: the study's, where the caller has read them already."""
         state = cls()
         retried: set[int] = set()
         failed: list[FrozenTrial] = []
-        for trial in study.get_trials(deepcopy=False):
+        for trial in study.get_trials(deepcopy=False) if trials is None else trials:
             attrs = trial.user_attrs
             if RETRY_OF in attrs:
                 retried.add(int(attrs[RETRY_OF]))

@@ -291,8 +291,9 @@ class SearchLoop:
     def _sync(self) -> StudyState:
         """Re-read the study: dead workers' claims failed, everyone's trials in the history and the counts."""
         fail_dead_claims(self.study)
-        self.history = records(self.study)
-        state = StudyState.read(self.study)
+        trials = self.study.get_trials(deepcopy=False)
+        self.history = records(self.study, trials)
+        state = StudyState.read(self.study, trials)
         self.progress.evaluated = state.evaluated
         self.progress.proposals = ProposalCounts.of(self.history)
         _refresh(self.progress, self.history, self.objective_costs)
@@ -485,8 +486,8 @@ class SearchLoop:
             claim.trial.set_user_attr("evaluated", False)
             claim.trial.set_user_attr(FAIL_REASON, reason)
             self.study.tell(claim.trial, state=optuna.trial.TrialState.FAIL)
-        self._add(TrialRecord(claim.number, claim.candidate, claim.costs, claim.feasible, False, None, None, None,
-                              failed=reason))
+            self._add(TrialRecord(claim.number, claim.candidate, claim.costs, claim.feasible, False, None, None, None,
+                                  failed=reason))
         log.warning("trial %d failed: %s", claim.number, reason)
         self._failures_in_a_row += 1
         if self._failures_in_a_row >= self.run.max_failures:

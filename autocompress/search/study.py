@@ -273,13 +273,14 @@ def study_names(storage: str | Path, *, read_only: bool = False) -> list[str]:
         raise StudyError(f"{storage}: cannot read its studies (corrupted or not a study file): {exc}") from exc
 
 
-def records(study: optuna.Study) -> list[TrialRecord]:
+def records(study: optuna.Study, trials: Sequence[FrozenTrial] | None = None) -> list[TrialRecord]:
     """Finished trials with a candidate (trained, filtered, duplicate, or failed with a reason), oldest first.
 
     A trial failed because its worker died is left out: its candidate is retried (``search.claims``).
     """
-    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL))
+    done = study.get_trials(deepcopy=False) if trials is None else trials  # ``trials``: the study's, read already
     return [TrialRecord.from_trial(t) for t in done if "candidate" in t.user_attrs
+            and t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
             and (t.state != TrialState.FAIL or FAIL_REASON in t.user_attrs)]
 
 

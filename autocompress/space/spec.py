@@ -22,7 +22,7 @@ from pydantic import (
     field_validator,
 )
 
-from autocompress.files import validation_problems
+from autocompress.files import path_exists, validation_problems
 from autocompress.shipped import shipped_dir
 
 VALID_BITS = (2, 3, 4, 5, 6, 7, 8, 32)
@@ -207,23 +207,15 @@ def load_yaml(path: Path, error: type[Exception]) -> Any:
         raise error(f"{path}: not valid YAML: {exc}") from None
 
 
-def _exists(path: Path) -> bool:
-    """Whether ``path`` exists; a name the system cannot look up (too long, a NUL byte) does not."""
-    try:
-        return path.exists()
-    except (OSError, ValueError):
-        return False
-
-
 def read_spec(path_or_name: str | Path) -> tuple[SpaceSpec, str]:
     """Load a space file by path, or by name from the shipped ``search_spaces/``."""
     path = Path(path_or_name)
-    if not path.suffix and not _exists(path):
+    if not path.suffix and not path_exists(path):
         path = shipped_spaces_dir() / f"{path_or_name}.yaml"
-        if not _exists(path):
+        if not path_exists(path):
             names = sorted(p.stem for p in shipped_spaces_dir().glob("*.yaml"))
             raise SpaceError(f"unknown search space {str(path_or_name)!r}; shipped spaces: {names}, or give a YAML path")
-    if not _exists(path):
+    if not path_exists(path):
         raise SpaceError(f"{path}: no such search-space file")
     if path.is_dir():
         raise SpaceError(f"{path}: a folder, not a search-space file")
