@@ -164,7 +164,7 @@ def cmd_search(args: argparse.Namespace) -> int:
                                                "seed", "study", "storage", "out", "weights", "base_epochs",
                                                "proxy_epochs", "final_epochs", "max_train", "cache_dir",
                                                "timeout_s", "device", "workers", "backend", "address",
-                                               "cpus_per_trial", "gpus_per_trial")}
+                                               "cpus_per_trial", "gpus_per_trial", "budget_margin")}
     overrides["budgets"] = args.budget
     overrides["objective_costs"] = args.objective_costs
     overrides["n_trials"] = args.trials
@@ -331,6 +331,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="the profile's model calibration to price with (default: the model's own, else pooled)")
     srch.add_argument("--budget", action="append", default=None,
                       help="e.g. latency<=0.5x, latency_ms<=2.5, energy_mj<=1, size_kb<=200 (repeatable)")
+    srch.add_argument("--budget-margin", type=float, default=None,
+                      help="search latency and energy budgets this fraction under their limit, e.g. 0.05 for timing "
+                           "noise of a few percent (default 0); the export checks the true limit")
     srch.add_argument("--objective", default=None, help="pareto | constrained")
     srch.add_argument("--objective-costs", nargs="+", default=None, help="costs a Pareto search trades against")
     srch.add_argument("--strategy", default=None,

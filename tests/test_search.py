@@ -68,6 +68,19 @@ def test_budget_syntax_and_units():
         parse_budget("latency<=0.5x")
 
 
+def test_a_margin_tightens_measured_budgets_only():
+    latency, size = parse_budgets(["latency<=0.5x", "size_kb<=2"], REFERENCE)
+    aimed = latency.with_margin(0.05)
+    assert aimed.limit == pytest.approx(0.95) and aimed.margin == 0.05 and aimed.relative == 0.5
+    assert "searched 5% under it" in str(aimed)
+    assert size.with_margin(0.05) is size  # counted exactly on the real model: no noise to leave room for
+    assert latency.with_margin(0.0) is latency
+    with pytest.raises(BudgetError, match="expected a fraction"):
+        latency.with_margin(1.0)
+    with pytest.raises(ValueError, match="budget_margin: expected a fraction"):
+        SearchConfig(budget_margin=-0.1)
+
+
 def test_search_run_names_the_study_objectives():
     run = SearchRun(objective="pareto", objective_costs=["latency_ms", "size_bytes"], n_trials=3)
     assert run.metric_names == ["accuracy", "latency_ms", "size_bytes"]
@@ -122,6 +135,21 @@ def test_search_filters_by_budget_and_records_everything(tmp_path, lenet_profile
     assert all(t.user_attrs["filtered"] == "over budget" for t in filtered if "duplicate_of" not in t.user_attrs)
     assert all(t.constraints == {"latency<=0.6x": pytest.approx(r.costs["latency_ms"] / limit_ms - 1)}
                for t, r in zip(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED)), done, strict=True))
+
+
+def test_a_budget_margin_searches_under_the_limit_and_is_part_of_the_study(tmp_path, lenet_profile):
+    config = _config(tmp_path, lenet_profile, budget_margin=0.1, n_trials=3, strategy="evolution")
+    result = search(config, progress=False)
+    limit_ms = 0.6 * result.reference["latency_ms"]
+    evaluated = [t for t in records(load_study(config.storage_path, config.study_name)) if t.evaluated]
+    assert len(evaluated) == 3
+    assert all(t.costs["latency_ms"] <= 0.9 * limit_ms * (1 + 1e-9) for t in evaluated)
+    assert "searched 10% under it" in result.budgets[0]
+    setup = prepare(config, progress=False)  # what the export checks: the limit as the user set it
+    assert setup.budgets[0].limit == pytest.approx(limit_ms)
+    assert setup.searched_budgets[0].limit == pytest.approx(0.9 * limit_ms)
+    with pytest.raises(Exception, match="budget_margin: study has 0.1, now 0.0"):
+        search(dataclasses.replace(config, budget_margin=0.0), progress=False)
 
 
 def test_user_model_data_and_evaluation_function(tmp_path, lenet_profile):

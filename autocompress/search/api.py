@@ -97,6 +97,8 @@ class SearchConfig:
     calibration: str | None = None  # the profile's calibration to price with; default: config.model's, for a
     # given nn.Module the pooled one (another model's calibration would misprice it)
     budgets: list[str] = field(default_factory=lambda: ["latency<=0.5x"])
+    budget_margin: float = 0.0  # search latency/energy budgets this fraction under their limit (timing noise);
+    # the export checks the true limit
     objective: str = "pareto"  # "pareto" (accuracy vs costs) or "constrained" (max accuracy)
     objective_costs: list[str] = field(default_factory=lambda: ["latency_ms"])
     strategy: str = DEFAULT_STRATEGY  # or an Optuna sampler (tpe, nsga2, qmc), or random, ddpg, netadapt
@@ -127,8 +129,8 @@ class SearchConfig:
     gpus_per_trial: float = 0.0
 
     #: keys that must match when a stored study is resumed
-    IDENTITY_KEYS = ("model", "data", "space", "profile", "calibration", "budgets", "objective", "objective_costs",
-                     "seed", "proxy_epochs", "proxy_train_limit", "proxy_eval_limit", "max_train")
+    IDENTITY_KEYS = ("model", "data", "space", "profile", "calibration", "budgets", "budget_margin", "objective",
+                     "objective_costs", "seed", "proxy_epochs", "proxy_train_limit", "proxy_eval_limit", "max_train")
 
     def __post_init__(self) -> None:
         check_objective(self.objective, self.objective_costs)
@@ -148,6 +150,7 @@ class SearchConfig:
                 raise ValueError(f"{name}: expected a number >= 0, got {value!r}")
         for name in ("base_epochs", "proxy_epochs", "final_epochs"):
             _require(name, getattr(self, name), "a finite number >= 0", lambda v: v >= 0)
+        _require("budget_margin", self.budget_margin, "a fraction in [0, 1)", lambda v: 0 <= v < 1)
         for name in ("base_lr", "proxy_lr") + (("timeout_s",) if self.timeout_s is not None else ()):
             _require(name, getattr(self, name), "a finite number > 0", lambda v: v > 0)
         for name in ("max_train", "proxy_train_limit", "proxy_eval_limit", "max_filtered"):
@@ -183,9 +186,14 @@ class SearchSetup:
     base_info: dict[str, Any]
     space: SearchSpace
     costs: CostModel
-    budgets: list
+    budgets: list[Budget]  # as the user set them: what the export checks
     reference: dict[str, float]
     machine: MachineCheck  # this machine against the profile's device (timed by prepare)
+
+    @property
+    def searched_budgets(self) -> list[Budget]:
+        """The budgets the search aims at: measured ones ``config.budget_margin`` under their limit."""
+        return [b.with_margin(self.config.budget_margin) for b in self.budgets]
 
 
 @dataclass
@@ -254,7 +262,7 @@ def check(config: SearchConfig, *, model: nn.Module | None = None,
     reference = costs.reference().to_dict()
     with _field("budgets"):
         budgets = parse_budgets(config.budgets, reference)
-        reachability_probe(costs, space, budgets, config.seed)
+        reachability_probe(costs, space, [b.with_margin(config.budget_margin) for b in budgets], config.seed)
     return Checked(data, space, costs, budgets, reference)
 
 
@@ -378,7 +386,8 @@ def search(
     if evaluate is not None and (config.workers > 1 or config.backend == "ray"):
         raise ConfigError("workers: a custom evaluate function runs in this process only; workers (and the ray "
                           "backend) score candidates with the default evaluator")
-    run = SearchRun(budgets=tuple(setup.budgets), objective=config.objective,
+    searched = setup.searched_budgets
+    run = SearchRun(budgets=tuple(searched), objective=config.objective,
                     objective_costs=tuple(config.objective_costs), n_trials=config.n_trials,
                     timeout_s=config.timeout_s, max_filtered=config.max_filtered)
     seed = config.seed + worker
@@ -389,21 +398,21 @@ def search(
     except Exception as exc:  # Optuna replays the journal here: a corrupted file fails in many ways
         raise StudyError(f"{config.storage_path}: cannot open study {config.study_name!r} (corrupted or "
                          f"not an autocompress study file; it was left as it is): {type(exc).__name__}: {exc}") from exc
-    check_config(study, config.to_dict(), SearchConfig.IDENTITY_KEYS)
+    check_config(study, config.to_dict(), SearchConfig.IDENTITY_KEYS, defaults=SearchConfig().to_dict())
     if strategy is None:
         entry = registered(config.strategy)
         table = None
         if entry.sensitivity_values is not None:
             table = sensitivity_table(setup, study, entry.sensitivity_values(entry.parse(config.strategy_options)),
                                       progress=progress)
-        strategy = make_strategy(config.strategy, setup.costs, setup.budgets, seed=seed,
+        strategy = make_strategy(config.strategy, setup.costs, searched, seed=seed,
                                  reference_accuracy=setup.base_info.get("val_accuracy"), sensitivity=table,
                                  pareto=config.objective == "pareto", options=config.strategy_options)
     warm = warm_start_candidates(setup.space) if config.warm_start and strategy is None else []
     warm = warm[worker % len(warm):] + warm[:worker % len(warm)] if warm else []  # workers start apart
     if worker == 0:
         study.set_user_attr("reference", setup.reference)
-        study.set_user_attr("budgets_resolved", [str(b) for b in setup.budgets])
+        study.set_user_attr("budgets_resolved", [str(b) for b in searched])
         study.set_user_attr("machine_check", setup.machine.to_dict())
         study.set_user_attr("base_model", json.loads(json.dumps(setup.base_info, default=str)))
     if config.backend == "ray":
@@ -424,7 +433,7 @@ def search(
         if processes:
             front = pareto_front(records(study), list(run.objective_costs))  # the workers' last trials too
     return SearchResult(front, config.study_name, config.storage_path, setup.reference,
-                        [str(b) for b in setup.budgets], setup.base_info, ProposalCounts.of(records(study)))
+                        [str(b) for b in searched], setup.base_info, ProposalCounts.of(records(study)))
 
 
 __all__ = ["Checked", "ConfigError", "Progress", "SearchConfig", "SearchResult", "SearchSetup", "check",

@@ -5,6 +5,11 @@
 the same profile). Every candidate is checked against every budget with the
 cost model before any training, so no fine-tuning is spent on one that breaks
 a budget.
+
+A search may aim under a measured budget by a margin (``budget_margin``): a
+latency or energy limit is then searched at ``limit x (1 - margin)``, so that
+members predicted at the edge still meet the true limit when re-measured with
+a few percent of timing noise. The export checks the true limit.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -30,6 +35,8 @@ METRICS = {
 #: names allowed with a relative limit ("latency<=0.5x")
 RELATIVE = {"latency": "latency_ms", "energy": "energy_mj", "size": "size_bytes", "macs": "macs",
             "flops": "flops", "bitops": "bitops"}
+#: metrics a re-measurement can miss by noise, so a search margin tightens them; counted ones are exact
+MEASURED = {"latency_ms", "energy_mj"}
 _SYNTAX = re.compile(r"^\s*(?P<metric>[a-z_]+)\s*<=\s*(?P<value>[0-9.eE+-]+)\s*(?P<x>x?)\s*$")
 
 
@@ -43,6 +50,7 @@ class Budget:
     limit: float  # in the metric's unit; for relative budgets, after resolving against the reference
     text: str  # as the user wrote it
     relative: float | None = None  # the factor of a relative budget
+    margin: float = 0.0  # searched at limit, which is the true limit x (1 - margin); see ``with_margin``
 
     def values(self, costs: Mapping[str, np.ndarray]) -> np.ndarray:
         array, factor = METRICS[self.metric]
@@ -52,10 +60,19 @@ class Budget:
         """> 0 by how much (relative to the limit) a candidate is over; <= 0 when it fits."""
         return self.values(costs) / self.limit - 1.0
 
+    def with_margin(self, margin: float) -> Budget:
+        """This budget as a search aims at it: a measured metric's limit lowered by ``margin`` (a fraction)."""
+        if not 0 <= margin < 1:
+            raise BudgetError(f"budget margin: expected a fraction in [0, 1), got {margin!r}")
+        if self.metric not in MEASURED or margin == 0:
+            return self
+        return replace(self, limit=self.limit * (1 - margin), margin=margin)
+
     def __str__(self) -> str:
+        aim = f", searched {self.margin:.0%} under it" if self.margin else ""
         if self.relative is not None:
-            return f"{self.text} (= {self.metric} <= {self.limit:.4g})"
-        return self.text
+            return f"{self.text} (= {self.metric} <= {self.limit:.4g}{aim})"
+        return f"{self.text} (= {self.metric} <= {self.limit:.4g}{aim})" if aim else self.text
 
 
 def parse_budget(text: str, reference: Mapping[str, float] | None = None) -> Budget:

@@ -322,13 +322,19 @@ def _alive(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[:1] != ["Z"]
 
 
-def check_config(study: optuna.Study, config: dict[str, Any], keys: Sequence[str]) -> None:
-    """A resumed study must be the same search: same model, data, space, profile, budgets, seed."""
+def check_config(study: optuna.Study, config: dict[str, Any], keys: Sequence[str],
+                 defaults: dict[str, Any] | None = None) -> None:
+    """A resumed study must be the same search: same model, data, space, profile, budgets, seed.
+
+    ``defaults``: what a key missing from an older study's stored config stood for.
+    """
     stored = study.user_attrs.get("config")
     if stored is None:
         study.set_user_attr("config", json.loads(json.dumps(config, default=str)))
         return
-    changed = [k for k in keys if json.dumps(stored.get(k), default=str) != json.dumps(config.get(k), default=str)]
+    defaults = defaults or {}
+    changed = [k for k in keys if json.dumps(stored.get(k, defaults.get(k)), default=str)
+               != json.dumps(config.get(k), default=str)]
     if changed:
         details = "; ".join(f"{k}: study has {stored.get(k)!r}, now {config.get(k)!r}" for k in changed)
         raise StudyError(f"study {study.study_name!r} was created for a different search ({details}); "

@@ -19,7 +19,8 @@ own code. Baselines (``--only`` names one; repeatable):
   keep where needed: the combinations ordered by predicted latency, bisected
   for the largest whose **measured** latency meets the budget;
 - ``tp-global``: Torch-Pruning's global ranking (MetaPruner, ``global_pruning=True``,
-  L1 group magnitude, the classifier ignored, ``round_to=8``), its pruning ratio
+  L1 group magnitude, the classifier ignored, ``round_to`` Torch-Pruning's default
+  of none unless ``--tp-round-to`` sets it), its pruning ratio
   found by bisection on the **measured** ONNX Runtime latency ratio to the
   reference (timed interleaved with it, the profile's runtime and threads).
 
@@ -85,7 +86,6 @@ BASELINES = ("reference", "l1-uniform", "int8-uniform", "l1-uniform-int8", "comp
 #: uniform baselines chosen on measured latency (fp32 files: timed as built, no calibration data needed)
 MEASURED = ("l1-uniform", "compound-uniform")
 RECORD_NAME = "record.json"
-TP_ROUND_TO = 8  # the space's channel_divisor for the CIFAR ResNets
 #: the seed export_front draws int8 calibration images, test subsets and timing orders from (its default)
 EXPORT_SEED = inspect.signature(export_front).parameters["seed"].default
 
@@ -232,15 +232,15 @@ def build_candidate(setup: SearchSetup, name: str, candidate: Candidate, out: Pa
 
 
 def tp_global_prune(model: nn.Module, input_shape: tuple[int, int, int], ratio: float, *, classifier: str,
-                    max_ratio: float) -> nn.Module:
-    """A pruned copy of ``model``: global L1 group-magnitude ranking at ``ratio``, classifier kept, widths /8."""
+                    max_ratio: float, round_to: int | None) -> nn.Module:
+    """A pruned copy of ``model``: global L1 group-magnitude ranking at ``ratio``, classifier kept."""
     pruned = copy.deepcopy(model).eval()
     if ratio <= 0:
         return pruned
     pruner = tp.pruner.MetaPruner(
         pruned, torch.zeros((1, *input_shape)), importance=tp.importance.MagnitudeImportance(p=1),
         global_pruning=True, pruning_ratio=ratio, max_pruning_ratio=max_ratio,
-        ignored_layers=[pruned.get_submodule(classifier)], round_to=TP_ROUND_TO,
+        ignored_layers=[pruned.get_submodule(classifier)], round_to=round_to,
     )
     pruner.step()
     return pruned
@@ -313,8 +313,8 @@ def bisect_measured(setup: SearchSetup, rungs: list[Any], build, args: argparse.
         shutil.rmtree(folder)
 
 
-def tp_global_ladder(setup: SearchSetup, *, classifier: str, max_ratio: float,
-                     grid: float) -> tuple[list[tuple[float, dict[str, int]]], str]:
+def tp_global_ladder(setup: SearchSetup, *, classifier: str, max_ratio: float, grid: float,
+                     round_to: int | None) -> tuple[list[tuple[float, dict[str, int]]], str]:
     """The distinct architectures Torch-Pruning's global ranking gives on a grid of pruning ratios, widest first.
 
     With ``round_to`` a group left with fewer than ``round_to`` channels is
@@ -328,13 +328,13 @@ def tp_global_ladder(setup: SearchSetup, *, classifier: str, max_ratio: float,
     for i in range(steps + 1):
         ratio = round(i * grid, 6)
         widths = group_widths(graph, tp_global_prune(setup.base_model, shape, ratio, classifier=classifier,
-                                                     max_ratio=max_ratio))
+                                                     max_ratio=max_ratio, round_to=round_to))
         if ladder:
             wider = sorted(k for k, w in widths.items() if w > ladder[-1][1][k])
             if wider:
                 return ladder, (f"stopped at pruning ratio {ratio:g}: there group(s) {wider} come out wider than at "
-                                f"{ladder[-1][0]:g} (round_to={TP_ROUND_TO} would leave them fewer than "
-                                f"{TP_ROUND_TO} channels, so Torch-Pruning skips them)")
+                                f"{ladder[-1][0]:g} (round_to={round_to} would leave them fewer than "
+                                f"{round_to} channels, so Torch-Pruning skips them)")
             if widths == ladder[-1][1]:
                 continue
         ladder.append((ratio, widths))
@@ -345,19 +345,22 @@ def choose_tp_global(setup: SearchSetup, args: argparse.Namespace, out: Path) ->
     """Bisect the ladder of global-pruning architectures on the measured latency ratio: the widest that fits."""
     shape = setup.data.input_shape
     classifier = setup.space.graph.last_unit()
+    round_to = args.tp_round_to or None
     ladder, ladder_note = tp_global_ladder(setup, classifier=classifier, max_ratio=args.tp_max_ratio,
-                                           grid=args.tp_grid)
+                                           grid=args.tp_grid, round_to=round_to)
 
     def build(rung: tuple[float, dict[str, int]]):
         ratio, widths = rung
-        model = tp_global_prune(setup.base_model, shape, ratio, classifier=classifier, max_ratio=args.tp_max_ratio)
+        model = tp_global_prune(setup.base_model, shape, ratio, classifier=classifier, max_ratio=args.tp_max_ratio,
+                                round_to=round_to)
         return model, shape, f"ratio-{ratio:.4f}", {"pruning_ratio": ratio, "groups": widths}
 
     hi, fits, probes = bisect_measured(setup, ladder, build, args, out, "tp-global")
     ratio = ladder[hi][0]
-    model = tp_global_prune(setup.base_model, shape, ratio, classifier=classifier, max_ratio=args.tp_max_ratio)
+    model = tp_global_prune(setup.base_model, shape, ratio, classifier=classifier, max_ratio=args.tp_max_ratio,
+                            round_to=round_to)
     how = {"rule": ("Torch-Pruning MetaPruner, global_pruning=True, MagnitudeImportance(p=1) (L1 group magnitude), "
-                    f"classifier {classifier!r} ignored, round_to={TP_ROUND_TO}; pruning ratios on a grid of "
+                    f"classifier {classifier!r} ignored, round_to={round_to}; pruning ratios on a grid of "
                     f"{args.tp_grid:g} up to {args.tp_max_ratio:g} give a ladder of distinct architectures, bisected "
                     f"for the widest whose measured ONNX Runtime latency ratio to the reference is <= {args.budget:g}"),
            "pruning_ratio": ratio, "meets_budget_measured": fits, "ladder": [r for r, _ in ladder],
@@ -524,6 +527,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--reps", type=int, default=20, help="bisection timing: timed calls per round")
     parser.add_argument("--sessions", type=int, default=4, help="bisection timing: sessions per model")
     parser.add_argument("--tp-grid", type=float, default=0.01, help="tp-global: step of the pruning-ratio grid")
+    parser.add_argument("--tp-round-to", type=int, default=0,
+                        help="tp-global: round pruned widths to a multiple of this (default 0: none, "
+                             "Torch-Pruning's default; 8 leaves ResNet-20's 16-channel groups unpruned at high ratios)")
     parser.add_argument("--tp-max-ratio", type=float, default=0.9, help="tp-global: largest pruning ratio tried")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
