@@ -151,6 +151,7 @@ class SearchConfig:
         for name in ("base_epochs", "proxy_epochs", "final_epochs"):
             _require(name, getattr(self, name), "a finite number >= 0", lambda v: v >= 0)
         _require("budget_margin", self.budget_margin, "a fraction in [0, 1)", lambda v: 0 <= v < 1)
+        self.budget_margin = float(self.budget_margin)  # 0 and 0.0 are one study
         for name in ("base_lr", "proxy_lr") + (("timeout_s",) if self.timeout_s is not None else ()):
             _require(name, getattr(self, name), "a finite number > 0", lambda v: v > 0)
         for name in ("max_train", "proxy_train_limit", "proxy_eval_limit", "max_filtered"):

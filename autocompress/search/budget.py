@@ -69,10 +69,12 @@ class Budget:
         return replace(self, limit=self.limit * (1 - margin), margin=margin)
 
     def __str__(self) -> str:
-        aim = f", searched {self.margin:.0%} under it" if self.margin else ""
+        if self.margin:
+            return (f"{self.text} (= {self.metric} <= {self.limit / (1 - self.margin):.4g}, searched at "
+                    f"{self.limit:.4g}: {self.margin:.3g} under it)")
         if self.relative is not None:
-            return f"{self.text} (= {self.metric} <= {self.limit:.4g}{aim})"
-        return f"{self.text} (= {self.metric} <= {self.limit:.4g}{aim})" if aim else self.text
+            return f"{self.text} (= {self.metric} <= {self.limit:.4g})"
+        return self.text
 
 
 def parse_budget(text: str, reference: Mapping[str, float] | None = None) -> Budget:

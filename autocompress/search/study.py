@@ -336,6 +336,7 @@ def check_config(study: optuna.Study, config: dict[str, Any], keys: Sequence[str
     changed = [k for k in keys if json.dumps(stored.get(k, defaults.get(k)), default=str)
                != json.dumps(config.get(k), default=str)]
     if changed:
-        details = "; ".join(f"{k}: study has {stored.get(k)!r}, now {config.get(k)!r}" for k in changed)
+        details = "; ".join(f"{k}: study has {stored.get(k, defaults.get(k))!r}, now {config.get(k)!r}"
+                            for k in changed)
         raise StudyError(f"study {study.study_name!r} was created for a different search ({details}); "
                          "use another --study name to start a new one")

@@ -332,9 +332,10 @@ def tp_global_ladder(setup: SearchSetup, *, classifier: str, max_ratio: float, g
         if ladder:
             wider = sorted(k for k, w in widths.items() if w > ladder[-1][1][k])
             if wider:
+                why = (f"round_to={round_to} would leave them fewer than {round_to} channels, so Torch-Pruning skips "
+                       "them" if round_to else "the global ranking is not monotone in the ratio")
                 return ladder, (f"stopped at pruning ratio {ratio:g}: there group(s) {wider} come out wider than at "
-                                f"{ladder[-1][0]:g} (round_to={round_to} would leave them fewer than "
-                                f"{round_to} channels, so Torch-Pruning skips them)")
+                                f"{ladder[-1][0]:g} ({why})")
             if widths == ladder[-1][1]:
                 continue
         ladder.append((ratio, widths))
@@ -535,6 +536,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if not 0 < args.budget < 1:
         parser.error(f"--budget: expected a fraction of the reference's latency in (0, 1), got {args.budget}")
+    if args.tp_round_to < 0:
+        parser.error(f"--tp-round-to: expected a whole number >= 0, got {args.tp_round_to}")
     if not 0 < args.tp_max_ratio < 1:
         parser.error(f"--tp-max-ratio: expected a ratio in (0, 1), got {args.tp_max_ratio}")
     if not 0 < args.tp_grid <= args.tp_max_ratio:

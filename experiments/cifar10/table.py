@@ -44,6 +44,7 @@ from autocompress.export.measure import REFERENCE, measure_latency, timing_note 
 from autocompress.files import read_json, write_json  # noqa: E402
 from autocompress.hardware.profile import find_profile, this_machine  # noqa: E402
 from autocompress.runtime import is_registered, onnx_accuracy  # noqa: E402
+from autocompress.space.spec import load_yaml  # noqa: E402
 from autocompress.versions import versions  # noqa: E402
 
 #: the order rows are listed in; records with other names follow, sorted
@@ -282,6 +283,16 @@ def pct(value: float | None, digits: int = 2) -> str:
     return "–" if value is None or not math.isfinite(value) else f"{100 * value:.{digits}f}"
 
 
+def experiment_file(config: dict[str, Any]) -> str | None:
+    """The committed experiment file that ran this search: same output folder and same settings, else None."""
+    for path in sorted((ROOT / "experiments" / "cifar10").glob("*.yaml")):
+        data = load_yaml(path, TableError)
+        if isinstance(data, dict) and data.get("out") == config.get("out") and all(
+                config.get(k) == v for k, v in data.items()):
+            return str(path.relative_to(ROOT))
+    return None
+
+
 def commands(rows: list[dict[str, Any]], exports: list[tuple[Path, dict[str, Any]]],
              args: argparse.Namespace) -> list[str]:
     """The commands behind every figure, in the order they ran."""
@@ -294,13 +305,18 @@ def commands(rows: list[dict[str, Any]], exports: list[tuple[Path, dict[str, Any
     out += seen or [f"python experiments/cifar10/baselines.py --model {args.model} --budget {args.budget:g}"]
     for export_dir, manifest in exports:
         c = manifest.get("config") or {}
+        experiment = experiment_file(c)
+        if experiment is not None:
+            out.append(f"autocompress search {experiment}    # it exported the front to {export_dir}")
+            continue
         search = ["autocompress", "search", "--model", str(c.get("model")), "--data", str(c.get("data"))]
         if c.get("weights"):
             search += ["--weights", str(c["weights"])]
         for b in c.get("budgets") or []:
             search += ["--budget", b]
         for flag, key in (("--profile", "profile"), ("--strategy", "strategy"), ("--trials", "n_trials"), ("--seed", "seed"),
-                          ("--final-epochs", "final_epochs"), ("--device", "device"), ("--out", "out")):
+                          ("--budget-margin", "budget_margin"), ("--final-epochs", "final_epochs"),
+                          ("--device", "device"), ("--out", "out")):
             if c.get(key) is not None:
                 search += [flag, str(c[key])]
         out.append(shlex.join(search) + f"    # (from the manifest's config; it exported the front to {export_dir})")

@@ -62,17 +62,15 @@ KIND_COLORS = {"stem": "tab:gray", "expand 1x1": "tab:blue", "depthwise": "tab:r
                "head": "tab:purple"}
 
 
-def layer_kind(cfg, first: str, last: str) -> str:
-    """Which part of an inverted-residual network a unit is."""
+def layer_kind(cfg, first: str) -> str:
+    """Which part of MobileNetV2 a unit is: the layers of an inverted-residual block sit under ``.conv.``."""
     if cfg.name == first:
         return "stem"
-    if cfg.name == last or cfg.op == "linear" or cfg.kernel_size == (1, 1) and cfg.name.endswith("head"):
-        return "head"
+    if cfg.op == "linear" or ".conv." not in cfg.name:
+        return "head"  # the last 1x1 convolution (320 -> 1280 channels) and the classifier
     if cfg.groups > 1 and cfg.groups == cfg.in_channels:
         return "depthwise"
-    if cfg.kernel_size == (1, 1):
-        return "expand 1x1" if cfg.out_channels > cfg.in_channels else "project 1x1"
-    return "stem"
+    return "expand 1x1" if cfg.out_channels > cfg.in_channels else "project 1x1"
 
 
 def per_layer(setup: SearchSetup, candidate: Candidate) -> list[dict[str, Any]]:
@@ -81,13 +79,13 @@ def per_layer(setup: SearchSetup, candidate: Candidate) -> list[dict[str, Any]]:
     model = profile.accelerator
     graph = setup.space.graph
     units = sorted(graph.units.values(), key=lambda u: u.index)
-    first, last = units[0].name, units[-1].name
+    first = units[0].name
     eight = {cfg.name: cfg for cfg in setup.space.layer_configs(setup.space.uniform(w_bits=8, a_bits=8))}
     rows = []
     for cfg in setup.space.layer_configs(candidate):
         at8 = [layer_cost(model, sig) for sig in leaf_signatures(eight[cfg.name], "w8a8")]
         chosen = [layer_cost(model, sig) for sig in leaf_signatures(cfg, f"w{cfg.w_bits}a{cfg.a_bits}")]
-        rows.append({"unit": cfg.name, "kind": layer_kind(cfg, first, last), "w_bits": cfg.w_bits,
+        rows.append({"unit": cfg.name, "kind": layer_kind(cfg, first), "w_bits": cfg.w_bits,
                      "a_bits": cfg.a_bits, "macs": sum(s.macs for s in leaf_signatures(cfg, "w8a8")),
                      "latency_ms_at_w8a8": sum(c.latency_ms for c in at8),
                      "bound_at_w8a8": max(at8, key=lambda c: c.latency_ms).bound,
@@ -146,6 +144,7 @@ def main(argv: list[str] | None = None) -> None:
     os.chdir(ROOT)  # the experiment file's paths are relative to the repository
     overrides = {"n_trials": args.trials, "seed": args.seed}
     config = load_experiment(str(EXPERIMENT), {k: v for k, v in overrides.items() if v is not None})
+    config.out = f"{config.out}-seed{config.seed}"  # the seed is part of a study's identity: one folder each
     profile_path = Path(config.profile)
     profile_path.parent.mkdir(parents=True, exist_ok=True)
     accelerator_profile("bitfusion", name="bitfusion", command=" ".join(["python", *sys.argv])).save(profile_path)
@@ -163,6 +162,8 @@ def main(argv: list[str] | None = None) -> None:
     study = load_study(config.storage_path, config.study_name)
     history = [t for t in records(study) if t.evaluated and t.feasible and t.accuracy is not None]
     history.sort(key=lambda t: -t.accuracy)
+    if not history:
+        raise SystemExit(f"{config.storage_path}: no feasible trial was evaluated; nothing to report")
     best = history[0]
     manifest = export_front(setup, study, Path(config.out) / "export", trials=[best.number])
 
