@@ -137,12 +137,15 @@ def test_validate_stores_calibration_and_fidelity(tmp_path):
     assert updated.calibration.fitted_on == 16 and updated.calibration.models == ["lenet5@1x28x28"]
     assert updated.calibration.form in ("sums", "sums+layers", "sums+layers+activations")
     subsets = {v.subset for v in updated.validation}
-    assert subsets == {"fp32-only", "int8-containing", "all"}
+    assert subsets == {"fp32-only", "int8-containing", "uniform-int8", "all"}
     for v in updated.validation:
         assert -1 <= v.spearman <= 1 and v.median_abs_pct_error >= 0 and 0 <= v.within_10pct <= 1
         assert v.noise_floor_pct >= 0
         assert v.anchor_ratio == report["anchor_ratio"] and 0.2 < v.anchor_ratio < 5  # anchors timed beside them
-    assert len(report["samples"]) == 8 and all(s["measured_ms"] > 0 for s in report["samples"])
+    uniform = [s for s in report["samples"] if s["subset"] == "uniform-int8"]  # held out, every layer w8a8
+    assert 1 <= len(uniform) <= 4 and len(report["samples"]) == 8 + len(uniform)
+    assert all(d["w_bits"] == d["a_bits"] == 8 for s in uniform for d in s["candidate"]["layers"].values())
+    assert all(s["measured_ms"] > 0 for s in report["samples"])
     assert set(report["reference_ms"]) == {"lenet5"} and report["reference_ms"]["lenet5"] > 0
     for s in report["samples"] + report["calibration_samples"]:  # two session sets, the value between them
         low, high = sorted(s["halves_ms"])

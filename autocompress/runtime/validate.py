@@ -51,6 +51,9 @@ from autocompress.space import Candidate, SearchSpace
 
 log = logging.getLogger(__name__)
 SUBSETS = ("fp32-only", "int8-containing")
+#: validation-only subset of a profile with int8 kernels: every uniform w8a8 candidate (each keep, each compound
+#: scaling), the models whose float<->int8 boundaries a per-layer table sees least, and the search's anchors
+UNIFORM_INT8 = "uniform-int8"
 HALVES = ("a", "b")  # every model is timed as two independent session sets: their disagreement is the noise floor
 
 
@@ -89,6 +92,20 @@ def draw_candidates(space: SearchSpace, n: int, subset: str, rng: np.random.Gene
         candidate = Candidate.from_dict(data)
         if candidate not in out:
             out.append(candidate)
+    return out
+
+
+def uniform_int8_candidates(space: SearchSpace, n: int) -> list[Candidate]:
+    """Up to ``n`` distinct all-int8 uniform candidates: every keep at every compound scaling, widest first."""
+    keeps = sorted({k for dims in space.choices.values() for k in dims.get("keep", (1.0,))}, reverse=True)
+    phis = sorted(space.scaling_choices.get("phi", (None,)), key=lambda p: -(p if p is not None else 0))
+    out: list[Candidate] = []
+    for phi in phis:
+        for keep in keeps:
+            values = {"keep": keep, "w_bits": 8, "a_bits": 8, **({} if phi is None else {"phi": phi})}
+            candidate = space.uniform(**values)
+            if candidate not in out and len(out) < n:
+                out.append(candidate)
     return out
 
 
@@ -194,7 +211,9 @@ def validate_profile(
     """Fit calibrations on ``n_calibrate`` and evaluate on ``n_validate`` candidates per model.
 
     Both counts are split evenly between fp32-only and int8-containing candidates
-    (int8 only where the profile has int8 kernels). Returns the updated profile
+    (int8 only where the profile has int8 kernels); with int8 kernels, up to
+    ``n_validate // 2`` uniform all-int8 candidates are validated besides
+    (subset ``uniform-int8``, never calibrated on). Returns the updated profile
     (calibrations and validation results stored) and a report with every sample.
     A model's latency is its median ratio to its reference over 2 x
     ``sessions`` sessions, times the reference's median latency in the run.
@@ -213,17 +232,23 @@ def validate_profile(
             costs = CostModel(profile, suite.space)
             references[suite.name] = candidate_opener(runtime, suite.model, suite.space, suite.space.identity(),
                                                       root / f"{suite.name}-reference.onnx", seed)()
+            planned: list[tuple[Candidate, str, str]] = []  # candidate, role, subset
             for subset in subsets:
                 per_role = {"calibrate": n_calibrate // len(subsets), "validate": n_validate // len(subsets)}
                 drawn = draw_candidates(suite.space, sum(per_role.values()), subset, rng)
                 roles = ["calibrate"] * per_role["calibrate"] + ["validate"] * per_role["validate"]
-                raw = costs.predict_batch(suite.space.encoding.encode(drawn))
-                for i, (candidate, role) in enumerate(zip(drawn, roles, strict=False)):
-                    features = np.array([raw[f][i] for f in CALIBRATION_FEATURES])
-                    samples.append(Sample(suite.name, role, subset, candidate, features))
-                    runners[len(samples) - 1] = candidate_opener(runtime, suite.model, suite.space, candidate,
-                                                                 root / f"{suite.name}-{len(samples)}.onnx", seed)
-                    log.info("validation: prepared %d models", len(samples))
+                planned += [(c, role, subset) for c, role in zip(drawn, roles, strict=False)]
+            if has_int8:  # the uniform all-int8 models too, held out
+                seen = {c for c, _, _ in planned}
+                planned += [(c, "validate", UNIFORM_INT8) for c in uniform_int8_candidates(suite.space, n_validate // 2)
+                            if c not in seen]
+            raw = costs.predict_batch(suite.space.encoding.encode([c for c, _, _ in planned]))
+            for i, (candidate, role, subset) in enumerate(planned):
+                features = np.array([raw[f][i] for f in CALIBRATION_FEATURES])
+                samples.append(Sample(suite.name, role, subset, candidate, features))
+                runners[len(samples) - 1] = candidate_opener(runtime, suite.model, suite.space, candidate,
+                                                             root / f"{suite.name}-{len(samples)}.onnx", seed)
+                log.info("validation: prepared %d models", len(samples))
         fns = open_sessions({f"{i}/{half}": open_session for i, open_session in runners.items()
                              for half in HALVES}, sessions, seed)
 
@@ -258,8 +283,13 @@ def validate_profile(
     ratios = [across_sessions([timings[f"anchor/{key}/{k}"].value_ms for k in range(sessions)]) / reference
               for key, reference in profile.anchors.items() if reference > 0]
     anchor_ratio = float(np.median(ratios)) if ratios else None
-    return score_samples(profile, suites, samples, subsets, command=command, anchor_ratio=anchor_ratio,
+    return score_samples(profile, suites, samples, sorted({s.subset for s in samples}, key=_subset_order),
+                         command=command, anchor_ratio=anchor_ratio,
                          reference_ms=reference_ms)
+
+
+def _subset_order(subset: str) -> int:
+    return (*SUBSETS, UNIFORM_INT8).index(subset) if subset in (*SUBSETS, UNIFORM_INT8) else 99
 
 
 def _anchor_callables(profile: HardwareProfile, runtime: Runtime, sessions: int,

@@ -18,6 +18,9 @@ own code. Baselines (``--only`` names one; repeatable):
 - ``compound-uniform``: the space's compound scaling (phi < 0) plus a uniform
   keep where needed: the combinations ordered by predicted latency, bisected
   for the largest whose **measured** latency meets the budget;
+- ``compound-uniform-int8``: the same combinations with every layer w8a8, the
+  largest whose predicted latency meets the budget (the search's anchors of
+  that kind are exactly these candidates);
 - ``tp-global``: Torch-Pruning's global ranking (MetaPruner, ``global_pruning=True``,
   L1 group magnitude, the classifier ignored, ``round_to`` Torch-Pruning's default
   of none unless ``--tp-round-to`` sets it), its pruning ratio
@@ -82,7 +85,8 @@ from autocompress.versions import versions
 
 log = logging.getLogger("baselines")
 
-BASELINES = ("reference", "l1-uniform", "int8-uniform", "l1-uniform-int8", "compound-uniform", "tp-global")
+BASELINES = ("reference", "l1-uniform", "int8-uniform", "l1-uniform-int8", "compound-uniform", "compound-uniform-int8",
+             "tp-global")
 #: uniform baselines chosen on measured latency (fp32 files: timed as built, no calibration data needed)
 MEASURED = ("l1-uniform", "compound-uniform")
 RECORD_NAME = "record.json"
@@ -165,14 +169,19 @@ def choose_candidate(setup: SearchSetup, name: str, args: argparse.Namespace,
     elif name == "l1-uniform-int8":
         options = [({"keep": k, "w_bits": 8, "a_bits": 8}, space.uniform(keep=k, w_bits=8, a_bits=8)) for k in keeps]
         rule = "largest uniform keep ratio with every layer w8a8 whose predicted latency meets the budget"
-    elif name == "compound-uniform":
+    elif name in ("compound-uniform", "compound-uniform-int8"):
         phis = sorted((p for p in space.scaling_choices.get("phi", ()) if p < 0), reverse=True)
         if not phis:
-            raise SystemExit(f"compound-uniform: the space {space.name!r} ({space.source}) has no compound scaling "
+            raise SystemExit(f"{name}: the space {space.name!r} ({space.source}) has no compound scaling "
                              "with phi < 0 (scaling.phi)")
-        options = [({"phi": p, "keep": k}, space.uniform(phi=p, keep=k)) for p in phis for k in keeps]
+        bits = {"w_bits": 8, "a_bits": 8} if name.endswith("int8") else {}
+        options = [({"phi": p, "keep": k, **bits}, space.uniform(phi=p, keep=k, **bits)) for p in phis for k in keeps]
+        options.sort(key=lambda o: -_price(setup, [o[1]])[0]["predicted_latency_ms"])  # largest first
         rule = ("compound scaling phi < 0 from the space plus a uniform keep: the combinations ordered by predicted "
                 "latency, largest first, bisected for the first whose measured latency meets the budget")
+        if bits:
+            rule = ("compound scaling phi < 0 from the space plus a uniform keep, every layer w8a8: the largest "
+                    "combination whose predicted latency meets the budget")
     else:
         raise ValueError(f"{name!r} is not a candidate baseline")
     unique: dict[Candidate, dict[str, Any]] = {}

@@ -48,7 +48,8 @@ from autocompress.space.spec import load_yaml  # noqa: E402
 from autocompress.versions import versions  # noqa: E402
 
 #: the order rows are listed in; records with other names follow, sorted
-BASELINE_ORDER = ("l1-uniform", "int8-uniform", "l1-uniform-int8", "compound-uniform", "tp-global")
+BASELINE_ORDER = ("l1-uniform", "int8-uniform", "l1-uniform-int8", "compound-uniform", "compound-uniform-int8",
+                  "tp-global")
 #: plot colours of the baselines (red is the search's front, gold the reference)
 BASELINE_COLORS = ("tab:blue", "tab:green", "tab:purple", "tab:brown", "tab:cyan", "tab:gray", "tab:olive", "tab:pink")
 #: fine-tune settings that must agree between the baselines and the export for the deltas to compare like with like

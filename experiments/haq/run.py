@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> None:
     rho = spearmanr([r["latency_ms_at_w8a8"] for r in varied], [r["w_bits"] + r["a_bits"] for r in varied])
     member = manifest.members[0]
     report = {
-        "experiment": str(EXPERIMENT.relative_to(ROOT)), "command": "python experiments/haq/run.py",
+        "experiment": str(EXPERIMENT.relative_to(ROOT)) if EXPERIMENT.is_relative_to(ROOT) else str(EXPERIMENT), "command": "python experiments/haq/run.py",
         "profile": str(profile_path), "budget": config.budgets[0],
         "all_8bit_latency_ms": eight_ms, "reference_16bit_latency_ms": checked.reference["latency_ms"],
         "uniform_latency_ms": uniform, "trials": len(history), "strategy": config.strategy,
