@@ -294,6 +294,24 @@ def experiment_file(config: dict[str, Any]) -> str | None:
     return None
 
 
+def search_command(c: dict[str, Any]) -> str:
+    """The command that ran a search (its experiment file where one matches; else flags from its config)."""
+    experiment = experiment_file(c)
+    if experiment is not None:
+        return f"autocompress search {experiment}"
+    search = ["autocompress", "search", "--model", str(c.get("model")), "--data", str(c.get("data"))]
+    if c.get("weights"):
+        search += ["--weights", str(c["weights"])]
+    for b in c.get("budgets") or []:
+        search += ["--budget", b]
+    for flag, key in (("--profile", "profile"), ("--strategy", "strategy"), ("--trials", "n_trials"), ("--seed", "seed"),
+                      ("--budget-margin", "budget_margin"), ("--final-epochs", "final_epochs"),
+                      ("--device", "device"), ("--out", "out")):
+        if c.get(key) is not None:
+            search += [flag, str(c[key])]
+    return shlex.join(search) + "    # from the manifest's config"
+
+
 def commands(rows: list[dict[str, Any]], exports: list[tuple[Path, dict[str, Any]]],
              args: argparse.Namespace) -> list[str]:
     """The commands behind every figure, in the order they ran."""
@@ -306,21 +324,16 @@ def commands(rows: list[dict[str, Any]], exports: list[tuple[Path, dict[str, Any
     out += seen or [f"python experiments/cifar10/baselines.py --model {args.model} --budget {args.budget:g}"]
     for export_dir, manifest in exports:
         c = manifest.get("config") or {}
-        experiment = experiment_file(c)
-        if experiment is not None:
-            out.append(f"autocompress search {experiment}    # it exported the front to {export_dir}")
-            continue
-        search = ["autocompress", "search", "--model", str(c.get("model")), "--data", str(c.get("data"))]
-        if c.get("weights"):
-            search += ["--weights", str(c["weights"])]
-        for b in c.get("budgets") or []:
-            search += ["--budget", b]
-        for flag, key in (("--profile", "profile"), ("--strategy", "strategy"), ("--trials", "n_trials"), ("--seed", "seed"),
-                          ("--budget-margin", "budget_margin"), ("--final-epochs", "final_epochs"),
-                          ("--device", "device"), ("--out", "out")):
-            if c.get(key) is not None:
-                search += [flag, str(c[key])]
-        out.append(shlex.join(search) + f"    # (from the manifest's config; it exported the front to {export_dir})")
+        search = search_command(c)
+        if search not in out:
+            out.append(search)
+        study = manifest.get("study") or {}
+        if study.get("selected") == "given" or Path(export_dir) != ROOT / str(c.get("out")) / "export":
+            trials = [f"--trial {m['trial']}" for m in manifest.get("members") or []]
+            epochs = (manifest.get("final_fine_tune") or {}).get("epochs")
+            extra = f" --final-epochs {epochs:g}" if epochs is not None and epochs != c.get("final_epochs") else ""
+            out.append(f"autocompress export {c.get('out')} {' '.join(trials)}{extra} --out "
+                       f"{Path(export_dir).relative_to(ROOT) if Path(export_dir).is_relative_to(ROOT) else export_dir}")
     out.append(shlex.join(["python", "experiments/cifar10/table.py", *sys.argv[1:]]))
     return out
 
