@@ -142,7 +142,7 @@ def _price(setup: SearchSetup, candidates: list[Candidate]) -> list[dict[str, An
     priced = setup.costs.predict_batch(setup.space.encoding.encode(candidates))
     ok = feasible(setup.budgets, priced)
     ref = setup.reference["latency_ms"]
-    return [{"predicted_latency_ms": float(priced["latency_ms"][i]),
+    return [{"predicted_latency_ms": float(priced["latency_ms"][i]), "macs": float(priced["macs"][i]),
              "predicted_latency_ratio": float(priced["latency_ms"][i] / ref), "meets_budget_predicted": bool(ok[i])}
             for i in range(len(candidates))]
 
@@ -168,7 +168,7 @@ def choose_candidate(setup: SearchSetup, name: str, args: argparse.Namespace,
         rule = "every layer w8a8 at keep 1.0 (kept even when over budget)"
     elif name == "l1-uniform-int8":
         options = [({"keep": k, "w_bits": 8, "a_bits": 8}, space.uniform(keep=k, w_bits=8, a_bits=8)) for k in keeps]
-        rule = "largest uniform keep ratio with every layer w8a8 whose predicted latency meets the budget"
+        rule = "uniform keep ratio with every layer w8a8: the most MACs whose predicted latency meets the budget"
     elif name in ("compound-uniform", "compound-uniform-int8"):
         phis = sorted((p for p in space.scaling_choices.get("phi", ()) if p < 0), reverse=True)
         if not phis:
@@ -176,12 +176,11 @@ def choose_candidate(setup: SearchSetup, name: str, args: argparse.Namespace,
                              "with phi < 0 (scaling.phi)")
         bits = {"w_bits": 8, "a_bits": 8} if name.endswith("int8") else {}
         options = [({"phi": p, "keep": k, **bits}, space.uniform(phi=p, keep=k, **bits)) for p in phis for k in keeps]
-        options.sort(key=lambda o: -_price(setup, [o[1]])[0]["predicted_latency_ms"])  # largest first
         rule = ("compound scaling phi < 0 from the space plus a uniform keep: the combinations ordered by predicted "
                 "latency, largest first, bisected for the first whose measured latency meets the budget")
         if bits:
-            rule = ("compound scaling phi < 0 from the space plus a uniform keep, every layer w8a8: the largest "
-                    "combination whose predicted latency meets the budget")
+            rule = ("compound scaling phi < 0 from the space plus a uniform keep, every layer w8a8: the combination "
+                    "with the most MACs whose predicted latency meets the budget")
     else:
         raise ValueError(f"{name!r} is not a candidate baseline")
     unique: dict[Candidate, dict[str, Any]] = {}
@@ -205,8 +204,8 @@ def choose_candidate(setup: SearchSetup, name: str, args: argparse.Namespace,
         return candidates[pick], {"rule": rule, "picked": tried[pick], "tried": tried, "probes": probes,
                                   "meets_budget_measured": fits}
     fitting = [i for i, t in enumerate(tried) if t["meets_budget_predicted"]]
-    if fitting:
-        pick = fitting[0]  # options are listed largest first
+    if fitting:  # the largest model that fits: the most MACs (latency is not monotone in width: channel alignment)
+        pick = max(fitting, key=lambda i: (tried[i]["macs"], tried[i]["predicted_latency_ms"]))
     else:
         pick = min(range(len(tried)), key=lambda i: tried[i]["predicted_latency_ms"])
         if len(tried) > 1:
