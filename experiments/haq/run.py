@@ -1,6 +1,12 @@
 """HAQ-style mixed precision on a BitFusion-like accelerator: DDPG over per-layer weight and activation bits.
 
-    python experiments/haq/run.py                # about 25 minutes on 2 CPU threads
+    python experiments/haq/run.py                # slow on 2 CPU threads: see below
+
+Cost: a fake-quantized MobileNetV2 fine-tune step took 13-19 s on 2 busy CPU
+threads (the float reference trains at about 1 step/s), so the 40 episodes of
+the experiment file are about an hour here; ``device: cuda`` in the experiment
+file trains on a GPU. With 2-bit layers in the space, a proxy of 2 steps left
+the first episodes at chance accuracy: give the proxy at least 8 steps.
 
 HAQ (Wang et al., CVPR 2019) let a DDPG agent pick each layer's bits with the
 accelerator's latency in the loop, and observed that on memory-bound, edge-like
