@@ -113,6 +113,11 @@ def _searcher_class(Searcher: type) -> type:
             self.claims: dict[str, Claim] = {}
             self.error: Exception | None = None  # raised by the loop (a stalled sampler): re-raised after Ray
 
+        def __getstate__(self) -> dict[str, Any]:
+            """What Tune pickles into its experiment state: no loop (storage, sampler and heartbeat hold thread
+            locks); the study is this searcher's state, and a resumed search reads it back."""
+            return {**self.__dict__, "loop": None, "on_trial": None, "claims": {}}
+
         def save(self, checkpoint_path: str) -> None:
             """Nothing to save: the study is this searcher's state, and a resumed search reads it back."""
 
