@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 import sys
 import time
@@ -28,6 +27,7 @@ from autocompress.search.budget import BudgetError
 from autocompress.search.strategies import DEFAULT_STRATEGY, strategy_names
 from autocompress.search.study import StudyError
 from autocompress.space import CandidateError, SpaceError
+from autocompress.space.spec import finite
 from autocompress.train.device import DeviceError
 from autocompress.versions import versions
 
@@ -132,7 +132,7 @@ def _fits(value: Any, annotation: str) -> bool:
         if value is None or isinstance(value, bool):
             fits = base == ("None" if value is None else "bool")
         elif base in ("int", "float"):
-            fits = isinstance(value, int) if base == "int" else isinstance(value, int | float) and _finite(value)
+            fits = isinstance(value, int) if base == "int" else isinstance(value, int | float) and finite(value)
         elif base == "list":
             fits = isinstance(value, list) and all(isinstance(v, str) for v in value)
         elif base == "dict":
@@ -142,13 +142,6 @@ def _fits(value: Any, annotation: str) -> bool:
         if fits:
             return True
     return False
-
-
-def _finite(value: int | float) -> bool:
-    try:
-        return math.isfinite(value)
-    except OverflowError:  # an integer beyond any float
-        return False
 
 
 def _in_file(exc: Exception, experiment: str | None, flags: dict[str, Any]) -> Exception:
@@ -266,9 +259,9 @@ def _ms(value: float | None) -> str:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from autocompress.search import SearchConfig, load_study, prepare
-    from autocompress.search.study import study_names
+    from autocompress.search.study import is_url, study_names
 
-    storage = args.study if "://" in args.study else Path(args.study)  # Path() would fold sqlite:/// to sqlite:/
+    storage = args.study if is_url(args.study) else Path(args.study)  # Path() would fold sqlite:/// to sqlite:/
     if isinstance(storage, Path) and storage.is_dir():
         storage = storage / "study.journal"
     names = study_names(storage, read_only=True)  # an export reads: it repairs, creates and changes nothing

@@ -20,13 +20,12 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from autocompress.files import path_exists, read_json, validation_problems, write_json
-from autocompress.hardware.predictor import SignaturePredictor
+from autocompress.hardware.predictor import Finite, SignaturePredictor
 from autocompress.hardware.signature import LayerSignature, SignatureError
 from autocompress.shipped import shipped_dir
 
 SCHEMA_VERSION = 1
 NonNegative = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
-Finite = Annotated[float, Field(allow_inf_nan=False)]
 Positive = Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
 #: where an energy figure came from: a hardware counter, a published table, or the energy model
 MeasuredEnergy = Literal["measured:rapl", "measured:nvml"]

@@ -97,7 +97,7 @@ def draw_candidates(space: SearchSpace, n: int, subset: str, rng: np.random.Gene
 
 def uniform_int8_candidates(space: SearchSpace, n: int) -> list[Candidate]:
     """Up to ``n`` distinct all-int8 uniform candidates: every keep at every compound scaling, widest first."""
-    keeps = sorted({k for dims in space.choices.values() for k in dims.get("keep", (1.0,))}, reverse=True)
+    keeps = space.choice_values("keep")[::-1] or [1.0]
     phis = sorted(space.scaling_choices.get("phi", (None,)), key=lambda p: -(p if p is not None else 0))
     out: list[Candidate] = []
     for phi in phis:
@@ -283,13 +283,8 @@ def validate_profile(
     ratios = [across_sessions([timings[f"anchor/{key}/{k}"].value_ms for k in range(sessions)]) / reference
               for key, reference in profile.anchors.items() if reference > 0]
     anchor_ratio = float(np.median(ratios)) if ratios else None
-    return score_samples(profile, suites, samples, sorted({s.subset for s in samples}, key=_subset_order),
-                         command=command, anchor_ratio=anchor_ratio,
-                         reference_ms=reference_ms)
-
-
-def _subset_order(subset: str) -> int:
-    return (*SUBSETS, UNIFORM_INT8).index(subset) if subset in (*SUBSETS, UNIFORM_INT8) else 99
+    return score_samples(profile, suites, samples, (*subsets, UNIFORM_INT8) if has_int8 else subsets,
+                         command=command, anchor_ratio=anchor_ratio, reference_ms=reference_ms)
 
 
 def _anchor_callables(profile: HardwareProfile, runtime: Runtime, sessions: int,

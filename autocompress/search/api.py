@@ -35,7 +35,7 @@ from autocompress.hardware import CostModel
 from autocompress.hardware.profile import HardwareProfile, ProfileError, find_profile
 from autocompress.models import ModelError, model_info
 from autocompress.runtime.machine_check import MachineCheck, check_machine
-from autocompress.search.budget import Budget, BudgetError, parse_budgets
+from autocompress.search.budget import Budget, BudgetError, parse_budgets, with_margins
 from autocompress.search.engine import (
     Evaluate,
     Progress,
@@ -194,7 +194,7 @@ class SearchSetup:
     @property
     def searched_budgets(self) -> list[Budget]:
         """The budgets the search aims at: measured ones ``config.budget_margin`` under their limit."""
-        return [b.with_margin(self.config.budget_margin) for b in self.budgets]
+        return with_margins(self.budgets, self.config.budget_margin)
 
 
 @dataclass
@@ -263,7 +263,7 @@ def check(config: SearchConfig, *, model: nn.Module | None = None,
     reference = costs.reference().to_dict()
     with _field("budgets"):
         budgets = parse_budgets(config.budgets, reference)
-        reachability_probe(costs, space, [b.with_margin(config.budget_margin) for b in budgets], config.seed)
+        reachability_probe(costs, space, with_margins(budgets, config.budget_margin), config.seed)
     return Checked(data, space, costs, budgets, reference)
 
 

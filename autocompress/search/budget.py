@@ -123,6 +123,11 @@ def parse_budgets(texts: Iterable[str], reference: Mapping[str, float] | None = 
     return budgets
 
 
+def with_margins(budgets: Iterable[Budget], margin: float) -> list[Budget]:
+    """The budgets a search aims at: each measured one ``margin`` under its limit (``Budget.with_margin``)."""
+    return [b.with_margin(margin) for b in budgets]
+
+
 def feasible(budgets: Iterable[Budget], costs: Mapping[str, np.ndarray]) -> np.ndarray:
     """Which candidates meet every budget (vectorized over the cost arrays)."""
     ok = None

@@ -25,10 +25,9 @@ import warnings
 from dataclasses import dataclass, field
 
 import optuna
-from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
-from autocompress.search.study import CLAIMED, FAIL_REASON, RETRY_OF, fail_stale_trials
+from autocompress.search.study import CLAIMED, FAIL_REASON, RETRY_OF, fail_stale_trials, fail_trial
 from autocompress.space import Candidate
 
 log = logging.getLogger(__name__)
@@ -109,10 +108,7 @@ def resolve(study: optuna.Study, number: int, candidate: Candidate, total: int, 
     for n in sorted(set(first_seen) & set(state.undecided)):
         log.warning("trial %d stayed undecided for %.0f s (worker %r, gone?): failed, so no claim waits for it "
                     "again", n, patience_s, state.undecided[n])
-        try:
-            study.tell(n, state=TrialState.FAIL, skip_if_finished=True)
-        except UpdateFinishedTrialError:
-            pass
+        fail_trial(study, n)
     earlier = {n: c for n, c in state.in_flight.items() if n < number}
     for n, other in sorted(earlier.items()):
         if other == candidate:

@@ -174,7 +174,7 @@ def warm_start_candidates(space: SearchSpace) -> list[Candidate]:
     well-behaved anchors across compression levels. Over-budget ones are
     filtered like any other proposal and cost no training.
     """
-    options = sorted({k for dims in space.choices.values() for k in dims.get("keep", ())} - {1.0})
+    options = [k for k in space.choice_values("keep") if k != 1.0]
     keeps = list(dict.fromkeys(min(options, key=lambda k: abs(k - want)) for want in (0.75, 0.5, 0.25))) \
         if options else [1.0]
     scalings = [{"phi": phi} for phi in sorted(space.scaling_choices.get("phi", (0.0,)), reverse=True)] or [{}]

@@ -180,8 +180,8 @@ class PredictorEvolution:
     def _uniform_anchors(self, target: float = 1.0) -> list[Candidate]:
         """Largest uniform candidate of each kind (keep alone, keep at 8 bits, each smaller phi) that fits the
         budgets scaled by ``target``."""
-        keeps = sorted({k for dims in self.space.choices.values() for k in dims.get("keep", ())}, reverse=True)
-        bits = [32] + ([8] if any(8 in dims.get("w_bits", ()) for dims in self.space.choices.values()) else [])
+        keeps = self.space.choice_values("keep")[::-1]
+        bits = [32] + ([8] if 8 in self.space.choice_values("w_bits") else [])
         phis = sorted(self.space.scaling_choices.get("phi", (0.0,)), reverse=True)
         anchors: list[Candidate] = []
         for phi in phis:

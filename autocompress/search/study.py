@@ -157,7 +157,7 @@ def open_storage(storage: str | Path, *, read_only: bool = False) -> optuna.stor
     """A journal file path (the default; processes of one machine) or a database URL (``sqlite:///...`` for one
     machine, ``postgresql://...`` or ``mysql://...`` for many), opened with heartbeats."""
     text = str(storage)
-    if "://" in text:
+    if is_url(text):
         try:
             if text.partition(":")[0].partition("+")[0] in RDB_SCHEMES:  # workers on many machines: heartbeats
                 return optuna.storages.RDBStorage(text, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
@@ -284,6 +284,20 @@ def records(study: optuna.Study, trials: Sequence[FrozenTrial] | None = None) ->
             and (t.state != TrialState.FAIL or FAIL_REASON in t.user_attrs)]
 
 
+def fail_trial(study: optuna.Study, number: int) -> bool:
+    """Tell trial ``number`` FAIL; False when another worker finished it first."""
+    try:
+        study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
+    except UpdateFinishedTrialError:
+        return False
+    return True
+
+
+def is_url(storage: str | Path) -> bool:
+    """Whether a storage is a database URL (else a journal file's path)."""
+    return "://" in str(storage)
+
+
 def fail_stale_trials(study: optuna.Study) -> int:
     """Trials left RUNNING by a local worker that no longer exists (killed) are marked FAIL.
 
@@ -297,9 +311,7 @@ def fail_stale_trials(study: optuna.Study) -> int:
         worker = trial.user_attrs.get("worker", "")
         worker_host, _, pid = worker.rpartition(":")
         if worker_host == host and pid.isdigit() and not _alive(int(pid)):
-            try:
-                study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
-            except UpdateFinishedTrialError:  # another worker failed it first
+            if not fail_trial(study, trial.number):  # another worker failed it first
                 continue
             stale += 1
     if stale:

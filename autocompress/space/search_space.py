@@ -219,6 +219,10 @@ class SearchSpace:
         """One candidate drawn uniformly, choice by choice."""
         return self.encoding.decode(self.encoding.random(1, rng)[0])
 
+    def choice_values(self, dim: str) -> list:
+        """Every value some unit may take for ``dim``, ascending (empty where no unit has the dimension)."""
+        return sorted({v for dims in self.choices.values() for v in dims.get(dim, ())})
+
     def uniform(self, **values: float) -> Candidate:
         """The same value for a dimension everywhere it is free (closest allowed choice elsewhere).
 

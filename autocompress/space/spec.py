@@ -137,18 +137,18 @@ class ScalingSpec(BaseModel):
     def _phi(cls, v: list | None) -> list | None:
         if v is None:
             return v
-        bad = [x for x in v if not math.isfinite(_as_float(x))]
+        bad = [x for x in v if not finite(x)]
         if bad:
             raise ValueError(f"expected finite exponents, got {bad}")
         return _unique_sorted([float(x) for x in v])
 
 
-def _as_float(x: int | float) -> float:
-    """``x`` as a float; an integer too large for one is infinite."""
+def finite(x: int | float) -> bool:
+    """Whether ``x`` is a finite number; an integer too large for a float is not."""
     try:
-        return float(x)
-    except OverflowError:
-        return math.inf
+        return math.isfinite(x)
+    except OverflowError:  # an integer beyond any float
+        return False
 
 
 class SpaceSpec(BaseModel):

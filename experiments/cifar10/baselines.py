@@ -132,11 +132,6 @@ def fine_tune_info(evaluator: Evaluator) -> dict[str, Any]:
 # -- choosing uniform candidates on the cost model ---------------------------------------------------------
 
 
-def _keep_choices(space: SearchSpace) -> list[float]:
-    """Every keep ratio some layer may take, largest first."""
-    return sorted({k for dims in space.choices.values() for k in dims.get("keep", ())}, reverse=True)
-
-
 def _price(setup: SearchSetup, candidates: list[Candidate]) -> list[dict[str, Any]]:
     """Predicted latency ratio to the reference and whether every budget holds, per candidate."""
     priced = setup.costs.predict_batch(setup.space.encoding.encode(candidates))
@@ -159,7 +154,7 @@ def choose_candidate(setup: SearchSetup, name: str, args: argparse.Namespace,
     the budget it is compared at. int8 ones stay chosen on the prediction.
     """
     space = setup.space
-    keeps = _keep_choices(space)
+    keeps = space.choice_values("keep")[::-1]
     if name == "l1-uniform":
         options = [({"keep": k}, space.uniform(keep=k)) for k in keeps]
         rule = "largest uniform keep ratio whose measured latency meets the budget (fp32)"

@@ -89,13 +89,13 @@ def per_layer(setup: SearchSetup, candidate: Candidate) -> list[dict[str, Any]]:
     eight = {cfg.name: cfg for cfg in setup.space.layer_configs(setup.space.uniform(w_bits=8, a_bits=8))}
     rows = []
     for cfg in setup.space.layer_configs(candidate):
-        at8 = [layer_cost(model, sig) for sig in leaf_signatures(eight[cfg.name], "w8a8")]
-        chosen = [layer_cost(model, sig) for sig in leaf_signatures(cfg, f"w{cfg.w_bits}a{cfg.a_bits}")]
+        at8 = [layer_cost(model, sig) for sig in leaf_signatures(eight[cfg.name], profile.precision_for(8, 8))]
+        sigs = leaf_signatures(cfg, profile.precision_for(cfg.w_bits, cfg.a_bits))
         rows.append({"unit": cfg.name, "kind": layer_kind(cfg, first), "w_bits": cfg.w_bits,
-                     "a_bits": cfg.a_bits, "macs": sum(s.macs for s in leaf_signatures(cfg, "w8a8")),
+                     "a_bits": cfg.a_bits, "macs": sum(s.macs for s in sigs),
                      "latency_ms_at_w8a8": sum(c.latency_ms for c in at8),
                      "bound_at_w8a8": max(at8, key=lambda c: c.latency_ms).bound,
-                     "latency_ms_chosen": sum(c.latency_ms for c in chosen)})
+                     "latency_ms_chosen": sum(layer_cost(model, sig).latency_ms for sig in sigs)})
     return rows
 
 
