@@ -385,7 +385,9 @@ def add_profile_parser(sub: argparse._SubParsersAction) -> None:
                           help="runtime sessions per whole model and set (default: 3, each timed against the "
                                "uncompressed model)")
     validate.add_argument("--n", type=int, default=50, help="held-out candidates per model")
-    validate.add_argument("--calibrate", type=int, default=20, help="calibration candidates per model")
+    validate.add_argument("--calibrate", type=int, default=20,
+                          help="calibration candidates per model; 0: price the models with the calibration the "
+                               "profile holds (checks it on models it was never fitted on)")
     validate.add_argument("--from-report", default=None,
                           help="recalibrate on the measured timings of an earlier validation report")
     validate.add_argument("--out", default=None, help="profile JSON to write (default: in place)")

@@ -18,7 +18,7 @@ from autocompress.hardware import (
 )
 from autocompress.hardware.energy import layer_energy
 from autocompress.hardware.profile import Entry, calibration_key
-from autocompress.space import SearchSpace
+from autocompress.space import Candidate, SearchSpace
 from tests.helpers import shipped_space, zoo_model
 from tests.zoo_models import TOYS
 
@@ -153,6 +153,29 @@ def test_declared_interpolation_fills_gaps(resnet20_costs):
     indices = space.encoding.random(200, rng=2)
     exact, approx = full.predict_batch(indices)["latency_ms"], sparse.predict_batch(indices)["latency_ms"]
     assert np.median(np.abs(approx - exact) / exact) < 0.05
+
+
+def test_boundaries_count_float_int8_switches_between_running_units(resnet20_costs):
+    _, space, profile, costs = resnet20_costs
+    for uniform in (space.identity(), space.uniform(w_bits=8, a_bits=8), space.uniform(phi=-2, w_bits=8, a_bits=8)):
+        out = costs.predict_batch(space.encoding.encode([uniform]))
+        assert out["boundaries"][0] == 0 and out["boundary_mact"][0] == 0
+    # every third unit float where its space allows it, at a scaling that drops blocks
+    data = space.uniform(phi=-2, w_bits=8, a_bits=8).to_dict()
+    for i, unit in enumerate(data["layers"]):
+        if i % 3 == 0 and 32 in space.choices[unit]["w_bits"] and 32 in space.choices[unit]["a_bits"]:
+            data["layers"][unit].update(w_bits=32, a_bits=32)
+    mixed = space.validate(Candidate.from_dict(data))
+    switches, converted, previous = 0, 0.0, None
+    for cfg in space.layer_configs(mixed):  # the running units, in execution order
+        quant = profile.precision_for(cfg.w_bits, cfg.a_bits) != "fp32"
+        if previous is not None and quant != previous:
+            switches += 1
+            converted += leaf_signatures(cfg, "fp32")[0].input_elements / 1e6
+        previous = quant
+    out = costs.predict_batch(space.encoding.encode([mixed]))
+    assert switches > 4 and out["boundaries"][0] == switches
+    assert out["boundary_mact"][0] == pytest.approx(converted)
 
 
 def test_calibration_applies_per_precision(resnet20_costs):

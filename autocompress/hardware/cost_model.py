@@ -40,7 +40,9 @@ from autocompress.space import Candidate, SearchSpace
 log = logging.getLogger(__name__)
 
 #: summed over units; SUMMED_FEATURES feed the calibration, latency is calibrated afterwards
-_RAW = (*SUMMED_FEATURES, "energy_mj", "size_bytes", "macs", "bitops")
+_SUMMED = (*SUMMED_FEATURES, "energy_mj", "size_bytes", "macs", "bitops")
+#: and per unit: its input activations (millions), what a float<->int8 boundary before it converts
+_RAW = (*_SUMMED, "in_mact")
 _F = {name: i for i, name in enumerate(_RAW)}
 FLOAT_PRECISION = "fp32"
 
@@ -170,6 +172,8 @@ class CostModel:
             out[..., _F["layers_quant"]] += quant
             out[..., _F["mact_float"]] += np.where(quant, 0.0, leaf.output_elements / 1e6)
             out[..., _F["mact_quant"]] += np.where(quant, leaf.output_elements / 1e6, 0.0)
+            if i == 0:
+                out[..., _F["in_mact"]] = leaf.input_elements / 1e6
             energy = energy_lut[prec, sp_index]
             if self._energy_table is not None and np.isnan(energy).any():
                 energy = np.where(np.isnan(energy), energy_mj_arrays(
@@ -245,10 +249,10 @@ class CostModel:
     def predict_batch(self, indices: np.ndarray) -> dict[str, np.ndarray]:
         """Costs of N encoded candidates: arrays keyed like ``Costs`` fields."""
         indices = np.asarray(indices, dtype=np.intp)
-        raw = np.zeros((indices.shape[0], len(_RAW)))
-        for t in self._tables:
-            raw += t.flat[indices[:, t.columns] @ t.strides]
-        out = {name: raw[:, _F[name]] for name in _RAW}
+        units = [t.flat[indices[:, t.columns] @ t.strides] for t in self._tables]  # execution order
+        raw = np.sum(units, axis=0) if units else np.zeros((indices.shape[0], len(_RAW)))
+        out = {name: raw[:, _F[name]] for name in _SUMMED}
+        out.update(_boundaries(units, indices.shape[0]))
         features = calibration_features(out)
         out["any_quant"] = features["any_quant"]
         out["latency_ms"] = self.calibration.apply(features)
@@ -292,6 +296,21 @@ class CostModel:
                 latency, source = self._looked_up[leaf.key]
                 rows.append({"unit": cfg.name, "signature": leaf.key, "latency_ms": latency, "source": source})
         return rows
+
+
+def _boundaries(units: list[np.ndarray], n: int) -> dict[str, np.ndarray]:
+    """Float<->quantized switches between consecutive units that run (depth scaling drops some), and the input
+    activations each switch converts; ``units``: per unit in execution order, its (n, len(_RAW)) metrics."""
+    count, mact = np.zeros(n), np.zeros(n)
+    previous = np.full(n, -1.0)  # the last running unit's kind: -1 none yet, 0 float, 1 quantized
+    for row in units:
+        runs = row[:, _F["layers_float"]] + row[:, _F["layers_quant"]] > 0
+        quant = (row[:, _F["layers_quant"]] > 0).astype(float)
+        switch = runs & (previous >= 0) & (quant != previous)
+        count += switch
+        mact += np.where(switch, row[:, _F["in_mact"]], 0.0)
+        previous = np.where(runs, quant, previous)
+    return {"boundaries": count, "boundary_mact": mact}
 
 
 def required_signatures(space: SearchSpace, precisions: Iterable[str], *, sparse_kernels: bool = False) -> list[str]:

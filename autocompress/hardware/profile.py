@@ -85,8 +85,12 @@ class PrecisionRule(_Strict):
 #: summed over a candidate's layers: isolated-layer latencies, layer counts and output activations
 #: (millions), each split between float kernels and quantized kernels
 SUMMED_FEATURES = ("sum_float_ms", "sum_quant_ms", "layers_float", "layers_quant", "mact_float", "mact_quant")
-#: what a calibration may weigh: the sums, and whether any layer runs on quantized kernels
-CALIBRATION_FEATURES = (*SUMMED_FEATURES, "any_quant")
+#: float<->quantized transitions between consecutive units in execution order, and the activations (millions)
+#: they convert: the QuantizeLinear / DequantizeLinear (and layout changes) a mixed graph runs at every switch,
+#: which an all-int8 graph runs once and no isolated layer sees
+BOUNDARY_FEATURES = ("boundaries", "boundary_mact")
+#: what a calibration may weigh: the sums, the boundaries, and whether any layer runs on quantized kernels
+CALIBRATION_FEATURES = (*SUMMED_FEATURES, *BOUNDARY_FEATURES, "any_quant")
 
 
 def calibration_key(model: str, input_shape: Sequence[int]) -> str:
@@ -103,8 +107,9 @@ def model_keys(model: str | None, input_shape: Sequence[int] | None = None) -> l
 
 
 def calibration_features(summed: Mapping[str, Any]) -> dict[str, Any]:
-    """CALIBRATION_FEATURES from the SUMMED_FEATURES of one candidate or (as arrays) of many."""
-    return {**{name: summed[name] for name in SUMMED_FEATURES},
+    """CALIBRATION_FEATURES from the SUMMED_FEATURES and BOUNDARY_FEATURES of one candidate or (as arrays) of
+    many."""
+    return {**{name: summed[name] for name in (*SUMMED_FEATURES, *BOUNDARY_FEATURES)},
             "any_quant": (np.asarray(summed["layers_quant"]) > 0).astype(float)}
 
 

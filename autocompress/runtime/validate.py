@@ -51,8 +51,10 @@ from autocompress.space import Candidate, SearchSpace
 
 log = logging.getLogger(__name__)
 SUBSETS = ("fp32-only", "int8-containing")
-#: validation-only subset of a profile with int8 kernels: every uniform w8a8 candidate (each keep, each compound
-#: scaling), the models whose float<->int8 boundaries a per-layer table sees least, and the search's anchors
+#: third subset of a profile with int8 kernels: every uniform w8a8 candidate (each keep, each compound scaling),
+#: the models with no float<->int8 boundary inside, and the search's anchors. Random int8-containing candidates
+#: are about half float, so a calibration fitted on them alone priced all-int8 ResNet-56s 25% too high: half of
+#: these calibrate, half are held out
 UNIFORM_INT8 = "uniform-int8"
 HALVES = ("a", "b")  # every model is timed as two independent session sets: their disagreement is the noise floor
 
@@ -125,6 +127,7 @@ def candidate_opener(runtime: Runtime, model: nn.Module, space: SearchSpace, can
 #: is 0 for every calibration model (any_quant on a float-only runtime) is left out of the fit
 CALIBRATION_FORMS = {
     "sums": ("sum_float_ms", "sum_quant_ms", "any_quant"),
+    "sums+boundaries": ("sum_float_ms", "sum_quant_ms", "any_quant", "boundaries", "boundary_mact"),
     "sums+layers": ("sum_float_ms", "sum_quant_ms", "any_quant", "layers_float", "layers_quant"),
     "sums+layers+activations": CALIBRATION_FEATURES,
 }
@@ -212,8 +215,10 @@ def validate_profile(
 
     Both counts are split evenly between fp32-only and int8-containing candidates
     (int8 only where the profile has int8 kernels); with int8 kernels, up to
-    ``n_validate // 2`` uniform all-int8 candidates are validated besides
-    (subset ``uniform-int8``, never calibrated on). Returns the updated profile
+    ``(n_validate + n_calibrate) // 2`` uniform all-int8 candidates come besides
+    (subset ``uniform-int8``), alternately held out and calibrated on. ``n_calibrate=0`` fits
+    nothing: the models are priced with the profile's stored calibration
+    (held-out models, see :func:`score_samples`). Returns the updated profile
     (calibrations and validation results stored) and a report with every sample.
     A model's latency is its median ratio to its reference over 2 x
     ``sessions`` sessions, times the reference's median latency in the run.
@@ -238,10 +243,12 @@ def validate_profile(
                 drawn = draw_candidates(suite.space, sum(per_role.values()), subset, rng)
                 roles = ["calibrate"] * per_role["calibrate"] + ["validate"] * per_role["validate"]
                 planned += [(c, role, subset) for c, role in zip(drawn, roles, strict=False)]
-            if has_int8:  # the uniform all-int8 models too, held out
+            if has_int8:  # the uniform all-int8 models too, alternately held out and calibrated on
                 seen = {c for c, _, _ in planned}
-                planned += [(c, "validate", UNIFORM_INT8) for c in uniform_int8_candidates(suite.space, n_validate // 2)
-                            if c not in seen]
+                uniform = [c for c in uniform_int8_candidates(suite.space, n_validate // 2 + n_calibrate // 2)
+                           if c not in seen]
+                roles = ["validate", "calibrate"] if n_calibrate else ["validate"]
+                planned += [(c, roles[i % len(roles)], UNIFORM_INT8) for i, c in enumerate(uniform)]
             raw = costs.predict_batch(suite.space.encoding.encode([c for c, _, _ in planned]))
             for i, (candidate, role, subset) in enumerate(planned):
                 features = np.array([raw[f][i] for f in CALIBRATION_FEATURES])
@@ -301,22 +308,33 @@ def score_samples(profile: HardwareProfile, suites: Sequence[Suite], samples: li
                   reference_ms: dict[str, float] | None = None) -> tuple[HardwareProfile, dict[str, Any]]:
     """Fit the calibrations on the calibration samples and score them on the held-out ones.
 
+    A model with no calibration samples is predicted with the calibration the
+    profile already holds for it (``calibration_for``: its own, else the pooled
+    one), as a search on it would be: that is how a profile is checked on
+    models its calibration never saw. Nothing is stored for such a model but
+    its validation results.
+
     ``reference_ms``: each model's uncompressed reference as timed in the run (what ratios were scaled by).
     """
     fit = [s for s in samples if s.role == "calibrate"]
     keys = {s.name: calibration_key(s.name, s.space.graph.input_shape) for s in suites}
-    pooled = fit_calibration(np.array([s.features for s in fit]), np.array([s.measured_ms for s in fit]),
-                             [keys[s.suite] for s in fit])
-    own: dict[str, Calibration] = {}
+    pooled = profile.calibration if not fit else fit_calibration(
+        np.array([s.features for s in fit]), np.array([s.measured_ms for s in fit]), [keys[s.suite] for s in fit])
+    own: dict[str, Calibration] = {}  # fitted on the model's own samples
+    held_out: dict[str, Calibration] = {}  # no samples to fit on: what a search on the model would use
     for suite in suites:
         mine = [s for s in fit if s.suite == suite.name]
-        own[suite.name] = fit_calibration(np.array([s.features for s in mine]),
-                                          np.array([s.measured_ms for s in mine]), [keys[suite.name]])
+        if mine:
+            own[suite.name] = fit_calibration(np.array([s.features for s in mine]),
+                                              np.array([s.measured_ms for s in mine]), [keys[suite.name]])
+        else:
+            held_out[suite.name] = profile.calibration_for(suite.name, suite.space.graph.input_shape)
+    used = {**own, **held_out}
     date = datetime.now(timezone.utc).isoformat(timespec="seconds")
     results, report_rows = [], []
     for s in (s for s in samples if s.role == "validate"):
         features = dict(zip(CALIBRATION_FEATURES, s.features, strict=True))
-        report_rows.append({"model": s.suite, "subset": s.subset, "predicted_ms": float(own[s.suite].apply(features)),
+        report_rows.append({"model": s.suite, "subset": s.subset, "predicted_ms": float(used[s.suite].apply(features)),
                             "pooled_predicted_ms": float(pooled.apply(features)), "measured_ms": s.measured_ms,
                             "halves_ms": list(s.halves_ms), "candidate": s.candidate.to_dict()})
     model_groups = [[s.name] for s in suites] + ([[s.name for s in suites]] if len(suites) > 1 else [])
@@ -326,16 +344,16 @@ def score_samples(profile: HardwareProfile, suites: Sequence[Suite], samples: li
             if not rows:
                 continue
             # one model: its own calibration (what a search on it uses); several: the pooled one
-            key = "predicted_ms" if len(models) == 1 else "pooled_predicted_ms"
+            key = "predicted_ms" if len(models) == 1 or not fit else "pooled_predicted_ms"
             metrics = fidelity(np.array([r[key] for r in rows]), np.array([r["measured_ms"] for r in rows]),
                                np.array([r["halves_ms"] for r in rows]))
             results.append(ValidationResult(date=date, command=command, models=[keys[m] for m in models],
                                             subset=subset,
                                             anchor_ratio=anchor_ratio,
-                                            calibration=own[models[0]] if len(models) == 1 else pooled, **metrics))
+                                            calibration=used[models[0]] if len(models) == 1 else pooled, **metrics))
     # the pooled calibration (for models without their own) keeps the widest pool it has seen: one model
     # validated at another input shape does not replace a pool of several
-    keep_pool = len(profile.calibration.models) > len(pooled.models)
+    keep_pool = not fit or len(profile.calibration.models) > len(pooled.models)
     updated = profile.model_copy(update={
         "calibration": profile.calibration if keep_pool else pooled,
         "model_calibrations": {**profile.model_calibrations, **{keys[name]: c for name, c in own.items()}},
@@ -367,6 +385,10 @@ def samples_from_report(profile: HardwareProfile, suites: Sequence[Suite], repor
                 features = np.array([raw[f][0] for f in CALIBRATION_FEATURES])
             else:
                 candidate = Candidate({})
+                lacking = sorted(set(CALIBRATION_FEATURES) - {"any_quant"} - set(row["features"]))
+                if lacking:
+                    raise ProfileError(f"a calibration sample of {row['model']!r} in the report stores neither its "
+                                       f"candidate nor the features {lacking}: measure it again")
                 stored = calibration_features(row["features"])
                 features = np.array([float(stored[f]) for f in CALIBRATION_FEATURES])
             # reports written before the two-set rule hold the first set as measured_ms and the second as repeat_ms

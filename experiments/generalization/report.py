@@ -1,0 +1,75 @@
+"""Table and plot of a held-out validation (`autocompress profile validate ... --calibrate 0`).
+
+    python experiments/generalization/report.py runs/generalization/profile.validation.json \
+        --out experiments/results/generalization
+
+Per model: candidates, share within +-10% of the prediction, median and 90th
+percentile absolute error, median signed error (the bias a calibration
+fitted elsewhere carries), Spearman, and the noise floor of the measurement.
+Writes OUT.md, OUT.json (the report's rows) and OUT.png (predicted against
+measured latency, one panel per model).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("report", help="the .validation.json that `autocompress profile validate` wrote")
+    parser.add_argument("--out", required=True, help="OUT.md, OUT.json and OUT.png are written")
+    args = parser.parse_args()
+    report = json.loads(Path(args.report).read_text())
+    rows = report["samples"]
+    results = [r for r in report["results"] if len(r["models"]) == 1 and r["subset"] == "all"]
+    pooled = [r for r in report["results"] if len(r["models"]) > 1 and r["subset"] == "all"]
+    lines = [f"Held-out validation: `{(results or pooled)[0]['command']}`", "",
+             f"Calibration used: fitted on {', '.join(results[0]['calibration']['models']) or 'nothing'} "
+             f"(form `{results[0]['calibration']['form']}`). Profile anchors ran at "
+             f"{report['anchor_ratio']:.3f}x their table values.", "",
+             "| model | candidates | within +-10% | median abs err | p90 abs err | median signed err | Spearman | "
+             "noise floor |", "|---|---|---|---|---|---|---|---|"]
+    for r in [*results, *pooled]:
+        models = r["models"]
+        mine = [s for s in rows if any(m.startswith(s["model"] + "@") for m in models)]
+        signed = np.median([(s["predicted_ms"] / s["measured_ms"] - 1) * 100 for s in mine])
+        name = models[0] if len(models) == 1 else "all models"
+        lines.append(f"| {name} | {r['n_candidates']} | {r['within_10pct']:.0%} | {r['median_abs_pct_error']:.1f}% | "
+                     f"{r['p90_abs_pct_error']:.1f}% | {signed:+.1f}% | {r['spearman']:.3f} | "
+                     f"{r['noise_floor_pct']:.1f}% |")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    out.with_suffix(".json").write_text(json.dumps({"results": report["results"], "samples": rows}, indent=1))
+    models = list(dict.fromkeys(s["model"] for s in rows))
+    fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 4.0), squeeze=False)
+    for ax, model in zip(axes[0], models, strict=True):
+        for subset, marker in (("fp32-only", "o"), ("int8-containing", "s"), ("uniform-int8", "^")):
+            mine = [s for s in rows if s["model"] == model and s["subset"] == subset]
+            if mine:
+                ax.scatter([s["measured_ms"] for s in mine], [s["predicted_ms"] for s in mine], marker=marker,
+                           label=subset, s=18)
+        low = min(min(s["measured_ms"], s["predicted_ms"]) for s in rows if s["model"] == model)
+        high = max(max(s["measured_ms"], s["predicted_ms"]) for s in rows if s["model"] == model)
+        line = np.array([low, high])
+        ax.plot(line, line, "k-", lw=0.8)
+        ax.fill_between(line, line * 0.9, line * 1.1, color="0.85", label="+-10%")
+        ax.set(title=model, xlabel="measured (ms)", ylabel="predicted (ms)")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out.with_suffix(".png"), dpi=110)
+    print("\n".join(lines))
+    print(f"wrote {out.with_suffix('.md')}, {out.with_suffix('.json')} and {out.with_suffix('.png')}")
+
+
+if __name__ == "__main__":
+    main()
