@@ -238,6 +238,8 @@ def cmd_profile_measure(args: argparse.Namespace) -> int:
         if not args.remeasure:
             keys = [k for k in keys if k not in existing.entries]
     print(f"{len(keys)} layer signatures to measure for {', '.join(args.models)} ({', '.join(precisions)})")
+    if existing is not None and not keys:  # the profile already holds every one: leave it as it is
+        return 0
     bar, update = _bar("measuring layers")
     if existing is not None and existing.entries and not existing.anchors:
         logging.getLogger(__name__).warning("%s has no anchor signatures: new entries cannot be put on the scale "

@@ -155,8 +155,11 @@ def test_declared_interpolation_fills_gaps(resnet20_costs):
     assert np.median(np.abs(approx - exact) / exact) < 0.05
 
 
-def test_boundaries_count_float_int8_switches_between_running_units(resnet20_costs):
-    _, space, profile, costs = resnet20_costs
+def test_boundaries_count_float_int8_switches_between_running_units():
+    _, graph = zoo_model("resnet56")  # deep enough for phi -2 to drop blocks
+    space = shipped_space("resnet56", graph)
+    profile = _profile()
+    costs = CostModel(profile, space)
     for uniform in (space.identity(), space.uniform(w_bits=8, a_bits=8), space.uniform(phi=-2, w_bits=8, a_bits=8)):
         out = costs.predict_batch(space.encoding.encode([uniform]))
         assert out["boundaries"][0] == 0 and out["boundary_mact"][0] == 0
@@ -165,13 +168,16 @@ def test_boundaries_count_float_int8_switches_between_running_units(resnet20_cos
     for i, unit in enumerate(data["layers"]):
         if i % 3 == 0 and 32 in space.choices[unit]["w_bits"] and 32 in space.choices[unit]["a_bits"]:
             data["layers"][unit].update(w_bits=32, a_bits=32)
+        if i % 2 == 0 and min(space.choices[unit]["rank"]) < 1:  # factorized units: two leaves, one input
+            data["layers"][unit].update(rank=min(space.choices[unit]["rank"]))
     mixed = space.validate(Candidate.from_dict(data))
+    assert len(space.layer_configs(mixed)) < len(space.graph.units)  # the scaling drops blocks
     switches, converted, previous = 0, 0.0, None
     for cfg in space.layer_configs(mixed):  # the running units, in execution order
         quant = profile.precision_for(cfg.w_bits, cfg.a_bits) != "fp32"
         if previous is not None and quant != previous:
             switches += 1
-            converted += leaf_signatures(cfg, "fp32")[0].input_elements / 1e6
+            converted += cfg.in_channels * cfg.in_hw[0] * cfg.in_hw[1] / 1e6
         previous = quant
     out = costs.predict_batch(space.encoding.encode([mixed]))
     assert switches > 4 and out["boundaries"][0] == switches

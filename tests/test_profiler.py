@@ -125,7 +125,7 @@ def test_anchors_put_an_extension_on_the_profiles_scale(tmp_path):
 
 def test_validate_stores_calibration_and_fidelity(tmp_path):
     model, graph = zoo_model("lenet5")
-    from autocompress.space import SearchSpace
+    from autocompress.space import Candidate, SearchSpace
 
     space = SearchSpace.from_yaml(graph, "lenet")
     settings = ProfileSettings(rounds=1, reps=3, warmup=1)
@@ -139,7 +139,8 @@ def test_validate_stores_calibration_and_fidelity(tmp_path):
     assert len(uniform_fit) >= 1 and len(report["calibration_samples"]) == 16 + len(uniform_fit)
     assert updated.calibration.fitted_on == 16 + len(uniform_fit)
     assert updated.calibration.models == ["lenet5@1x28x28"]
-    assert updated.calibration.form in ("sums", "sums+boundaries", "sums+layers", "sums+layers+activations")
+    assert updated.calibration.form in ("sums", "sums+boundaries", "sums+layers",
+                                         "sums+layers+activations+boundaries")
     subsets = {v.subset for v in updated.validation}
     assert subsets == {"fp32-only", "int8-containing", "uniform-int8", "all"}
     for v in updated.validation:
@@ -171,7 +172,12 @@ def test_validate_stores_calibration_and_fidelity(tmp_path):
     assert held_report["calibration_samples"] == []
     assert held.calibration == updated.calibration and held.model_calibrations == updated.model_calibrations
     new_results = held.validation[len(updated.validation):]
-    assert new_results and all(v.calibration == updated.model_calibrations["lenet5@1x28x28"] for v in new_results)
+    own = updated.model_calibrations["lenet5@1x28x28"]
+    assert new_results and all(v.calibration == own for v in new_results)
+    for row in held_report["samples"]:  # each prediction is that calibration applied to the table's sums
+        candidate = Candidate.from_dict(row["candidate"])
+        features = CostModel(updated, space).predict_batch(space.encoding.encode([candidate]))
+        assert row["predicted_ms"] == pytest.approx(float(own.apply(features)))
 
 
 @pytest.mark.parametrize("bad", [["--runtime", "tflite"], ["--input-shape", "32x32"]])
@@ -227,6 +233,17 @@ def test_fit_calibration_takes_the_layer_terms_when_the_data_has_them():
     for name, value in truth.items():
         assert cal.coefficients[name] == pytest.approx(value, rel=0.2), name  # signs included
     assert cal.models == ["a@3x32x32", "b@3x32x32"]
+
+
+def test_fit_calibration_takes_the_boundary_terms_when_the_data_has_them():
+    from autocompress.runtime.validate import fit_calibration
+
+    truth = {"sum_float_ms": 0.9, "sum_quant_ms": 0.6, "any_quant": 0.03, "boundaries": 0.004, "boundary_mact": 0.3}
+    features, measured = _synthetic(60, truth, 0.01, noise=0.005, seed=3)
+    cal = fit_calibration(features, measured, ["m@3x32x32"] * 60)
+    assert cal.form == "sums+boundaries" and set(cal.coefficients) == set(truth)
+    for name, value in truth.items():
+        assert cal.coefficients[name] == pytest.approx(value, rel=0.25), name
 
 
 def test_fit_calibration_on_float_models_and_too_few_models():

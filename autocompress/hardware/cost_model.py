@@ -249,10 +249,15 @@ class CostModel:
     def predict_batch(self, indices: np.ndarray) -> dict[str, np.ndarray]:
         """Costs of N encoded candidates: arrays keyed like ``Costs`` fields."""
         indices = np.asarray(indices, dtype=np.intp)
-        units = [t.flat[indices[:, t.columns] @ t.strides] for t in self._tables]  # execution order
-        raw = np.sum(units, axis=0) if units else np.zeros((indices.shape[0], len(_RAW)))
+        n = indices.shape[0]
+        raw = np.zeros((n, len(_RAW)))
+        boundaries = _Boundaries(n)
+        for t in self._tables:  # in execution order
+            unit = t.flat[indices[:, t.columns] @ t.strides]
+            raw += unit
+            boundaries.add(unit)
         out = {name: raw[:, _F[name]] for name in _SUMMED}
-        out.update(_boundaries(units, indices.shape[0]))
+        out.update(boundaries.features())
         features = calibration_features(out)
         out["any_quant"] = features["any_quant"]
         out["latency_ms"] = self.calibration.apply(features)
@@ -298,19 +303,25 @@ class CostModel:
         return rows
 
 
-def _boundaries(units: list[np.ndarray], n: int) -> dict[str, np.ndarray]:
+class _Boundaries:
     """Float<->quantized switches between consecutive units that run (depth scaling drops some), and the input
-    activations each switch converts; ``units``: per unit in execution order, its (n, len(_RAW)) metrics."""
-    count, mact = np.zeros(n), np.zeros(n)
-    previous = np.full(n, -1.0)  # the last running unit's kind: -1 none yet, 0 float, 1 quantized
-    for row in units:
-        runs = row[:, _F["layers_float"]] + row[:, _F["layers_quant"]] > 0
-        quant = (row[:, _F["layers_quant"]] > 0).astype(float)
-        switch = runs & (previous >= 0) & (quant != previous)
-        count += switch
-        mact += np.where(switch, row[:, _F["in_mact"]], 0.0)
-        previous = np.where(runs, quant, previous)
-    return {"boundaries": count, "boundary_mact": mact}
+    activations each switch converts, accumulated unit by unit in execution order over n candidates."""
+
+    def __init__(self, n: int):
+        self.count, self.mact = np.zeros(n), np.zeros(n)
+        self.previous = np.full(n, -1.0)  # the last running unit's kind: -1 none yet, 0 float, 1 quantized
+
+    def add(self, unit: np.ndarray) -> None:
+        """``unit``: one unit's (n, len(_RAW)) metrics."""
+        runs = unit[:, _F["layers_float"]] + unit[:, _F["layers_quant"]] > 0
+        quant = (unit[:, _F["layers_quant"]] > 0).astype(float)
+        switch = runs & (self.previous >= 0) & (quant != self.previous)
+        self.count += switch
+        self.mact += np.where(switch, unit[:, _F["in_mact"]], 0.0)
+        self.previous = np.where(runs, quant, self.previous)
+
+    def features(self) -> dict[str, np.ndarray]:
+        return {"boundaries": self.count, "boundary_mact": self.mact}
 
 
 def required_signatures(space: SearchSpace, precisions: Iterable[str], *, sparse_kernels: bool = False) -> list[str]:

@@ -120,7 +120,8 @@ class Calibration(_Strict):
     Isolated layers each pay the runtime's per-call overhead and the layout and
     (de)quantize conversions that a whole graph pays once or fuses away (layer
     terms come out negative); activation terms price what the table does not
-    hold (adds, activations, pooling, conversions between float and int8 parts).
+    hold (adds, activations, pooling); boundary terms the Quantize/Dequantize
+    conversions at every switch between float and int8 units.
     ``any_quant`` (1 when any layer is quantized) is the fixed cost of a model
     with an int8 part: without it, fitted on ONNX Runtime validations, float
     models came out 1-4% over and int8-containing ones under.

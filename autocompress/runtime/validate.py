@@ -43,6 +43,7 @@ from autocompress.hardware.profile import (
     ValidationResult,
     calibration_features,
     calibration_key,
+    model_keys,
 )
 from autocompress.hardware.signature import LayerSignature
 from autocompress.runtime.base import Opener, Runtime, create_runtime
@@ -129,7 +130,7 @@ CALIBRATION_FORMS = {
     "sums": ("sum_float_ms", "sum_quant_ms", "any_quant"),
     "sums+boundaries": ("sum_float_ms", "sum_quant_ms", "any_quant", "boundaries", "boundary_mact"),
     "sums+layers": ("sum_float_ms", "sum_quant_ms", "any_quant", "layers_float", "layers_quant"),
-    "sums+layers+activations": CALIBRATION_FEATURES,
+    "sums+layers+activations+boundaries": CALIBRATION_FEATURES,
 }
 
 
@@ -215,7 +216,7 @@ def validate_profile(
 
     Both counts are split evenly between fp32-only and int8-containing candidates
     (int8 only where the profile has int8 kernels); with int8 kernels, up to
-    ``(n_validate + n_calibrate) // 2`` uniform all-int8 candidates come besides
+    ``n_validate // 2 + n_calibrate // 2`` uniform all-int8 candidates come besides
     (subset ``uniform-int8``), alternately held out and calibrated on. ``n_calibrate=0`` fits
     nothing: the models are priced with the profile's stored calibration
     (held-out models, see :func:`score_samples`). Returns the updated profile
@@ -327,8 +328,10 @@ def score_samples(profile: HardwareProfile, suites: Sequence[Suite], samples: li
         if mine:
             own[suite.name] = fit_calibration(np.array([s.features for s in mine]),
                                               np.array([s.measured_ms for s in mine]), [keys[suite.name]])
-        else:
-            held_out[suite.name] = profile.calibration_for(suite.name, suite.space.graph.input_shape)
+        else:  # its own stored calibration, else the pool this run leaves in the profile
+            stored = [k for k in model_keys(suite.name, suite.space.graph.input_shape)
+                      if k in profile.model_calibrations]
+            held_out[suite.name] = profile.model_calibrations[stored[0]] if stored else pooled
     used = {**own, **held_out}
     date = datetime.now(timezone.utc).isoformat(timespec="seconds")
     results, report_rows = [], []
@@ -339,6 +342,8 @@ def score_samples(profile: HardwareProfile, suites: Sequence[Suite], samples: li
                             "halves_ms": list(s.halves_ms), "candidate": s.candidate.to_dict()})
     model_groups = [[s.name] for s in suites] + ([[s.name for s in suites]] if len(suites) > 1 else [])
     for models in model_groups:
+        if len(models) > 1 and not fit and any(used[m] != pooled for m in models):
+            continue  # no one calibration priced these models together
         for subset in (*subsets, "all"):
             rows = [r for r in report_rows if r["model"] in models and subset in ("all", r["subset"])]
             if not rows:

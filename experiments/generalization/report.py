@@ -34,14 +34,17 @@ def main() -> None:
     pooled = [r for r in report["results"] if len(r["models"]) > 1 and r["subset"] == "all"]
     lines = [f"Held-out validation: `{(results or pooled)[0]['command']}`", "",
              f"Calibration used: fitted on {', '.join(results[0]['calibration']['models']) or 'nothing'} "
-             f"(form `{results[0]['calibration']['form']}`). Profile anchors ran at "
-             f"{report['anchor_ratio']:.3f}x their table values.", "",
+             f"(form `{results[0]['calibration']['form']}`). "
+             + ("The profile has no anchors." if report["anchor_ratio"] is None else
+                f"Profile anchors ran at {report['anchor_ratio']:.3f}x their table values."), "",
              "| model | candidates | within +-10% | median abs err | p90 abs err | median signed err | Spearman | "
              "noise floor |", "|---|---|---|---|---|---|---|---|"]
     for r in [*results, *pooled]:
         models = r["models"]
         mine = [s for s in rows if any(m.startswith(s["model"] + "@") for m in models)]
-        signed = np.median([(s["predicted_ms"] / s["measured_ms"] - 1) * 100 for s in mine])
+        # what the row's metrics compared: the pooled calibration only for several models fitted in this run
+        key = "pooled_predicted_ms" if len(models) > 1 and report["calibration_samples"] else "predicted_ms"
+        signed = np.median([(s[key] / s["measured_ms"] - 1) * 100 for s in mine])
         name = models[0] if len(models) == 1 else "all models"
         lines.append(f"| {name} | {r['n_candidates']} | {r['within_10pct']:.0%} | {r['median_abs_pct_error']:.1f}% | "
                      f"{r['p90_abs_pct_error']:.1f}% | {signed:+.1f}% | {r['spearman']:.3f} | "
