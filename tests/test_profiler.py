@@ -177,7 +177,7 @@ def test_validate_stores_calibration_and_fidelity(tmp_path):
     for row in held_report["samples"]:  # each prediction is that calibration applied to the table's sums
         candidate = Candidate.from_dict(row["candidate"])
         features = CostModel(updated, space).predict_batch(space.encoding.encode([candidate]))
-        assert row["predicted_ms"] == pytest.approx(float(own.apply(features)))
+        assert row["predicted_ms"] == pytest.approx(float(own.apply(features)[0]))
 
 
 @pytest.mark.parametrize("bad", [["--runtime", "tflite"], ["--input-shape", "32x32"]])

@@ -31,7 +31,7 @@ sys.exit('$model@3x32x32' not in P.load('$profile').model_calibrations)"; then
     autocompress search "$machine" 2>&1 | tee "$logs/search-machine.log"
     experiment=$machine  # the baselines' int8 rows are sized on the profile of this machine too
 fi
-for baseline in compound-uniform compound-uniform-int8 tp-global l1-uniform l1-uniform-int8 int8-uniform; do
+for baseline in int8-uniform compound-uniform-int8 l1-uniform-int8 compound-uniform l1-uniform tp-global; do  # int8 first: it pays most here
     [ -f "runs/cifar10/${model}-${budget}/baselines/${baseline}/record.json" ] && continue
     python experiments/cifar10/baselines.py --experiment "$experiment" --model "$model" --budget "$budget" \
         --only "$baseline" 2>&1 | tee "$logs/baseline-${baseline}.log"
