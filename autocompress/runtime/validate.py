@@ -130,13 +130,17 @@ CALIBRATION_FORMS = {
     "sums": ("sum_float_ms", "sum_quant_ms", "any_quant"),
     "sums+boundaries": ("sum_float_ms", "sum_quant_ms", "any_quant", "boundaries", "boundary_mact"),
     "sums+layers": ("sum_float_ms", "sum_quant_ms", "any_quant", "layers_float", "layers_quant"),
+    "sums+activations+boundaries": ("sum_float_ms", "sum_quant_ms", "any_quant", "mact_float", "mact_quant",
+                                    "boundaries", "boundary_mact"),
     "sums+layers+activations+boundaries": CALIBRATION_FEATURES,
 }
 
 
 def _bounds(names: Sequence[str]) -> tuple[list[float], list[float]]:
-    """Physically sensible signs: layer sums and activation terms add time; layer counts may remove it."""
-    low = [0.0 if not name.startswith("layers") else -np.inf for name in names] + [-np.inf]
+    """Physically sensible signs: layer sums and boundary terms add time; layer counts and the layers' own
+    activations may remove it (a layer timed alone pays per-call overhead, and per activation the layout
+    reorders or quantize/dequantize of its one-layer model, that a whole graph runs once or not at all)."""
+    low = [0.0 if not name.startswith(("layers", "mact")) else -np.inf for name in names] + [-np.inf]
     return low, [np.inf] * (len(names) + 1)
 
 
@@ -144,8 +148,9 @@ def fit_calibration(features: np.ndarray, measured: np.ndarray, models: Sequence
     """Least squares of measured latency on the layer sums and, where the data supports it, more terms.
 
     ``features`` has one column per CALIBRATION_FEATURES entry. Each form is
-    scored by leave-one-out median absolute % error and the best one kept, so a
-    small calibration set never buys an over-fitted formula.
+    scored by leave-one-out mean absolute % error (the tail counts: the goal is every
+    model within +-10%) and the best one kept, so a small calibration set never buys
+    an over-fitted formula.
     """
     n = len(measured)
     if n < 4:
@@ -164,7 +169,7 @@ def fit_calibration(features: np.ndarray, measured: np.ndarray, models: Sequence
             coef = lsq_linear(design[keep], measured[keep], bounds=bounds).x
             errors.append(abs(design[i] @ coef - measured[i]) / measured[i])
         coef = lsq_linear(design, measured, bounds=bounds).x
-        score = float(np.median(errors))
+        score = float(np.mean(errors))
         # a richer form must earn its terms: 10% lower leave-one-out error than the simpler one
         if best is None or score < 0.9 * best[0]:
             best = (score, form, names, coef)
@@ -217,7 +222,7 @@ def validate_profile(
     Both counts are split evenly between fp32-only and int8-containing candidates
     (int8 only where the profile has int8 kernels); with int8 kernels, up to
     ``n_validate // 2 + n_calibrate // 2`` uniform all-int8 candidates come besides
-    (subset ``uniform-int8``), alternately held out and calibrated on. ``n_calibrate=0`` fits
+    (subset ``uniform-int8``), alternately calibrated on (the widest first) and held out. ``n_calibrate=0`` fits
     nothing: the models are priced with the profile's stored calibration
     (held-out models, see :func:`score_samples`). Returns the updated profile
     (calibrations and validation results stored) and a report with every sample.
@@ -244,11 +249,13 @@ def validate_profile(
                 drawn = draw_candidates(suite.space, sum(per_role.values()), subset, rng)
                 roles = ["calibrate"] * per_role["calibrate"] + ["validate"] * per_role["validate"]
                 planned += [(c, role, subset) for c, role in zip(drawn, roles, strict=False)]
-            if has_int8:  # the uniform all-int8 models too, alternately held out and calibrated on
+            if has_int8:  # the uniform all-int8 models too, alternately calibrated on and held out
                 seen = {c for c, _, _ in planned}
                 uniform = [c for c in uniform_int8_candidates(suite.space, n_validate // 2 + n_calibrate // 2)
                            if c not in seen]
-                roles = ["validate", "calibrate"] if n_calibrate else ["validate"]
+                # the widest (the cheap lossless point a search most needs right) is calibrated on, so the held-out
+                # ones lie between calibrated neighbours instead of beyond them
+                roles = ["calibrate", "validate"] if n_calibrate else ["validate"]
                 planned += [(c, roles[i % len(roles)], UNIFORM_INT8) for i, c in enumerate(uniform)]
             raw = costs.predict_batch(suite.space.encoding.encode([c for c, _, _ in planned]))
             for i, (candidate, role, subset) in enumerate(planned):
