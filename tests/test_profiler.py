@@ -21,6 +21,7 @@ from autocompress.runtime.profiler import (
     partial_path,
 )
 from autocompress.runtime.validate import (
+    CALIBRATION_FORMS,
     Suite,
     samples_from_report,
     score_samples,
@@ -134,13 +135,16 @@ def test_validate_stores_calibration_and_fidelity(tmp_path):
     updated, report = validate_profile(profile, [Suite("lenet5", model, space)], n_validate=8, n_calibrate=16,
                                        seed=0, rounds=2, reps=5, sessions=2)
     assert set(updated.model_calibrations) == {"lenet5@1x28x28"}  # the model at the input shape it was fitted on
-    # the random candidates and every second uniform all-int8 one
+    # the random candidates, every second uniform all-int8 one (the widest first) and the reference
     uniform_fit = [s for s in report["calibration_samples"] if s["subset"] == "uniform-int8"]
-    assert len(uniform_fit) >= 1 and len(report["calibration_samples"]) == 16 + len(uniform_fit)
-    assert updated.calibration.fitted_on == 16 + len(uniform_fit)
+    assert len(uniform_fit) >= 1 and len(report["calibration_samples"]) == 16 + len(uniform_fit) + 1
+    assert Candidate.from_dict(uniform_fit[0]["candidate"]) == space.uniform(keep=1.0, w_bits=8, a_bits=8)
+    [reference] = [s for s in report["calibration_samples"] if s["subset"] == "reference"]
+    assert Candidate.from_dict(reference["candidate"]) == space.identity()
+    assert reference["measured_ms"] == report["reference_ms"]["lenet5"]
+    assert updated.calibration.fitted_on == 16 + len(uniform_fit) + 1
     assert updated.calibration.models == ["lenet5@1x28x28"]
-    assert updated.calibration.form in ("sums", "sums+boundaries", "sums+layers",
-                                         "sums+layers+activations+boundaries")
+    assert updated.calibration.form in CALIBRATION_FORMS
     subsets = {v.subset for v in updated.validation}
     assert subsets == {"fp32-only", "int8-containing", "uniform-int8", "all"}
     for v in updated.validation:
@@ -149,7 +153,7 @@ def test_validate_stores_calibration_and_fidelity(tmp_path):
         assert v.noise_floor_pct >= 0
         assert v.anchor_ratio == report["anchor_ratio"] and 0.2 < v.anchor_ratio < 5  # anchors timed beside them
     uniform = [s for s in report["samples"] if s["subset"] == "uniform-int8"]  # held out, every layer w8a8
-    assert len(uniform) in (len(uniform_fit), len(uniform_fit) + 1) and len(report["samples"]) == 8 + len(uniform)
+    assert len(uniform_fit) in (len(uniform), len(uniform) + 1) and len(report["samples"]) == 8 + len(uniform)
     assert not {json.dumps(s["candidate"]) for s in uniform} & {json.dumps(s["candidate"]) for s in uniform_fit}
     assert all(d["w_bits"] == d["a_bits"] == 8 for s in uniform for d in s["candidate"]["layers"].values())
     assert all(s["measured_ms"] > 0 for s in report["samples"])

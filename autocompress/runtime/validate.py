@@ -57,6 +57,8 @@ SUBSETS = ("fp32-only", "int8-containing")
 #: are about half float, so a calibration fitted on them alone priced all-int8 ResNet-56s 25% too high: half of
 #: these calibrate, half are held out
 UNIFORM_INT8 = "uniform-int8"
+#: the uncompressed model, calibrated on (never held out) whenever a model is calibrated
+REFERENCE = "reference"
 HALVES = ("a", "b")  # every model is timed as two independent session sets: their disagreement is the noise floor
 
 
@@ -224,7 +226,10 @@ def validate_profile(
     ``n_validate // 2 + n_calibrate // 2`` uniform all-int8 candidates come besides
     (subset ``uniform-int8``), alternately calibrated on (the widest first) and held out. ``n_calibrate=0`` fits
     nothing: the models are priced with the profile's stored calibration
-    (held-out models, see :func:`score_samples`). Returns the updated profile
+    (held-out models, see :func:`score_samples`). With ``n_calibrate > 0`` each
+    model's uncompressed reference is one more calibration sample (subset
+    ``reference``): it is timed beside every call anyway, and relative budgets
+    divide by its prediction. Returns the updated profile
     (calibrations and validation results stored) and a report with every sample.
     A model's latency is its median ratio to its reference over 2 x
     ``sessions`` sessions, times the reference's median latency in the run.
@@ -236,6 +241,8 @@ def validate_profile(
     samples: list[Sample] = []
     runners: dict[int, Callable] = {}
     references: dict[str, Callable] = {}
+    # the uncompressed model, timed with every call anyway: what a relative budget divides by, so calibrated on
+    reference_samples: dict[str, Sample] = {}
     tmp = tempfile.TemporaryDirectory(prefix="autocompress-validate-") if workdir is None else None
     root = Path(workdir or tmp.name)
     try:
@@ -243,6 +250,10 @@ def validate_profile(
             costs = CostModel(profile, suite.space)
             references[suite.name] = candidate_opener(runtime, suite.model, suite.space, suite.space.identity(),
                                                       root / f"{suite.name}-reference.onnx", seed)()
+            if n_calibrate:
+                raw = costs.predict_batch(suite.space.encoding.encode([suite.space.identity()]))
+                reference_samples[suite.name] = Sample(suite.name, "calibrate", REFERENCE, suite.space.identity(),
+                                                       np.array([raw[f][0] for f in CALIBRATION_FEATURES]))
             planned: list[tuple[Candidate, str, str]] = []  # candidate, role, subset
             for subset in subsets:
                 per_role = {"calibrate": n_calibrate // len(subsets), "validate": n_validate // len(subsets)}
@@ -295,6 +306,10 @@ def validate_profile(
             a, b = ([timings[label].ratio * reference_ms[name] for label in labels(i, half)] for half in HALVES)
             samples[i].measured_ms = across_sessions(a + b)
             samples[i].halves_ms = (across_sessions(a), across_sessions(b))
+        if name in reference_samples:
+            reference_samples[name].measured_ms = reference_ms[name]
+            reference_samples[name].halves_ms = (reference_ms[name], reference_ms[name])
+            samples.append(reference_samples[name])
     ratios = [across_sessions([timings[f"anchor/{key}/{k}"].value_ms for k in range(sessions)]) / reference
               for key, reference in profile.anchors.items() if reference > 0]
     anchor_ratio = float(np.median(ratios)) if ratios else None
