@@ -238,8 +238,9 @@ def cmd_profile_measure(args: argparse.Namespace) -> int:
         if not args.remeasure:
             keys = [k for k in keys if k not in existing.entries]
     print(f"{len(keys)} layer signatures to measure for {', '.join(args.models)} ({', '.join(precisions)})")
-    if existing is not None and not keys:  # the profile already holds every one: leave it as it is
-        return 0
+    ops_to_measure = _graph_ops_to_measure(existing, suites, settings.runtime, remeasure=args.remeasure)
+    if existing is not None and not keys:  # every signature is there: at most the graph operations are new
+        return _add_graph_ops(args.out, ops_to_measure, command) if ops_to_measure else 0
     bar, update = _bar("measuring layers")
     if existing is not None and existing.entries and not existing.anchors:
         logging.getLogger(__name__).warning("%s has no anchor signatures: new entries cannot be put on the scale "
@@ -266,6 +267,39 @@ def cmd_profile_measure(args: argparse.Namespace) -> int:
     from autocompress.runtime.profiler import partial_path
 
     partial_path(Path(args.out)).unlink(missing_ok=True)
+    return _add_graph_ops(args.out, ops_to_measure, command)
+
+
+def _graph_ops_to_measure(existing, suites: list, runtime: str, *, remeasure: bool) -> list:
+    """The suites whose operations between layers the profile lacks (ONNX Runtime profiles only)."""
+    from autocompress.hardware.profile import calibration_key
+
+    if runtime != "onnxruntime":
+        return []
+    have = {} if existing is None or remeasure else existing.graph_ops
+    return [s for s in suites if calibration_key(s.name, s.space.graph.input_shape) not in have]
+
+
+def _add_graph_ops(path: str, suites: list, command: str) -> int:
+    """Time each suite's operations between layers in its own graph, on the table's scale, and store them."""
+    from autocompress.hardware import HardwareProfile
+    from autocompress.hardware.cost_model import CostModel
+    from autocompress.hardware.profile import calibration_key
+    from autocompress.runtime.graph_ops import measure_graph_ops
+    from autocompress.runtime.machine_check import check_machine
+
+    profile = HardwareProfile.load(path)
+    if suites:
+        ratio = check_machine(profile).speed_ratio  # this run's speed against the table's scale
+        found = {}
+        for suite in suites:
+            identity = suite.space.encoding.encode([suite.space.identity()])
+            mact = float(CostModel(profile, suite.space).predict_batch(identity)["mact_float"][0])
+            found[calibration_key(suite.name, suite.space.graph.input_shape)] = measure_graph_ops(
+                suite.model, suite.space.graph.input_shape, mact, threads=profile.threads,
+                int8="int8" in profile.precisions, scale=1.0 / ratio if ratio else 1.0, command=command)
+        profile = profile.model_copy(update={"graph_ops": {**profile.graph_ops, **found}})
+        profile.save(path)
     print(describe_profile(profile))
     return 0
 
@@ -324,6 +358,10 @@ def describe_profile(profile) -> str:
         terms = " ".join(f"{c:+.4g}*{f}" for f, c in cal.coefficients.items())
         lines.append(f"  calibration[{name}]: {terms} {cal.offset_ms:+.4f} ms "
                      f"({cal.form}, fitted on {cal.fitted_on} models)")
+    for name, ops in profile.graph_ops.items():
+        top = ", ".join(f"{op} {ms * 1e3:.0f} us" for op, ms in list(ops.by_op.get("fp32", {}).items())[:3])
+        lines.append(f"  between layers[{name}]: {ops.float_ms:.4f} ms float, {ops.quant_ms:.4f} ms int8, timed in "
+                     f"its own graph ({top})")
     if profile.validation:
         lines.append(f"  {'models':44s} {'subset':16s} {'n':>4s} {'spearman':>9s} {'med err%':>9s} "
                      f"{'p90 err%':>9s} {'<=10%':>7s} {'noise%':>7s}")

@@ -12,7 +12,9 @@ the profile lacks is predicted by the profile's regression if it declares one
 construction fails naming the missing signatures; ``breakdown`` and
 ``lookup_sources`` say which figures were measured and which predicted. A
 profile with an accelerator model prices each weight/activation bit-width
-pair as its own precision (``"w4a8"``), latency and energy alike.
+pair as its own precision (``"w4a8"``), latency and energy alike. Where the
+profile holds the model's operations between layers (``profile.graph_ops``),
+their share is added to the calibrated layer sums.
 """
 
 from __future__ import annotations
@@ -86,6 +88,7 @@ class CostModel:
         self.profile = profile
         self.space = space
         self.calibration = profile.calibration_for(model, space.graph.input_shape)
+        self.graph_ops = profile.graph_ops_for(model, space.graph.input_shape)  # None: not measured for it
         self.interpolated: set[str] = set()
         self.predicted: set[str] = set()  # signatures the profile's predictor priced
         self._predictor = profile.predictor
@@ -260,7 +263,9 @@ class CostModel:
         out.update(boundaries.features())
         features = calibration_features(out)
         out["any_quant"] = features["any_quant"]
-        out["latency_ms"] = self.calibration.apply(features)
+        out["graph_ops_ms"] = (self.graph_ops.price(out["mact_float"], out["mact_quant"])
+                               if self.graph_ops is not None else np.zeros(n))
+        out["latency_ms"] = self.calibration.apply(features) + out["graph_ops_ms"]
         out["latency_sum_ms"] = out["sum_float_ms"] + out["sum_quant_ms"]
         return out
 

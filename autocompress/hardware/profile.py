@@ -146,6 +146,31 @@ class Calibration(_Strict):
         return sum(c * features[name] for name, c in self.coefficients.items()) + self.offset_ms
 
 
+class GraphOps(_Strict):
+    """What one model's graph runs between its layers, timed where the runtime runs it.
+
+    The table prices layers; a whole graph also runs operations no layer
+    signature holds: squeeze-excite gates (reduce, broadcast multiply), adds
+    and activations the runtime does not fuse into a layer, pooling, and the
+    layout reorders and quantize/dequantize steps around them. They are timed
+    per node in the model's own uncompressed float build and its all-int8 build
+    (the runtime's per-node profile), summed over the non-layer nodes, and put
+    on the table's scale by the anchors. A candidate's share scales with the
+    activations its layers write in each precision, against the uncompressed
+    model's: ``float_ms * mact_float / mact + quant_ms * mact_quant / mact``.
+    """
+
+    float_ms: NonNegative
+    quant_ms: NonNegative = 0.0  # 0 without int8 kernels
+    mact: Annotated[float, Field(gt=0.0, allow_inf_nan=False)]  # the uncompressed model's layer outputs, millions
+    by_op: dict[str, dict[str, NonNegative]] = {}  # precision -> node type -> ms, for people to read
+    command: str = ""
+
+    def price(self, mact_float, mact_quant):
+        """ms for one candidate or (as arrays) many, from its layers' output activations per precision."""
+        return (self.float_ms * np.asarray(mact_float) + self.quant_ms * np.asarray(mact_quant)) / self.mact
+
+
 class ValidationResult(_Strict):
     """How well the calibrated table predicted end-to-end cost on held-out candidates."""
 
@@ -425,6 +450,9 @@ class HardwareProfile(_Strict):
     #: fitted on one model's candidates, by calibration_key (model@input shape); a bare model name (older
     #: profiles) serves that model at any input shape
     model_calibrations: dict[str, Calibration] = {}
+    #: by calibration_key: the operations between layers of models measured in their own graph; the
+    #: calibration of such a model is fitted to whole-model latency less these, which are added back
+    graph_ops: dict[str, GraphOps] = {}
     energy: EnergySpec = EnergySpec()
     validation: list[ValidationResult] = []
     provenance: Provenance
@@ -487,6 +515,13 @@ class HardwareProfile(_Strict):
                 return self.model_calibrations[key]
         return self.calibration
 
+    def graph_ops_for(self, model: str | None = None, input_shape: Sequence[int] | None = None) -> GraphOps | None:
+        """The model's operations between layers at this input shape, else at any shape; None: not measured."""
+        for key in model_keys(model, input_shape):
+            if key in self.graph_ops:
+                return self.graph_ops[key]
+        return None
+
     # -- files ----------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
         """Atomic write, so an interrupted save never leaves half a profile."""
@@ -497,6 +532,8 @@ class HardwareProfile(_Strict):
             del data["accelerator"]
         if self.predictor is None:  # profiles without one keep the layout they always had
             del data["predictor"]
+        if not self.graph_ops:  # profiles without any keep the layout they always had
+            del data["graph_ops"]
         if self.imported is None:  # profiles of other kinds keep the layout they always had
             del data["imported"]
         else:  # thousands of entries: leave out the fields a source does not have (None is their default)

@@ -246,11 +246,16 @@ def _model_source(model: onnx.ModelProto | str | Path | bytes) -> str | bytes:
     raise TypeError(f"model must be an onnx.ModelProto, a path or serialized bytes, got {type(model).__name__}")
 
 
-def ort_session(model: onnx.ModelProto | str | Path | bytes, *, threads: int = 1) -> ort.InferenceSession:
+def ort_session(model: onnx.ModelProto | str | Path | bytes, *, threads: int = 1,
+                profile_prefix: str | None = None) -> ort.InferenceSession:
     """An ONNX Runtime CPU session: ``threads`` intra-op threads, one inter-op thread,
     sequential execution, every graph optimization (``ORT_ENABLE_ALL``) except
-    :data:`DISABLED_OPTIMIZERS` (which would turn float leaves of a mixed model int8)."""
+    :data:`DISABLED_OPTIMIZERS` (which would turn float leaves of a mixed model int8).
+    ``profile_prefix``: record ORT's per-node profile to a JSON file of that prefix (``end_profiling``)."""
     so = _session_options(threads)
+    if profile_prefix is not None:
+        so.enable_profiling = True
+        so.profile_file_prefix = profile_prefix
     return ort.InferenceSession(_model_source(model), so, providers=["CPUExecutionProvider"],
                                 disabled_optimizers=list(DISABLED_OPTIMIZERS))
 

@@ -247,7 +247,7 @@ def validate_profile(
     root = Path(workdir or tmp.name)
     try:
         for suite in suites:
-            costs = CostModel(profile, suite.space)
+            costs = CostModel(profile, suite.space, model=suite.name)
             references[suite.name] = candidate_opener(runtime, suite.model, suite.space, suite.space.identity(),
                                                       root / f"{suite.name}-reference.onnx", seed)()
             if n_calibrate:
@@ -335,21 +335,34 @@ def score_samples(profile: HardwareProfile, suites: Sequence[Suite], samples: li
     profile already holds for it (``calibration_for``: its own, else the pooled
     one), as a search on it would be: that is how a profile is checked on
     models its calibration never saw. Nothing is stored for such a model but
-    its validation results.
+    its validation results. A model whose operations between layers the
+    profile holds (``graph_ops``) has them added to every prediction, and its
+    calibrations fit what is left of each measured latency.
 
     ``reference_ms``: each model's uncompressed reference as timed in the run (what ratios were scaled by).
     """
     fit = [s for s in samples if s.role == "calibrate"]
     keys = {s.name: calibration_key(s.name, s.space.graph.input_shape) for s in suites}
+    ops = {s.name: profile.graph_ops_for(s.name, s.space.graph.input_shape) for s in suites}
+
+    def ops_ms(sample: Sample) -> float:
+        """The model's operations between layers (measured in its graph): calibrations fit the rest."""
+        found = ops[sample.suite]
+        return 0.0 if found is None else float(found.price(*(sample.features[CALIBRATION_FEATURES.index(f)]
+                                                              for f in ("mact_float", "mact_quant"))))
+
+    def layers_ms(chosen: list[Sample]) -> np.ndarray:
+        return np.array([s.measured_ms - ops_ms(s) for s in chosen])
+
     pooled = profile.calibration if not fit else fit_calibration(
-        np.array([s.features for s in fit]), np.array([s.measured_ms for s in fit]), [keys[s.suite] for s in fit])
+        np.array([s.features for s in fit]), layers_ms(fit), [keys[s.suite] for s in fit])
     own: dict[str, Calibration] = {}  # fitted on the model's own samples
     held_out: dict[str, Calibration] = {}  # no samples to fit on: what a search on the model would use
     for suite in suites:
         mine = [s for s in fit if s.suite == suite.name]
         if mine:
-            own[suite.name] = fit_calibration(np.array([s.features for s in mine]),
-                                              np.array([s.measured_ms for s in mine]), [keys[suite.name]])
+            own[suite.name] = fit_calibration(np.array([s.features for s in mine]), layers_ms(mine),
+                                              [keys[suite.name]])
         else:  # its own stored calibration, else the pool this run leaves in the profile
             stored = [k for k in model_keys(suite.name, suite.space.graph.input_shape)
                       if k in profile.model_calibrations]
@@ -359,8 +372,11 @@ def score_samples(profile: HardwareProfile, suites: Sequence[Suite], samples: li
     results, report_rows = [], []
     for s in (s for s in samples if s.role == "validate"):
         features = dict(zip(CALIBRATION_FEATURES, s.features, strict=True))
-        report_rows.append({"model": s.suite, "subset": s.subset, "predicted_ms": float(used[s.suite].apply(features)),
-                            "pooled_predicted_ms": float(pooled.apply(features)), "measured_ms": s.measured_ms,
+        between = ops_ms(s)
+        report_rows.append({"model": s.suite, "subset": s.subset,
+                            "predicted_ms": float(used[s.suite].apply(features)) + between,
+                            "pooled_predicted_ms": float(pooled.apply(features)) + between,
+                            "graph_ops_ms": between, "measured_ms": s.measured_ms,
                             "halves_ms": list(s.halves_ms), "candidate": s.candidate.to_dict()})
     model_groups = [[s.name] for s in suites] + ([[s.name for s in suites]] if len(suites) > 1 else [])
     for models in model_groups:

@@ -1,12 +1,13 @@
 """HAQ-style mixed precision on a BitFusion-like accelerator: DDPG over per-layer weight and activation bits.
 
-    python experiments/haq/run.py                # slow on 2 CPU threads: see below
+    python experiments/haq/run.py                # about 20 minutes on 2 CPU threads: see below
 
-Cost: a fake-quantized MobileNetV2 fine-tune step took 13-19 s on 2 busy CPU
-threads (the float reference trains at about 1 step/s), so the 40 episodes of
-the experiment file are about an hour here; ``device: cuda`` in the experiment
-file trains on a GPU. With 2-bit layers in the space, a proxy of 2 steps left
-the first episodes at chance accuracy: give the proxy at least 8 steps.
+Cost: with PyTorch's fused fake-quantization kernels a fake-quantized
+MobileNetV2 fine-tune step takes about 2 s on 2 CPU threads (13-19 s with the
+clamp/round ops written out), so the 40 episodes of the experiment file take
+about 15 minutes here and the whole run about 20; ``device: cuda`` in the
+experiment file trains on a GPU. With 2-bit layers in the space, a proxy of 2
+steps left the first episodes at chance accuracy: give the proxy at least 8 steps.
 
 HAQ (Wang et al., CVPR 2019) let a DDPG agent pick each layer's bits with the
 accelerator's latency in the loop, and observed that on memory-bound, edge-like
@@ -133,9 +134,10 @@ def plot(rows: list[dict[str, Any]], title: str, path: Path) -> None:
     axes[2].set_xticks(x)
     axes[2].set_xticklabels([r["unit"] for r in rows], rotation=90, fontsize=6)
     handles = [plt.Rectangle((0, 0), 1, 1, color=KIND_COLORS[k]) for k in KINDS]
-    fig.legend(handles, KINDS, loc="upper center", ncol=len(KINDS), fontsize=8, frameon=False)
+    fig.legend(handles, KINDS, loc="upper center", bbox_to_anchor=(0.5, 0.965), ncol=len(KINDS), fontsize=8,
+               frameon=False)
     fig.suptitle(title, fontsize=10, y=0.995)
-    fig.tight_layout(rect=(0, 0, 1, 0.96))
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 

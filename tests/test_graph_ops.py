@@ -1,0 +1,112 @@
+"""Operations between layers: timed in the model's own ONNX Runtime graph, added to the calibrated layer sums."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from autocompress.hardware import CostModel, HardwareProfile
+from autocompress.hardware.profile import (
+    CALIBRATION_FEATURES,
+    Calibration,
+    GraphOps,
+    calibration_key,
+)
+from autocompress.runtime.graph_ops import LAYER_NODES, measure_graph_ops
+from autocompress.runtime.validate import Sample, Suite, score_samples
+from tests.helpers import lenet_priced, roofline_profile, shipped_space, zoo_model
+
+
+class _Gated(nn.Module):
+    """A conv and a squeeze-excite gate: a reduce and a broadcast multiply that no layer signature holds."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 16, 3, padding=1)
+        self.reduce = nn.Conv2d(16, 4, 1)
+        self.expand = nn.Conv2d(4, 16, 1)
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.conv(x))
+        gate = torch.sigmoid(self.expand(torch.relu(self.reduce(x.mean((2, 3), keepdim=True)))))
+        return self.fc((x * gate).mean((2, 3)))
+
+
+def test_graph_ops_are_the_non_layer_nodes_of_both_builds():
+    ops = measure_graph_ops(_Gated().eval(), (3, 16, 16), 0.01, runs=20, sessions=1, scale=2.0)
+    assert set(ops.by_op) == {"fp32", "int8"}
+    for precision, by_op in ops.by_op.items():
+        assert by_op and not set(by_op) & LAYER_NODES, precision  # layers are the table's, not counted twice
+    assert {"ReduceMean", "Mul"} <= set(ops.by_op["fp32"])  # the gate's reduce and broadcast multiply
+    assert any("Mul" in op for op in ops.by_op["int8"])  # QLinearMul, or a float Mul between Q/DQ
+    assert ops.float_ms == pytest.approx(sum(ops.by_op["fp32"].values()))
+    assert ops.quant_ms == pytest.approx(sum(ops.by_op["int8"].values()))
+    assert ops.float_ms > 0 and ops.quant_ms > 0 and ops.mact == 0.01
+    # ORT reports whole microseconds; scaled onto the table by 2, every figure is a multiple of 2 us
+    assert all(round(ms * 1e3) % 2 == 0 for by_op in ops.by_op.values() for ms in by_op.values())
+
+
+def test_cost_model_adds_the_models_graph_ops_scaled_by_its_activations(tmp_path):
+    _, graph = zoo_model("resnet20")
+    space = shipped_space("resnet20", graph)
+    plain = CostModel(roofline_profile(), space, model="resnet20")
+    identity = space.encoding.encode([space.identity()])
+    mact = float(plain.predict_batch(identity)["mact_float"][0])
+    ops = GraphOps(float_ms=0.1, quant_ms=0.3, mact=mact)
+    profile = roofline_profile().model_copy(update={"graph_ops": {calibration_key("resnet20", (3, 32, 32)): ops}})
+    costs = CostModel(profile, space, model="resnet20")
+    assert costs.reference().latency_ms == pytest.approx(plain.reference().latency_ms + 0.1)
+    int8 = space.uniform(w_bits=8, a_bits=8)
+    assert costs.predict(int8).latency_ms == pytest.approx(plain.predict(int8).latency_ms + 0.3)
+    pruned = space.uniform(keep=0.5)
+    row = plain.predict_batch(space.encoding.encode([pruned]))
+    added = costs.predict(pruned).latency_ms - plain.predict(pruned).latency_ms
+    assert added == pytest.approx(0.1 * row["mact_float"][0] / mact) and 0 < added < 0.1
+    # another model, or none named, gets none of them
+    assert CostModel(profile, space, model="resnet32").reference().latency_ms == plain.reference().latency_ms
+    assert CostModel(profile, space).reference().latency_ms == plain.reference().latency_ms
+    # kept in the file; a profile without any keeps its old layout
+    saved = profile.save(tmp_path / "p.json")
+    assert HardwareProfile.load(saved).graph_ops == profile.graph_ops
+    assert "graph_ops" not in roofline_profile().save(tmp_path / "q.json").read_text()
+
+
+def test_calibration_fits_what_the_graph_ops_leave():
+    """Whole-model latencies = calibrated layer sums + graph ops: the fit recovers the sums' formula."""
+    model, costs = lenet_priced()
+    space = costs.space
+    rng = np.random.default_rng(0)
+    candidates = [space.sample(rng) for _ in range(24)]
+    raw = costs.predict_batch(space.encoding.encode(candidates))
+    ops = GraphOps(float_ms=0.05, quant_ms=0.08, mact=float(np.max(raw["mact_float"] + raw["mact_quant"])))
+    key = calibration_key("lenet5", (1, 28, 28))
+    profile = costs.profile.model_copy(update={"graph_ops": {key: ops}})
+    truth = Calibration(coefficients={"sum_float_ms": 0.8, "sum_quant_ms": 0.6}, offset_ms=0.01)
+    samples = []
+    for i, candidate in enumerate(candidates):
+        features = np.array([raw[f][i] for f in CALIBRATION_FEATURES])
+        named = dict(zip(CALIBRATION_FEATURES, features, strict=True))
+        measured = float(truth.apply(named) + ops.price(named["mact_float"], named["mact_quant"]))
+        samples.append(Sample("lenet5", "calibrate" if i < 16 else "validate", "fp32-only", candidate, features,
+                              measured, (measured, measured)))
+    updated, report = score_samples(profile, [Suite("lenet5", model, space)], samples, ["fp32-only"])
+    fitted = updated.model_calibrations[key]
+    assert fitted.coefficients["sum_float_ms"] == pytest.approx(0.8, rel=1e-3)
+    for row in report["samples"]:
+        assert row["graph_ops_ms"] > 0 and row["predicted_ms"] == pytest.approx(row["measured_ms"], rel=1e-3)
+
+
+def test_profile_measure_times_the_graph_ops_once(tmp_path):
+    out = tmp_path / "lenet.json"
+    cmd = [sys.executable, "-m", "autocompress.cli", "profile", "measure", "--models", "lenet5", "--input-shape",
+           "1x28x28", "--rounds", "1", "--reps", "2", "--passes", "1", "--out", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    ops = HardwareProfile.load(out).graph_ops["lenet5@1x28x28"]
+    assert ops.float_ms > 0 and ops.quant_ms > 0 and "between layers[lenet5@1x28x28]" in done.stdout
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)  # nothing new: the file is untouched
+    assert again.returncode == 0 and HardwareProfile.load(out).graph_ops["lenet5@1x28x28"] == ops
