@@ -15,7 +15,13 @@ from autocompress.hardware.profile import (
     GraphOps,
     calibration_key,
 )
-from autocompress.runtime.graph_ops import LAYER_NODES, measure_graph_ops
+from autocompress.runtime.graph_ops import (
+    LAYER_NODES,
+    between_layers,
+    measure_graph_ops,
+    node_times,
+)
+from autocompress.runtime.onnx_export import export_onnx
 from autocompress.runtime.validate import Sample, Suite, score_samples
 from tests.helpers import lenet_priced, roofline_profile, shipped_space, zoo_model
 
@@ -25,10 +31,10 @@ class _Gated(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.conv = nn.Conv2d(3, 16, 3, padding=1)
-        self.reduce = nn.Conv2d(16, 4, 1)
-        self.expand = nn.Conv2d(4, 16, 1)
-        self.fc = nn.Linear(16, 10)
+        self.conv = nn.Conv2d(3, 48, 3, padding=1)
+        self.reduce = nn.Conv2d(48, 12, 1)
+        self.expand = nn.Conv2d(12, 48, 1)
+        self.fc = nn.Linear(48, 10)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = torch.relu(self.conv(x))
@@ -37,7 +43,7 @@ class _Gated(nn.Module):
 
 
 def test_graph_ops_are_the_non_layer_nodes_of_both_builds():
-    ops = measure_graph_ops(_Gated().eval(), (3, 16, 16), 0.01, runs=20, sessions=1, scale=2.0)
+    ops = measure_graph_ops(_Gated().eval(), (3, 32, 32), 0.01, runs=20, sessions=1)
     assert set(ops.by_op) == {"fp32", "int8"}
     for precision, by_op in ops.by_op.items():
         assert by_op and not set(by_op) & LAYER_NODES, precision  # layers are the table's, not counted twice
@@ -46,8 +52,17 @@ def test_graph_ops_are_the_non_layer_nodes_of_both_builds():
     assert ops.float_ms == pytest.approx(sum(ops.by_op["fp32"].values()))
     assert ops.quant_ms == pytest.approx(sum(ops.by_op["int8"].values()))
     assert ops.float_ms > 0 and ops.quant_ms > 0 and ops.mact == 0.01
-    # ORT reports whole microseconds; scaled onto the table by 2, every figure is a multiple of 2 us
-    assert all(round(ms * 1e3) % 2 == 0 for by_op in ops.by_op.values() for ms in by_op.values())
+
+
+def test_node_times_take_the_profilers_own_cost_off_every_node(tmp_path):
+    path = export_onnx(_Gated().eval(), (3, 32, 32), tmp_path / "gated.onnx", int8=False)
+    times, overhead = node_times(path, (3, 32, 32), runs=30, sessions=1)
+    assert {op for _, op in times} >= {"Conv", "ReduceMean", "Mul"} and all(ms > 0 for ms in times.values())
+    assert 0 <= overhead < 0.05  # ms per node: microseconds, not a whole model
+    raw, corrected = between_layers(times), between_layers(times, overhead)
+    assert set(raw) == set(corrected) and not set(raw) & LAYER_NODES
+    for op, ms in corrected.items():
+        assert ms == pytest.approx(sum(max(0.0, t - overhead) for (_, o), t in times.items() if o == op))
 
 
 def test_cost_model_adds_the_models_graph_ops_scaled_by_its_activations(tmp_path):
