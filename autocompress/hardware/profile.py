@@ -154,8 +154,9 @@ class GraphOps(_Strict):
     and activations the runtime does not fuse into a layer, pooling, and the
     layout reorders and quantize/dequantize steps around them. They are timed
     per node in the model's own uncompressed float build and its all-int8 build
-    (the runtime's per-node profile), summed over the non-layer nodes, and put
-    on the table's scale by the anchors. A candidate's share scales with the
+    (the runtime's per-node profile, less the profiler's own cost per node),
+    summed over the non-layer nodes, and put on the table's scale by the
+    anchors (``autocompress.runtime.graph_ops``). A candidate's share scales with the
     activations its layers write in each precision, against the uncompressed
     model's: ``float_ms * mact_float / mact + quant_ms * mact_quant / mact``.
     """
