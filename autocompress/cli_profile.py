@@ -293,11 +293,14 @@ def _add_graph_ops(path: str, suites: list, command: str) -> int:
         ratio = check_machine(profile).speed_ratio  # this run's speed against the table's scale
         found = {}
         for suite in suites:
-            identity = suite.space.encoding.encode([suite.space.identity()])
-            mact = float(CostModel(profile, suite.space).predict_batch(identity)["mact_float"][0])
+            builds = {"fp32": suite.space.identity()}  # the float build and, with int8 kernels, the all-int8 one
+            if "int8" in profile.precisions:
+                builds["int8"] = suite.space.uniform(w_bits=8, a_bits=8)
+            priced = CostModel(profile, suite.space).predict_batch(suite.space.encoding.encode(list(builds.values())))
+            table_ms = {p: float(priced["sum_float_ms"][i] + priced["sum_quant_ms"][i]) for i, p in enumerate(builds)}
             found[calibration_key(suite.name, suite.space.graph.input_shape)] = measure_graph_ops(
-                suite.model, suite.space.graph.input_shape, mact, threads=profile.threads,
-                int8="int8" in profile.precisions, scale=1.0 / ratio if ratio else 1.0, command=command)
+                suite.model, suite.space.graph.input_shape, float(priced["mact_float"][0]), table_ms,
+                threads=profile.threads, scale=1.0 / ratio if ratio else 1.0, command=command)
         profile = profile.model_copy(update={"graph_ops": {**profile.graph_ops, **found}})
         profile.save(path)
     print(describe_profile(profile))
@@ -362,6 +365,10 @@ def describe_profile(profile) -> str:
         top = ", ".join(f"{op} {ms * 1e3:.0f} us" for op, ms in list(ops.by_op.get("fp32", {}).items())[:3])
         lines.append(f"  between layers[{name}]: {ops.float_ms:.4f} ms float, {ops.quant_ms:.4f} ms int8, timed in "
                      f"its own graph ({top})")
+        if ops.layers_ms:
+            lines.append(f"  layers in context[{name}]: " + ", ".join(
+                f"{p} {ops.layers_ms[p]:.4f} ms in the graph / {ops.table_ms[p]:.4f} ms alone = "
+                f"{ops.layer_factor(p):.3f}x" for p in ops.layers_ms))
     if profile.validation:
         lines.append(f"  {'models':44s} {'subset':16s} {'n':>4s} {'spearman':>9s} {'med err%':>9s} "
                      f"{'p90 err%':>9s} {'<=10%':>7s} {'noise%':>7s}")

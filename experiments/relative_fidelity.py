@@ -6,7 +6,7 @@ layer at its most compressed width, rank and precision. Random validation
 candidates rarely go there, nor to the uncompressed model itself. This script
 measures both ends: the reference, the cheapest rows the layer-wise strategies
 start from (uniform corners and what coordinate descent reaches), and a few
-random candidates, each timed against the reference call by call, and prints
+random candidates, each timed against the reference in turns, and prints
 measured and predicted fractions of the reference side by side.
 
 Compare runs, not rows: on this VM the fractions move between processes

@@ -1,4 +1,4 @@
-"""Operations between layers: timed in the model's own ONNX Runtime graph, added to the calibrated layer sums."""
+"""Operations between layers and the layers in context: timed in the model's own ONNX Runtime graph."""
 
 import subprocess
 import sys
@@ -43,7 +43,7 @@ class _Gated(nn.Module):
 
 
 def test_graph_ops_are_the_non_layer_nodes_of_both_builds():
-    ops = measure_graph_ops(_Gated().eval(), (3, 32, 32), 0.01, runs=20, sessions=1)
+    ops = measure_graph_ops(_Gated().eval(), (3, 32, 32), 0.01, {"fp32": 0.02, "int8": 0.04}, runs=20, sessions=1)
     assert set(ops.by_op) == {"fp32", "int8"}
     for precision, by_op in ops.by_op.items():
         assert by_op and not set(by_op) & LAYER_NODES, precision  # layers are the table's, not counted twice
@@ -52,13 +52,26 @@ def test_graph_ops_are_the_non_layer_nodes_of_both_builds():
     assert ops.float_ms == pytest.approx(sum(ops.by_op["fp32"].values()))
     assert ops.quant_ms == pytest.approx(sum(ops.by_op["int8"].values()))
     assert ops.float_ms > 0 and ops.quant_ms > 0 and ops.mact == 0.01
+    # the unprofiled graph less what runs between layers: the layers in context, against the table alone
+    assert ops.table_ms == {"fp32": 0.02, "int8": 0.04} and set(ops.layers_ms) == {"fp32", "int8"}
+    for precision in ("fp32", "int8"):
+        assert 0 < ops.layers_ms[precision] < 1.0  # the conv, the gate's two 1x1s and the linear: microseconds
+        assert ops.layer_factor(precision) == pytest.approx(ops.layers_ms[precision] / ops.table_ms[precision])
+    assert ops.layer_factor("w4a8") == 1.0  # a precision the graph did not run
+
+
+def test_float_only_profile_times_only_the_float_build():
+    ops = measure_graph_ops(_Gated().eval(), (3, 32, 32), 0.01, {"fp32": 0.02}, runs=10, sessions=1)
+    assert set(ops.by_op) == set(ops.layers_ms) == {"fp32"} and ops.quant_ms == 0.0
+    assert ops.layer_factor("int8") == 1.0
 
 
 def test_node_times_take_the_profilers_own_cost_off_every_node(tmp_path):
     path = export_onnx(_Gated().eval(), (3, 32, 32), tmp_path / "gated.onnx", int8=False)
-    times, overhead = node_times(path, (3, 32, 32), runs=30, sessions=1)
+    times, overhead, wall = node_times(path, (3, 32, 32), runs=30, sessions=1)
     assert {op for _, op in times} >= {"Conv", "ReduceMean", "Mul"} and all(ms > 0 for ms in times.values())
     assert 0 <= overhead < 0.05  # ms per node: microseconds, not a whole model
+    assert 0 < wall < 5 and sum(times.values()) - overhead * len(times) <= 1.5 * wall  # the unprofiled graph
     raw, corrected = between_layers(times), between_layers(times, overhead)
     assert set(raw) == set(corrected) and not set(raw) & LAYER_NODES
     for op, ms in corrected.items():
@@ -88,6 +101,32 @@ def test_cost_model_adds_the_models_graph_ops_scaled_by_its_activations(tmp_path
     saved = profile.save(tmp_path / "p.json")
     assert HardwareProfile.load(saved).graph_ops == profile.graph_ops
     assert "graph_ops" not in roofline_profile().save(tmp_path / "q.json").read_text()
+
+
+def test_a_model_whose_layers_run_unlike_the_calibrations_models_is_flagged(caplog):
+    """Its in-graph/table factor against the calibration's models': near 1 carries over, far from 1 warns."""
+    _, graph = zoo_model("resnet20")
+    space = shipped_space("resnet20", graph)
+    fitted = Calibration(coefficients={"sum_float_ms": 1.0, "sum_quant_ms": 1.0}, models=["resnet20@3x32x32"])
+
+    def ops(fp32: float, int8: float) -> GraphOps:
+        return GraphOps(float_ms=0.0, mact=1.0, layers_ms={"fp32": fp32, "int8": int8},
+                        table_ms={"fp32": 1.0, "int8": 1.0})
+
+    profile = roofline_profile().model_copy(update={
+        "calibration": fitted,
+        "graph_ops": {"resnet20@3x32x32": ops(0.85, 0.65), "resnet56@3x32x32": ops(0.88, 0.66),
+                      "vgg@3x32x32": ops(1.05, 0.82)}})
+    assert profile.context_ratios("resnet20", (3, 32, 32)) == {"fp32": pytest.approx(1.0), "int8": pytest.approx(1.0)}
+    assert profile.context_ratios("resnet56", (3, 32, 32))["fp32"] == pytest.approx(0.88 / 0.85)
+    assert profile.context_ratios("lenet5", (1, 28, 28)) == {}  # not measured in its graph
+    with caplog.at_level("WARNING", logger="autocompress.hardware.cost_model"):
+        CostModel(profile, space, model="resnet56")
+        assert not caplog.records
+        CostModel(profile, space, model="vgg")
+    (record,) = caplog.records
+    assert "1.24x (fp32)" in record.getMessage() and "1.26x (int8)" in record.getMessage()
+    assert "autocompress profile validate PROFILE --models vgg" in record.getMessage()
 
 
 def test_calibration_fits_what_the_graph_ops_leave():
@@ -123,5 +162,8 @@ def test_profile_measure_times_the_graph_ops_once(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     ops = HardwareProfile.load(out).graph_ops["lenet5@1x28x28"]
     assert ops.float_ms > 0 and ops.quant_ms > 0 and "between layers[lenet5@1x28x28]" in done.stdout
+    # the layers in context, against the same profile's table for the float and the all-int8 build
+    assert set(ops.layers_ms) == set(ops.table_ms) == {"fp32", "int8"}
+    assert "layers in context[lenet5@1x28x28]" in done.stdout
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)  # nothing new: the file is untouched
     assert again.returncode == 0 and HardwareProfile.load(out).graph_ops["lenet5@1x28x28"] == ops

@@ -262,8 +262,10 @@ def test_reference_ratio_cancels_the_machines_drift():
             slow[0] = 4.0 - slow[0]
 
     result = time_callables({"double": fn("double", 200e-6), "half": fn("half", 50e-6)}, rounds=4, reps=6,
-                            warmup=2, seed=1, reference=drifting_reference)
-    assert all(order[i] == "ref" for i in range(1, len(order), 2))  # every call is followed by the reference
+                            warmup=2, seed=1, reference=drifting_reference, block=3)
+    # a visit: its warm-up calls, the reference's, then blocks of 3 calls each followed by 3 of the reference
+    visit = ["x"] * 2 + ["ref"] * 2 + (["x"] * 3 + ["ref"] * 3) * 2
+    assert ["ref" if o == "ref" else "x" for o in order] == visit * 8
     for name, expected in (("double", 2.0), ("half", 0.5)):
         t = result[name]
         assert len(t.round_ratios) == 4 and t.reference_ms is not None
@@ -273,6 +275,8 @@ def test_reference_ratio_cancels_the_machines_drift():
         _ = time_callables({"a": lambda: None}, rounds=1, reps=1)["a"].ratio
     with pytest.raises(TypeError, match="reference"):
         time_callables({"a": lambda: None}, reference=3)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="block"):
+        time_callables({"a": lambda: None}, reference=lambda: None, block=0)
 
 
 def test_torch_threads_sets_and_restores_the_thread_count():

@@ -25,6 +25,7 @@ from autocompress.runtime.energy_meters import measure_energies
 from autocompress.runtime.onnx_export import QUANTIZATION_KEY
 from autocompress.runtime.onnx_runtime import ort_session
 from autocompress.runtime.timing import (
+    BLOCK,
     Timing,
     across_sessions,
     open_sessions,
@@ -43,7 +44,7 @@ DIFF_IMAGES = 8
 def timing_note(*, sessions: int, rounds: int, reps: int) -> str:
     """What :func:`measure_latency` does, for the manifest."""
     return (f"every member and the reference timed together, interleaved: {sessions} session(s) x {rounds} rounds x "
-            f"{reps} runs each, every call followed by a call of the reference; latency = median over sessions of "
+            f"{reps} runs each, in blocks of {BLOCK} calls each followed by {BLOCK} of the reference; latency = median over sessions of "
             "the median round ratio to the reference x the reference's median")
 
 

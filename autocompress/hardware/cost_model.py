@@ -47,6 +47,8 @@ _SUMMED = (*SUMMED_FEATURES, "energy_mj", "size_bytes", "macs", "bitops")
 _RAW = (*_SUMMED, "in_mact")
 _F = {name: i for i, name in enumerate(_RAW)}
 FLOAT_PRECISION = "fp32"
+#: how far a model's in-graph/table factor may lie from its calibration's models' before a warning
+CONTEXT_TOLERANCE = 0.10
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,14 @@ class CostModel:
         self.space = space
         self.calibration = profile.calibration_for(model, space.graph.input_shape)
         self.graph_ops = profile.graph_ops_for(model, space.graph.input_shape)  # None: not measured for it
+        off = {p: r for p, r in profile.context_ratios(model, space.graph.input_shape).items()
+               if abs(r - 1.0) > CONTEXT_TOLERANCE}
+        if off:
+            log.warning("profile %r: %s's layers run in its graph at %s the in-graph/table ratio of the models its "
+                        "calibration was fitted on (%s): its predicted latency may be off by about that much; "
+                        "`autocompress profile validate PROFILE --models %s` calibrates on it", profile.name, model,
+                        ", ".join(f"{r:.2f}x ({p})" for p, r in off.items()),
+                        ", ".join(self.calibration.models) or "none", model)
         self.interpolated: set[str] = set()
         self.predicted: set[str] = set()  # signatures the profile's predictor priced
         self._predictor = profile.predictor

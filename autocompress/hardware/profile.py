@@ -159,17 +159,40 @@ class GraphOps(_Strict):
     anchors (``autocompress.runtime.graph_ops``). A candidate's share scales with the
     activations its layers write in each precision, against the uncompressed
     model's: ``float_ms * mact_float / mact + quant_ms * mact_quant / mact``.
+
+    The same runs time the layers in context: ``layers_ms`` is the build's
+    whole-graph time less its operations between layers, ``table_ms`` what the
+    table says for the same layers alone. Their ratio (:meth:`layer_factor`) is how
+    this model's layers run in its graph against the table: below 1 where a
+    graph amortizes the per-call overhead and layout reorders an isolated layer
+    pays (ResNet-20's float layers about 0.9, its int8 ones about 0.7), above 1
+    where a graph's weights do not stay in cache as one layer's do between
+    calls (a VGG-like model's 4096->512 head and its widest convolutions).
+    Against the same ratio of the models a calibration was fitted on
+    (:meth:`HardwareProfile.context_ratios`), it says whether that calibration
+    carries over to this model; the cost model warns where it does not.
+    Scaling a candidate's layer sums by it was tried and left out: the ratio of
+    the whole model does not hold for its pruned candidates, whose weights
+    shrink (a VGG-like model's candidates then came out 15% over).
     """
 
     float_ms: NonNegative
     quant_ms: NonNegative = 0.0  # 0 without int8 kernels
     mact: Annotated[float, Field(gt=0.0, allow_inf_nan=False)]  # the uncompressed model's layer outputs, millions
     by_op: dict[str, dict[str, NonNegative]] = {}  # precision -> node type -> ms, for people to read
+    layers_ms: dict[str, Positive] = {}  # precision -> the build's graph less its graph ops (table scale)
+    table_ms: dict[str, Positive] = {}  # precision -> the table's sum for the same layers alone
     command: str = ""
 
     def price(self, mact_float, mact_quant):
         """ms for one candidate or (as arrays) many, from its layers' output activations per precision."""
         return (self.float_ms * np.asarray(mact_float) + self.quant_ms * np.asarray(mact_quant)) / self.mact
+
+    def layer_factor(self, precision: str) -> float:
+        """In-graph over isolated time of the model's layers at ``precision`` (1.0 where not measured)."""
+        if precision in self.layers_ms and precision in self.table_ms:
+            return self.layers_ms[precision] / self.table_ms[precision]
+        return 1.0
 
 
 class ValidationResult(_Strict):
@@ -522,6 +545,25 @@ class HardwareProfile(_Strict):
             if key in self.graph_ops:
                 return self.graph_ops[key]
         return None
+
+    def context_ratios(self, model: str | None = None, input_shape: Sequence[int] | None = None) -> dict[str, float]:
+        """Precision -> the model's in-graph/table factor over that of the models its calibration was fitted on.
+
+        1.0: its layers run in its graph as the calibration's models' do in theirs, so the calibration carries
+        over. Far from 1 (a model whose weights do not stay in cache, say), its prediction is off by about as
+        much. Empty where either side was not measured.
+        """
+        ops = self.graph_ops_for(model, input_shape)
+        if ops is None or not ops.layers_ms:
+            return {}
+        fitted = [self.graph_ops[k] for k in self.calibration_for(model, input_shape).models
+                  if k in self.graph_ops and self.graph_ops[k].layers_ms]
+        out = {}
+        for precision in ops.layers_ms:
+            factors = [g.layer_factor(precision) for g in fitted if precision in g.layers_ms]
+            if factors:
+                out[precision] = ops.layer_factor(precision) / float(np.mean(factors))
+        return out
 
     # -- files ----------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:

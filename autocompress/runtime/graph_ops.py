@@ -11,7 +11,8 @@ run: each build (uncompressed float, all-int8) runs with ONNX Runtime's
 per-node profiler, every node keeps its median kernel time over the runs less
 the profiler's own cost per node, and the nodes that are not layers are
 summed. Timed a few sessions apart, the fastest session counts, as for a
-table entry.
+table entry. What is left of the unprofiled graph's time is its layers in
+context, against what the table says for them alone (``GraphOps.layer_factor``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from torch import nn
 from autocompress.hardware.profile import GraphOps
 from autocompress.runtime.onnx_export import export_onnx
 from autocompress.runtime.onnx_runtime import ort_session
+from autocompress.runtime.timing import BLOCK
 
 log = logging.getLogger(__name__)
 
@@ -38,31 +40,36 @@ LAYER_NODES = frozenset({"Conv", "FusedConv", "Gemm", "FusedGemm", "MatMul", "Fu
 
 
 def node_times(path: Path, input_shape: tuple[int, ...], *, threads: int = 1, runs: int = 200, warmup: int = 20,
-               sessions: int = 2, seed: int = 0) -> tuple[dict[tuple[str, str], float], float]:
-    """(node name, node type) -> ms, and the profiler's own cost per node (ms).
+               sessions: int = 2, seed: int = 0) -> tuple[dict[tuple[str, str], float], float, float]:
+    """(node name, node type) -> ms, the profiler's own cost per node (ms), and the whole graph's ms.
 
     Each node keeps its median kernel time over ``runs``, the fastest of
     ``sessions``. The profiler adds to every node it times (here 1-2 us a
     node, which on a graph of small nodes summed to 45% more than the
     whole model runs in): every profiled call is paired with a call of an
     unprofiled session of the same file, and the per-node cost is how far the
-    nodes' sum exceeds that call's median, spread over the nodes.
+    nodes' sum exceeds that call's median, spread over the nodes. The two
+    sessions take turns in blocks of calls, as a model and its reference do
+    in :func:`~autocompress.runtime.timing.time_callables`.
     """
     x = np.random.default_rng(seed).standard_normal((1, *input_shape)).astype(np.float32)
     best: dict[tuple[str, str], float] = {}
-    overheads = []
+    overheads, walls = [], []
     with tempfile.TemporaryDirectory(prefix="autocompress-graph-ops-") as tmp:
         for k in range(sessions):
             session = ort_session(path, threads=threads, profile_prefix=str(Path(tmp) / f"s{k}"))
             plain = ort_session(path, threads=threads)
             feed = {session.get_inputs()[0].name: x}
             wall = []
-            for i in range(warmup + runs):
-                session.run(None, feed)
-                start = time.perf_counter()
-                plain.run(None, feed)
-                if i >= warmup:
-                    wall.append((time.perf_counter() - start) * 1e3)
+            for first in range(0, warmup + runs, BLOCK):  # blocks, as the timing harness pairs calls: warm caches
+                calls = range(first, min(first + BLOCK, warmup + runs))
+                for _ in calls:
+                    session.run(None, feed)
+                for i in calls:
+                    start = time.perf_counter()
+                    plain.run(None, feed)
+                    if i >= warmup:
+                        wall.append((time.perf_counter() - start) * 1e3)
             events = json.loads(Path(session.end_profiling()).read_text())
             durations: dict[tuple[str, str], list[float]] = defaultdict(list)
             for event in events:
@@ -71,9 +78,10 @@ def node_times(path: Path, input_shape: tuple[int, ...], *, threads: int = 1, ru
                     durations[node].append(event["dur"] / 1000.0)  # microseconds
             medians = {node: float(np.median(values[-runs:])) for node, values in durations.items()}  # warm only
             overheads.append(max(0.0, (sum(medians.values()) - float(np.median(wall))) / max(1, len(medians))))
+            walls.append(float(np.median(wall)))
             for node, median in medians.items():
                 best[node] = min(best.get(node, median), median)
-    return best, float(np.median(overheads))
+    return best, float(np.median(overheads)), min(walls)
 
 
 def between_layers(times: dict[tuple[str, str], float], overhead_ms: float = 0.0) -> dict[str, float]:
@@ -85,23 +93,32 @@ def between_layers(times: dict[tuple[str, str], float], overhead_ms: float = 0.0
     return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
-def measure_graph_ops(model: nn.Module, input_shape: tuple[int, int, int], mact: float, *, threads: int = 1,
-                      int8: bool = True, scale: float = 1.0, runs: int = 200, sessions: int = 2, seed: int = 0,
-                      command: str = "") -> GraphOps:
-    """Time what ``model``'s float build (and its all-int8 build with ``int8``) runs between its layers.
+def measure_graph_ops(model: nn.Module, input_shape: tuple[int, int, int], mact: float,
+                      table_ms: dict[str, float], *, threads: int = 1, scale: float = 1.0, runs: int = 200,
+                      sessions: int = 2, seed: int = 0, command: str = "") -> GraphOps:
+    """Time what ``model``'s builds run between their layers, and their layers in context.
 
-    ``mact``: the uncompressed model's layer output activations (millions, the cost model's ``mact_float``),
-    what a candidate's share is scaled by. ``scale``: multiplies every time onto the profile's table scale
-    (its anchors' reference latency over their latency now).
+    ``table_ms``: precision (``fp32``, and ``int8`` for the all-int8 build where the profile has int8
+    kernels) -> what the table says the build's layers take alone. ``mact``: the uncompressed model's layer
+    output activations (millions, the cost model's ``mact_float``), what a candidate's share is scaled by.
+    ``scale``: multiplies every time onto the profile's table scale (its anchors' reference latency over
+    their latency now).
     """
     by_op: dict[str, dict[str, float]] = {}
+    layers_ms: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="autocompress-graph-ops-") as tmp:
-        for precision, quantize in (("fp32", False), ("int8", True))[:2 if int8 else 1]:
-            path = export_onnx(model, input_shape, Path(tmp) / f"{precision}.onnx", int8=quantize)
-            times, overhead = node_times(path, input_shape, threads=threads, runs=runs, sessions=sessions, seed=seed)
+        for precision in table_ms:
+            path = export_onnx(model, input_shape, Path(tmp) / f"{precision}.onnx", int8=precision == "int8")
+            times, overhead, wall = node_times(path, input_shape, threads=threads, runs=runs, sessions=sessions,
+                                               seed=seed)
             by_op[precision] = {op: ms * scale for op, ms in between_layers(times, overhead).items()}
+            # the unprofiled graph's own time less what runs between layers: per-node figures (whole
+            # microseconds, the profiler's cost taken off on average) split it but do not add up to it exactly
+            layers_ms[precision] = max(wall * scale - sum(by_op[precision].values()), 1e-6)
     ops = GraphOps(float_ms=sum(by_op["fp32"].values()), quant_ms=sum(by_op.get("int8", {}).values()), mact=mact,
-                   by_op=by_op, command=command)
-    log.info("between layers: %.4f ms float, %.4f ms int8 (%s)", ops.float_ms, ops.quant_ms,
-             ", ".join(f"{op} {ms * 1e3:.0f} us" for op, ms in list(by_op["fp32"].items())[:4]))
+                   by_op=by_op, layers_ms=layers_ms, table_ms=dict(table_ms), command=command)
+    log.info("between layers: %.4f ms float, %.4f ms int8 (%s); layers in the graph at %s their table time",
+             ops.float_ms, ops.quant_ms,
+             ", ".join(f"{op} {ms * 1e3:.0f} us" for op, ms in list(by_op["fp32"].items())[:4]),
+             ", ".join(f"{ops.layer_factor(p):.2f}x ({p})" for p in table_ms))
     return ops

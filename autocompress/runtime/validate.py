@@ -6,9 +6,9 @@ fits the calibration (per kernel precision); a disjoint set is predicted and
 compared with its measurement: Spearman rank correlation, median and 90th
 percentile absolute % error, share within +-10%, beside the noise floor.
 
-Every call of a candidate is paired with a call of its model's uncompressed
-*reference* (see :mod:`autocompress.runtime.timing`): a candidate's latency is
-its median ratio to the reference times the reference's median over the run,
+A candidate's calls take turns, in short blocks, with calls of its model's
+uncompressed *reference* (see :mod:`autocompress.runtime.timing`): a
+candidate's latency is its median ratio to the reference times the reference's median over the run,
 so the machine's drift from second to second cancels and every candidate is
 priced at the run's typical speed. Every model is timed as two independent
 sets of sessions: its latency comes from both, and the noise floor is how far
