@@ -282,6 +282,7 @@ def _graph_ops_to_measure(existing, suites: list, runtime: str, *, remeasure: bo
 
 def _add_graph_ops(path: str, suites: list, command: str) -> int:
     """Time each suite's operations between layers in its own graph, on the table's scale, and store them."""
+    from autocompress.compress import materialize
     from autocompress.hardware import HardwareProfile
     from autocompress.hardware.cost_model import CostModel
     from autocompress.hardware.profile import calibration_key
@@ -298,8 +299,15 @@ def _add_graph_ops(path: str, suites: list, command: str) -> int:
                 builds["int8"] = suite.space.uniform(w_bits=8, a_bits=8)
             priced = CostModel(profile, suite.space).predict_batch(suite.space.encoding.encode(list(builds.values())))
             table_ms = {p: float(priced["sum_float_ms"][i] + priced["sum_quant_ms"][i]) for i, p in enumerate(builds)}
+            narrow = None
+            keeps = suite.space.choice_values("keep")
+            if keeps and keeps[0] < 1.0:  # the narrowest uniform build too: a node's fixed cost is not scaled away
+                slim = suite.space.uniform(keep=keeps[0])
+                slim_mact = float(CostModel(profile, suite.space).predict_batch(
+                    suite.space.encoding.encode([slim]))["mact_float"][0])
+                narrow = (materialize(suite.model, slim, suite.space).eval(), slim_mact)
             found[calibration_key(suite.name, suite.space.graph.input_shape)] = measure_graph_ops(
-                suite.model, suite.space.graph.input_shape, float(priced["mact_float"][0]), table_ms,
+                suite.model, suite.space.graph.input_shape, float(priced["mact_float"][0]), table_ms, narrow=narrow,
                 threads=profile.threads, scale=1.0 / ratio if ratio else 1.0, command=command)
         profile = profile.model_copy(update={"graph_ops": {**profile.graph_ops, **found}})
         profile.save(path)
@@ -363,8 +371,10 @@ def describe_profile(profile) -> str:
                      f"({cal.form}, fitted on {cal.fitted_on} models)")
     for name, ops in profile.graph_ops.items():
         top = ", ".join(f"{op} {ms * 1e3:.0f} us" for op, ms in list(ops.by_op.get("fp32", {}).items())[:3])
+        narrow = (f"; narrowest uniform build {ops.narrow_float_ms:.4f} / {ops.narrow_quant_ms or 0.0:.4f} ms"
+                  if ops.narrow_mact is not None else "")
         lines.append(f"  between layers[{name}]: {ops.float_ms:.4f} ms float, {ops.quant_ms:.4f} ms int8, timed in "
-                     f"its own graph ({top})")
+                     f"its own graph ({top}){narrow}")
         if ops.layers_ms:
             lines.append(f"  layers in context[{name}]: " + ", ".join(
                 f"{p} {ops.layers_ms[p]:.4f} ms in the graph / {ops.table_ms[p]:.4f} ms alone = "

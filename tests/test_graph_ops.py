@@ -103,6 +103,20 @@ def test_cost_model_adds_the_models_graph_ops_scaled_by_its_activations(tmp_path
     assert "graph_ops" not in roofline_profile().save(tmp_path / "q.json").read_text()
 
 
+def test_graph_ops_of_a_candidate_lie_between_the_full_and_the_narrowest_build():
+    """With both builds timed, a node's fixed cost stays in narrow candidates; without, the share scales to 0."""
+    ops = GraphOps(float_ms=0.10, quant_ms=0.20, mact=1.0, narrow_float_ms=0.06, narrow_quant_ms=0.14, narrow_mact=0.25)
+    assert ops.price(1.0, 0.0) == pytest.approx(0.10) and ops.price(0.0, 1.0) == pytest.approx(0.20)
+    assert ops.price(0.25, 0.0) == pytest.approx(0.06) and ops.price(0.0, 0.25) == pytest.approx(0.14)
+    assert ops.price(0.625, 0.0) == pytest.approx(0.08)  # halfway along the line through both builds
+    # a mixed candidate: each precision's build at its total activations, weighed by its share of them
+    assert ops.price(0.5, 0.5) == pytest.approx(0.5 * 0.10 + 0.5 * 0.20)
+    assert ops.price(np.array([0.25, 0.1]), np.array([0.0, 0.0])) == pytest.approx([0.06, 0.06 - 0.04 * 0.15 / 0.75])
+    assert ops.price(0.0, 0.0) == 0.0
+    plain = ops.model_copy(update={"narrow_float_ms": None, "narrow_quant_ms": None, "narrow_mact": None})
+    assert plain.price(0.25, 0.0) == pytest.approx(0.025)
+
+
 def test_a_model_whose_layers_run_unlike_the_calibrations_models_is_flagged(caplog):
     """Its in-graph/table factor against the calibration's models': near 1 carries over, far from 1 warns."""
     _, graph = zoo_model("resnet20")
@@ -164,6 +178,8 @@ def test_profile_measure_times_the_graph_ops_once(tmp_path):
     assert ops.float_ms > 0 and ops.quant_ms > 0 and "between layers[lenet5@1x28x28]" in done.stdout
     # the layers in context, against the same profile's table for the float and the all-int8 build
     assert set(ops.layers_ms) == set(ops.table_ms) == {"fp32", "int8"}
+    # and the narrowest uniform build's operations, between none and the full build's activations
+    assert ops.narrow_float_ms is not None and ops.narrow_quant_ms is not None and 0 < ops.narrow_mact < ops.mact
     assert "layers in context[lenet5@1x28x28]" in done.stdout
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)  # nothing new: the file is untouched
     assert again.returncode == 0 and HardwareProfile.load(out).graph_ops["lenet5@1x28x28"] == ops

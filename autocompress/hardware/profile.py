@@ -159,6 +159,11 @@ class GraphOps(_Strict):
     anchors (``autocompress.runtime.graph_ops``). A candidate's share scales with the
     activations its layers write in each precision, against the uncompressed
     model's: ``float_ms * mact_float / mact + quant_ms * mact_quant / mact``.
+    Where the narrowest uniform build was timed too (``narrow_*``), each
+    precision's figure lies instead on the line through both builds at the
+    candidate's activations: a node's fixed cost (a squeeze-excite gate's
+    reduce and multiply cost about the same at any width) is then not scaled
+    away in narrow candidates.
 
     The same runs time the layers in context: ``layers_ms`` is the build's
     whole-graph time less its operations between layers, ``table_ms`` what the
@@ -182,11 +187,25 @@ class GraphOps(_Strict):
     by_op: dict[str, dict[str, NonNegative]] = {}  # precision -> node type -> ms, for people to read
     layers_ms: dict[str, Positive] = {}  # precision -> the build's graph less its graph ops (table scale)
     table_ms: dict[str, Positive] = {}  # precision -> the table's sum for the same layers alone
+    narrow_float_ms: NonNegative | None = None  # the same, in the narrowest uniform build
+    narrow_quant_ms: NonNegative | None = None
+    narrow_mact: Positive | None = None  # that build's layer outputs, millions
     command: str = ""
 
     def price(self, mact_float, mact_quant):
         """ms for one candidate or (as arrays) many, from its layers' output activations per precision."""
-        return (self.float_ms * np.asarray(mact_float) + self.quant_ms * np.asarray(mact_quant)) / self.mact
+        mact_float, mact_quant = np.asarray(mact_float, dtype=float), np.asarray(mact_quant, dtype=float)
+        if self.narrow_mact is None or self.narrow_float_ms is None or self.narrow_mact >= self.mact:
+            return (self.float_ms * mact_float + self.quant_ms * mact_quant) / self.mact
+        total = mact_float + mact_quant
+        along = (total - self.narrow_mact) / (self.mact - self.narrow_mact)  # 0 at the narrow build, 1 at full
+
+        def build_ms(full: float, narrow: float) -> np.ndarray:
+            return np.maximum(0.0, narrow + (full - narrow) * along)
+
+        float_share = np.divide(mact_float, total, out=np.zeros_like(total), where=total > 0)
+        return np.where(total > 0, build_ms(self.float_ms, self.narrow_float_ms) * float_share
+                        + build_ms(self.quant_ms, self.narrow_quant_ms or 0.0) * (1.0 - float_share), 0.0)
 
     def layer_factor(self, precision: str) -> float:
         """In-graph over isolated time of the model's layers at ``precision`` (1.0 where not measured)."""

@@ -93,21 +93,13 @@ def between_layers(times: dict[tuple[str, str], float], overhead_ms: float = 0.0
     return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
-def measure_graph_ops(model: nn.Module, input_shape: tuple[int, int, int], mact: float,
-                      table_ms: dict[str, float], *, threads: int = 1, scale: float = 1.0, runs: int = 200,
-                      sessions: int = 2, seed: int = 0, command: str = "") -> GraphOps:
-    """Time what ``model``'s builds run between their layers, and their layers in context.
-
-    ``table_ms``: precision (``fp32``, and ``int8`` for the all-int8 build where the profile has int8
-    kernels) -> what the table says the build's layers take alone. ``mact``: the uncompressed model's layer
-    output activations (millions, the cost model's ``mact_float``), what a candidate's share is scaled by.
-    ``scale``: multiplies every time onto the profile's table scale (its anchors' reference latency over
-    their latency now).
-    """
+def _time_builds(model: nn.Module, input_shape: tuple[int, int, int], precisions, *, threads: int, scale: float,
+                 runs: int, sessions: int, seed: int) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+    """Per precision build of ``model``: node type -> ms between layers, and the layers in context (ms)."""
     by_op: dict[str, dict[str, float]] = {}
     layers_ms: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="autocompress-graph-ops-") as tmp:
-        for precision in table_ms:
+        for precision in precisions:
             path = export_onnx(model, input_shape, Path(tmp) / f"{precision}.onnx", int8=precision == "int8")
             times, overhead, wall = node_times(path, input_shape, threads=threads, runs=runs, sessions=sessions,
                                                seed=seed)
@@ -115,10 +107,34 @@ def measure_graph_ops(model: nn.Module, input_shape: tuple[int, int, int], mact:
             # the unprofiled graph's own time less what runs between layers: per-node figures (whole
             # microseconds, the profiler's cost taken off on average) split it but do not add up to it exactly
             layers_ms[precision] = max(wall * scale - sum(by_op[precision].values()), 1e-6)
+    return by_op, layers_ms
+
+
+def measure_graph_ops(model: nn.Module, input_shape: tuple[int, int, int], mact: float,
+                      table_ms: dict[str, float], *, narrow: tuple[nn.Module, float] | None = None,
+                      threads: int = 1, scale: float = 1.0, runs: int = 200, sessions: int = 2, seed: int = 0,
+                      command: str = "") -> GraphOps:
+    """Time what ``model``'s builds run between their layers, and their layers in context.
+
+    ``table_ms``: precision (``fp32``, and ``int8`` for the all-int8 build where the profile has int8
+    kernels) -> what the table says the build's layers take alone. ``mact``: the uncompressed model's layer
+    output activations (millions, the cost model's ``mact_float``), what a candidate's share is scaled by.
+    ``narrow``: the narrowest uniform build of the model and its activations, timed the same way, so a
+    candidate's share is interpolated between the two builds. ``scale``: multiplies every time onto the
+    profile's table scale (its anchors' reference latency over their latency now).
+    """
+    options = {"threads": threads, "scale": scale, "runs": runs, "sessions": sessions, "seed": seed}
+    by_op, layers_ms = _time_builds(model, input_shape, table_ms, **options)
+    narrow_fields = {}
+    if narrow is not None:
+        narrow_ops, _ = _time_builds(narrow[0], input_shape, table_ms, **options)
+        narrow_fields = {"narrow_float_ms": sum(narrow_ops["fp32"].values()),
+                         "narrow_quant_ms": sum(narrow_ops.get("int8", {}).values()), "narrow_mact": narrow[1]}
     ops = GraphOps(float_ms=sum(by_op["fp32"].values()), quant_ms=sum(by_op.get("int8", {}).values()), mact=mact,
-                   by_op=by_op, layers_ms=layers_ms, table_ms=dict(table_ms), command=command)
-    log.info("between layers: %.4f ms float, %.4f ms int8 (%s); layers in the graph at %s their table time",
+                   by_op=by_op, layers_ms=layers_ms, table_ms=dict(table_ms), command=command, **narrow_fields)
+    log.info("between layers: %.4f ms float, %.4f ms int8 (%s)%s; layers in the graph at %s their table time",
              ops.float_ms, ops.quant_ms,
              ", ".join(f"{op} {ms * 1e3:.0f} us" for op, ms in list(by_op["fp32"].items())[:4]),
+             f"; narrowest build {ops.narrow_float_ms:.4f} / {ops.narrow_quant_ms:.4f} ms" if narrow else "",
              ", ".join(f"{ops.layer_factor(p):.2f}x ({p})" for p in table_ms))
     return ops
