@@ -137,6 +137,8 @@ def test_a_model_whose_layers_run_unlike_the_calibrations_models_is_flagged(capl
     with caplog.at_level("WARNING", logger="autocompress.hardware.cost_model"):
         CostModel(profile, space, model="resnet56")
         assert not caplog.records
+        CostModel(profile, space, model="vgg", warn_context=False)  # validation calibrating on it
+        assert not caplog.records
         CostModel(profile, space, model="vgg")
     (record,) = caplog.records
     assert "1.24x (fp32)" in record.getMessage() and "1.26x (int8)" in record.getMessage()

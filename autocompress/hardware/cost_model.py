@@ -81,7 +81,8 @@ class _UnitTable:
 class CostModel:
     """Prices candidates of one space on one profile."""
 
-    def __init__(self, profile: HardwareProfile, space: SearchSpace, *, model: str | None = None):
+    def __init__(self, profile: HardwareProfile, space: SearchSpace, *, model: str | None = None,
+                 warn_context: bool = True):
         if profile.imported is not None and profile.imported.blocks:
             raise ProfileError(f"profile {profile.name!r} is an imported per-block table "
                                f"({profile.imported.format}, {profile.imported.source_file}): it prices whole blocks "
@@ -92,7 +93,7 @@ class CostModel:
         self.calibration = profile.calibration_for(model, space.graph.input_shape)
         self.graph_ops = profile.graph_ops_for(model, space.graph.input_shape)  # None: not measured for it
         off = {p: r for p, r in profile.context_ratios(model, space.graph.input_shape).items()
-               if abs(r - 1.0) > CONTEXT_TOLERANCE}
+               if abs(r - 1.0) > CONTEXT_TOLERANCE} if warn_context else {}
         if off:
             log.warning("profile %r: %s's layers run in its graph at %s the in-graph/table ratio of the models its "
                         "calibration was fitted on (%s): its predicted latency may be off by about that much; "
