@@ -44,8 +44,8 @@ DIFF_IMAGES = 8
 def timing_note(*, sessions: int, rounds: int, reps: int) -> str:
     """What :func:`measure_latency` does, for the manifest."""
     return (f"every member and the reference timed together, interleaved: {sessions} session(s) x {rounds} rounds x "
-            f"{reps} runs each, in blocks of {BLOCK} calls each followed by {BLOCK} of the reference; latency = median over sessions of "
-            "the median round ratio to the reference x the reference's median")
+            f"{reps} runs each, in blocks of {BLOCK} calls each followed by {BLOCK} of the reference; latency = "
+            "median over sessions of the median round ratio to the reference x the reference's median")
 
 
 def measure_latency(models: Mapping[str, tuple[nn.Module, Sequence[int], Path]], profile: HardwareProfile, *,

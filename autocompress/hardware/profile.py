@@ -170,7 +170,7 @@ class GraphOps(_Strict):
     table says for the same layers alone. Their ratio (:meth:`layer_factor`) is how
     this model's layers run in its graph against the table: below 1 where a
     graph amortizes the per-call overhead and layout reorders an isolated layer
-    pays (ResNet-20's float layers about 0.9, its int8 ones about 0.7), above 1
+    pays (ResNet-20's float layers about 0.85, its int8 ones about 0.65), above 1
     where a graph's weights do not stay in cache as one layer's do between
     calls (a VGG-like model's 4096->512 head and its widest convolutions).
     Against the same ratio of the models a calibration was fitted on

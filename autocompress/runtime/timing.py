@@ -47,6 +47,7 @@ import numpy as np
 #: calls of a callable, then as many of its reference, in turn (see the module's docstring)
 BLOCK = 5
 
+
 @dataclass(frozen=True)
 class Timing:
     """Latency of one callable over ``count`` timed calls, in milliseconds.
@@ -173,8 +174,9 @@ def time_callables(
                 for _ in range(warmup):
                     reference()
             times, reference_times = [], []
-            for first in range(0, reps, block if reference is not None else reps):
-                count = min(reps - first, block) if reference is not None else reps
+            step = block if reference is not None else reps  # alone: one block of every timed call
+            for first in range(0, reps, step):
+                count = min(step, reps - first)
                 for _ in range(count):
                     start = clock()
                     fn()
