@@ -294,18 +294,18 @@ def _add_graph_ops(path: str, suites: list, command: str) -> int:
         ratio = check_machine(profile).speed_ratio  # this run's speed against the table's scale
         found = {}
         for suite in suites:
-            builds = {"fp32": suite.space.identity()}  # the float build and, with int8 kernels, the all-int8 one
+            # the float build, the all-int8 one with int8 kernels, and the narrowest uniform float build (so a
+            # node's fixed cost is not scaled away), priced together
+            builds = {"fp32": suite.space.identity()}
             if "int8" in profile.precisions:
                 builds["int8"] = suite.space.uniform(w_bits=8, a_bits=8)
-            priced = CostModel(profile, suite.space).predict_batch(suite.space.encoding.encode(list(builds.values())))
-            table_ms = {p: float(priced["sum_float_ms"][i] + priced["sum_quant_ms"][i]) for i, p in enumerate(builds)}
-            narrow = None
             keeps = suite.space.choice_values("keep")
-            if keeps and keeps[0] < 1.0:  # the narrowest uniform build too: a node's fixed cost is not scaled away
-                slim = suite.space.uniform(keep=keeps[0])
-                slim_mact = float(CostModel(profile, suite.space).predict_batch(
-                    suite.space.encoding.encode([slim]))["mact_float"][0])
-                narrow = (materialize(suite.model, slim, suite.space).eval(), slim_mact)
+            slim = suite.space.uniform(keep=keeps[0]) if keeps and keeps[0] < 1.0 else None
+            candidates = [*builds.values(), *([slim] if slim is not None else [])]
+            priced = CostModel(profile, suite.space).predict_batch(suite.space.encoding.encode(candidates))
+            table_ms = {p: float(priced["latency_sum_ms"][i]) for i, p in enumerate(builds)}
+            narrow = (None if slim is None else
+                      (materialize(suite.model, slim, suite.space).eval(), float(priced["mact_float"][-1])))
             found[calibration_key(suite.name, suite.space.graph.input_shape)] = measure_graph_ops(
                 suite.model, suite.space.graph.input_shape, float(priced["mact_float"][0]), table_ms, narrow=narrow,
                 threads=profile.threads, scale=1.0 / ratio if ratio else 1.0, command=command)

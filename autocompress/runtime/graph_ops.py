@@ -20,8 +20,8 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
-import time
 from collections import defaultdict
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +30,7 @@ from torch import nn
 from autocompress.hardware.profile import GraphOps
 from autocompress.runtime.onnx_export import export_onnx
 from autocompress.runtime.onnx_runtime import ort_session
-from autocompress.runtime.timing import BLOCK
+from autocompress.runtime.timing import time_callables
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +49,8 @@ def node_times(path: Path, input_shape: tuple[int, ...], *, threads: int = 1, ru
     whole model runs in): every profiled call is paired with a call of an
     unprofiled session of the same file, and the per-node cost is how far the
     nodes' sum exceeds that call's median, spread over the nodes. The two
-    sessions take turns in blocks of calls, as a model and its reference do
-    in :func:`~autocompress.runtime.timing.time_callables`.
+    sessions take turns in blocks of calls, timed by
+    :func:`~autocompress.runtime.timing.time_callables` as a model and its reference.
     """
     x = np.random.default_rng(seed).standard_normal((1, *input_shape)).astype(np.float32)
     best: dict[tuple[str, str], float] = {}
@@ -60,16 +60,9 @@ def node_times(path: Path, input_shape: tuple[int, ...], *, threads: int = 1, ru
             session = ort_session(path, threads=threads, profile_prefix=str(Path(tmp) / f"s{k}"))
             plain = ort_session(path, threads=threads)
             feed = {session.get_inputs()[0].name: x}
-            wall = []
-            for first in range(0, warmup + runs, BLOCK):  # blocks, as the timing harness pairs calls: warm caches
-                calls = range(first, min(first + BLOCK, warmup + runs))
-                for _ in calls:
-                    session.run(None, feed)
-                for i in calls:
-                    start = time.perf_counter()
-                    plain.run(None, feed)
-                    if i >= warmup:
-                        wall.append((time.perf_counter() - start) * 1e3)
+            # the profiled session as the plain one's reference: both run warmup + runs calls, in blocks
+            wall = time_callables({"plain": partial(plain.run, None, feed)}, rounds=1, reps=runs, warmup=warmup,
+                                  reference=partial(session.run, None, feed))["plain"].median_ms
             events = json.loads(Path(session.end_profiling()).read_text())
             durations: dict[tuple[str, str], list[float]] = defaultdict(list)
             for event in events:
@@ -77,8 +70,8 @@ def node_times(path: Path, input_shape: tuple[int, ...], *, threads: int = 1, ru
                     node = (event["name"].removesuffix("_kernel_time"), event["args"]["op_name"])
                     durations[node].append(event["dur"] / 1000.0)  # microseconds
             medians = {node: float(np.median(values[-runs:])) for node, values in durations.items()}  # warm only
-            overheads.append(max(0.0, (sum(medians.values()) - float(np.median(wall))) / max(1, len(medians))))
-            walls.append(float(np.median(wall)))
+            overheads.append(max(0.0, (sum(medians.values()) - wall) / max(1, len(medians))))
+            walls.append(wall)
             for node, median in medians.items():
                 best[node] = min(best.get(node, median), median)
     return best, float(np.median(overheads)), min(walls)

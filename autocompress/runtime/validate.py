@@ -8,8 +8,9 @@ percentile absolute % error, share within +-10%, beside the noise floor.
 
 A candidate's calls take turns, in short blocks, with calls of its model's
 uncompressed *reference* (see :mod:`autocompress.runtime.timing`): a
-candidate's latency is its median ratio to the reference times the reference's median over the run,
-so the machine's drift from second to second cancels and every candidate is
+candidate's latency is its median ratio to the reference times the
+reference's median over the run, so the machine's drift from second to
+second cancels and every candidate is
 priced at the run's typical speed. Every model is timed as two independent
 sets of sessions: its latency comes from both, and the noise floor is how far
 the two sets' own figures fall apart (the noise of a measurement half as long,
