@@ -74,7 +74,7 @@ class LayerCount:
     a_bits: int
     sparsity: float  # fraction of the weights a sparsity mask holds at zero
     bitops: int  # effective_macs * w_bits * a_bits (32 for float)
-    size_bytes: float  # ceil(nnz * w_bits / 8) + (ceil(numel / 8) bitmap if sparse) + 4 * bias
+    size_bytes: float  # ceil(nnz * w_bits / 8) + (ceil(numel / 8) bitmap if sparse) + 4 * bias (folded BN's too)
 
 
 @dataclass(frozen=True)
@@ -86,11 +86,14 @@ class ModelCounts:
     multiply-accumulates of all matrix ops (the leaves' sum, plus any functional
     matmul outside a Conv2d/Linear, which is then priced as float in
     ``effective_macs`` and ``bitops``). ``flops = 2 * macs`` (a MAC is a
-    multiply and an add). ``size_bytes``: every leaf's ``size_bytes`` plus 4
-    bytes per element of every other parameter and buffer the deployed model
-    keeps — BatchNorm weight/bias/running stats at fp32 (not folded into the
-    convolutions) — but not the training-only state: fake-quant observers,
-    sparsity masks and the weights they parametrize, BN's ``num_batches_tracked``.
+    multiply and an add). ``size_bytes``: what the deployed model stores, the
+    figure the cost model prices: every leaf's ``size_bytes``, where a
+    BatchNorm right after a leaf of its width is folded into that leaf (its
+    weights, and a per-channel fp32 bias the leaf gains when it has none), plus
+    4 bytes per element of every other parameter and buffer the deployed model
+    keeps (a BatchNorm that folds into nothing: weight/bias/running stats) —
+    but not the training-only state: fake-quant observers, sparsity masks and
+    the weights they parametrize, BN's ``num_batches_tracked``.
     ``elementwise_ops`` is broken down by operator in ``elementwise_by_op`` (ops
     counted as zero work, such as ``cat``, do not appear there nor in ``uncounted``).
     """
@@ -179,6 +182,26 @@ def _elementwise_handles() -> dict[str, Handle]:
 
 
 
+def _folded_norms(view: nn.Module) -> dict[str, str]:
+    """BatchNorms that fold into the Conv2d/Linear registered just before them, by name -> that leaf's name.
+
+    Module order is definition order: every zoo block (``conv, bn``; a LowRank
+    pair ``conv.0, conv.1`` then ``bn``; MobileNetV2's ``Sequential``) defines a
+    norm right after the layer it follows. A norm whose width is not the
+    previous leaf's output width folds into nothing and is counted as stored.
+    """
+    folded: dict[str, str] = {}
+    previous: tuple[str, int] | None = None
+    for name, module in view.named_modules():
+        if isinstance(module, LEAF_TYPES):
+            previous = (name, module.out_channels if isinstance(module, nn.Conv2d) else module.out_features)
+        elif isinstance(module, nn.modules.batchnorm._BatchNorm) and previous is not None:
+            if module.num_features == previous[1]:
+                folded[name] = previous[0]
+            previous = None
+    return folded
+
+
 def _kept_weights(layer: nn.Module) -> int:
     """Weights a sparsity mask leaves nonzero (all of them without a mask)."""
     if parametrize.is_parametrized(layer, "weight"):
@@ -228,8 +251,11 @@ def count_model(model: nn.Module, input_shape: tuple[int, int, int] | torch.Tens
         log.info("fvcore counted no work for these ops (occurrences): %s", uncounted)
 
     originals = dict(model.named_modules())
+    folded = _folded_norms(view)
+    gains_bias = set(folded.values())
     layers: list[LayerCount] = []
-    leaf_tensors: set[int] = set()
+    leaf_tensors: set[int] = {id(t) for name in folded for t in view.get_submodule(name).state_dict(
+        keep_vars=True).values()}  # a folded norm's tensors live on in its leaf's weights and bias
     for name, leaf in view.named_modules():
         if not isinstance(leaf, LEAF_TYPES):
             continue
@@ -241,9 +267,10 @@ def count_model(model: nn.Module, input_shape: tuple[int, int, int] | torch.Tens
         nnz = _kept_weights(original)
         sparsity = (numel - nnz) / numel if numel else 0.0  # layer_sparsity, without float32 rounding
         bias = leaf.bias.numel() if leaf.bias is not None else 0
+        stored_bias = bias or (leaf.weight.shape[0] if name in gains_bias else 0)  # a folded BN's bias
         macs = int(sum(v for op, v in by_module.get(name, {}).items() if op in MAC_OPS))
         effective = macs * nnz // numel if numel else 0
-        size = math.ceil(nnz * w_bits / 8) + (math.ceil(numel / 8) if nnz < numel else 0) + 4 * bias
+        size = math.ceil(nnz * w_bits / 8) + (math.ceil(numel / 8) if nnz < numel else 0) + 4 * stored_bias
         layers.append(LayerCount(
             name=name, params=numel + bias, macs=macs, effective_macs=effective,
             w_bits=w_bits, a_bits=a_bits, sparsity=sparsity,

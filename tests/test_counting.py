@@ -34,9 +34,9 @@ def space_for(graph: ModelGraph, **dims) -> SearchSpace:
     return SearchSpace.from_dict(graph, {"name": "test", "defaults": dims})
 
 
-def bn_bytes(model: nn.Module) -> int:
-    """fp32 BatchNorm affine terms and running statistics."""
-    return sum(4 * (4 * m.num_features) for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+def folded_bias_bytes(model: nn.Module) -> int:
+    """The fp32 per-channel bias every BatchNorm leaves when folded into the convolution before it."""
+    return sum(4 * m.num_features for m in model.modules() if isinstance(m, nn.BatchNorm2d))
 
 
 # -- uncompressed zoo models ---------------------------------------------------------------
@@ -52,7 +52,9 @@ def test_resnet20_defaults(resnet20, dense):
     assert [c.name for c in dense.layers] == list(graph.units)  # every leaf, in module order
     assert dense.macs == sum(c.macs for c in dense.layers) == sum(u.macs for u in graph.units.values())
     assert dense.effective_macs == dense.macs and dense.bitops == dense.macs * 32 * 32
-    assert dense.size_bytes == 4 * sum(c.params for c in dense.layers) + bn_bytes(model)
+    # every BN folds into the convolution before it: its weights, and a bias per channel
+    assert dense.size_bytes == 4 * sum(c.params for c in dense.layers) + folded_bias_bytes(model)
+    assert sum(c.size_bytes for c in dense.layers) == dense.size_bytes
     ew = dense.elementwise_by_op
     assert ew["add"] == 3 * (16 * 32 * 32 + 32 * 16 * 16 + 64 * 8 * 8)  # one residual add per block
     assert ew["relu"] > 0 and ew["adaptive_avg_pool2d"] == 64 * 8 * 8
@@ -121,10 +123,11 @@ def test_int8_bitops_and_size(resnet20, dense):
         assert (c.w_bits, c.a_bits, c.bitops) == (8, 8, c.macs * 64)
     weights = sum(compressed.get_submodule(c.name).weight.numel() for c in counts.layers)
     layer_bytes = sum(c.size_bytes for c in counts.layers)
-    assert layer_bytes == weights + 4 * 10  # 1 byte per weight, the classifier bias at fp32
-    assert layer_bytes / sum(4 * c.params for c in dense.layers) == pytest.approx(0.25, abs=0.001)
-    # observer buffers are not part of the deployed size; BN is, at fp32
-    assert counts.size_bytes == layer_bytes + bn_bytes(compressed)
+    # 1 byte per weight; the classifier's bias and the folded BNs' biases at fp32
+    assert layer_bytes == weights + 4 * 10 + folded_bias_bytes(compressed)
+    assert layer_bytes / dense.size_bytes == pytest.approx(0.25, abs=0.003)
+    # observer buffers are not part of the deployed size; BN lives on in the layers' biases
+    assert counts.size_bytes == layer_bytes
 
 
 def test_sparsity_halves_effective_macs(resnet20, dense):
@@ -138,8 +141,9 @@ def test_sparsity_halves_effective_macs(resnet20, dense):
             assert c.sparsity == 0.0 and c.effective_macs == c.macs
             continue
         assert c.sparsity == pytest.approx(0.5) and 2 * c.effective_macs == c.macs
-        numel = c.params  # resnet convs have no bias
-        assert c.size_bytes == math.ceil(numel / 2 * 32 / 8) + math.ceil(numel / 8)
+        numel = c.params  # resnet convs have no bias: the folded BN gives them one
+        channels = model.get_submodule(c.name).out_channels
+        assert c.size_bytes == math.ceil(numel / 2 * 32 / 8) + math.ceil(numel / 8) + 4 * channels
         assert c.bitops == c.effective_macs * 32 * 32
     fc = counts.layer(graph.last_unit())
     assert counts.effective_macs == (counts.macs - fc.macs) // 2 + fc.macs
@@ -227,3 +231,14 @@ def test_layer_count_is_frozen(dense):
 def test_bad_input_shape(resnet20):
     with pytest.raises(ValueError, match="input_shape"):
         count_model(resnet20[0], (3, 0, 32))
+
+
+def test_a_norm_that_follows_no_layer_of_its_width_is_stored_whole():
+    """Only a BatchNorm right after a layer of its width folds; one on the input stays at fp32, all four tensors."""
+    model = nn.Sequential(nn.BatchNorm2d(3), nn.Conv2d(3, 8, 3, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+                          nn.Flatten(), nn.Linear(8 * 6 * 6, 10)).eval()
+    counts = count_model(model, (3, 8, 8))
+    conv, linear = counts.layers
+    assert conv.size_bytes == 4 * (3 * 8 * 9) + 4 * 8  # the folded norm's bias
+    assert linear.size_bytes == 4 * (8 * 36 * 10 + 10)
+    assert counts.size_bytes == conv.size_bytes + linear.size_bytes + 4 * 4 * 3  # the input norm, stored

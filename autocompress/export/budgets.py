@@ -101,8 +101,6 @@ def budget_rows(budgets: list[Budget], predicted: dict[str, Any], measured: dict
             band_text = f", more than the {band:.1f}% noise band" if band else " (counted exactly)"
             row.note = (f"MISSED: {what} {value:.4g} {unit} exceeds {limit:.4g} {unit} ({basis}) by "
                         f"{over_pct:.1f}%{band_text}; the cost model predicted {pred_value:.4g} {unit}")
-        if array == "size_bytes":
-            row.note += "; counted size keeps BatchNorm unfolded at fp32 (the cost model folds it)"
         if array == "latency_ms" and device_note:
             row.note += f"; {device_note}"
         rows.append(row)

@@ -1,10 +1,11 @@
-"""Baselines at a latency budget, each given exactly the final fine-tune the exporter gives search members.
+"""Baselines at a latency or size budget, each given exactly the final fine-tune the exporter gives search members.
 
     python experiments/cifar10/baselines.py --model resnet20 --budget 0.5              # all, reference first
     python experiments/cifar10/baselines.py --model resnet20 --budget 0.5 --only tp-global
+    python experiments/cifar10/baselines.py --model resnet20 --metric size --budget 0.1   # size<=0.1x
 
 Every baseline is built from the same reference weights, data split, space and
-profile as ``autocompress search --weights <reference> --budget latency<=<budget>x``
+profile as ``autocompress search --weights <reference> --budget <metric><=<budget>x``
 (the same :class:`~autocompress.search.SearchConfig`, so ``prepare`` rebuilds
 the same setup), then fine-tuned, saved, exported and counted by the exporter's
 own code. Baselines (``--only`` names one; repeatable):
@@ -27,7 +28,18 @@ own code. Baselines (``--only`` names one; repeatable):
   found by bisection on the **measured** ONNX Runtime latency ratio to the
   reference (timed interleaved with it, the profile's runtime and threads).
 
-Writes ``<runs>/<model>-<budget>/baselines/<name>/record.json`` beside the
+At a size budget (``--metric size``: the packed weights, bits x nonzero weights
+plus a bitmask where sparse, counted exactly) nothing is timed to choose: every
+baseline is the option with the most MACs whose size meets the budget (tp-global:
+its ratio bisected on the counted size), and two more join them, because below
+8 bits a weight costs no latency on a CPU but does save storage:
+
+- ``w4-uniform``: uniform keep + 4-bit weights, 8-bit activations (the stem and
+  classifier at their lowest allowed width, 8 bits), the largest keep that fits;
+- ``sparse-w4-uniform``: the same plus 50% unstructured magnitude sparsity in
+  every layer the space lets be sparse (Deep Compression's prune-and-quantize).
+
+Writes ``<runs>/<cell>/baselines/<name>/record.json`` (``common.cell_name``) beside the
 artifacts: ``weights.pt`` + ``plan.json`` for candidates of the space (rebuilt by
 ``autocompress.export.rebuild``), ``weights.pt`` + the group widths in the record
 for ``tp-global`` (rebuilt by :func:`load_tp_global`), ``model.onnx`` and, for
@@ -49,7 +61,7 @@ from typing import Any
 
 import torch
 import torch_pruning as tp
-from common import CACHE, DATA_SPEC, budget_text, reference_weights, run_dir
+from common import CACHE, DATA_SPEC, METRICS, budget_text, reference_weights, run_dir
 from torch import nn
 
 from autocompress.base_model import builder_kwargs
@@ -86,8 +98,10 @@ from autocompress.versions import versions
 log = logging.getLogger("baselines")
 
 BASELINES = ("reference", "l1-uniform", "int8-uniform", "l1-uniform-int8", "compound-uniform", "compound-uniform-int8",
-             "tp-global")
-#: uniform baselines chosen on measured latency (fp32 files: timed as built, no calibration data needed)
+             "tp-global", "w4-uniform", "sparse-w4-uniform")
+#: baselines that only a size budget tells apart: below 8 bits a CPU runs int8 kernels (no latency to win)
+SIZE_ONLY = ("w4-uniform", "sparse-w4-uniform")
+#: uniform baselines chosen on measured latency at a latency budget (fp32 files: timed as built, no calibration data)
 MEASURED = ("l1-uniform", "compound-uniform")
 RECORD_NAME = "record.json"
 #: the seed export_front draws int8 calibration images, test subsets and timing orders from (its default)
@@ -105,18 +119,19 @@ def search_config(args: argparse.Namespace) -> SearchConfig:
     if args.experiment is not None:
         config = load_experiment(str(args.experiment), {**flags, "cache_dir": str(CACHE)})
         unit = {k: 1.0 for k in ("latency_ms", "energy_mj", "size_bytes", "macs", "bitops")}  # to compare texts only
+        wanted = budget_text(args.budget, args.metric)
         if [vars(parse_budget(b, unit)) | {"text": ""} for b in config.budgets] != [
-                vars(parse_budget(budget_text(args.budget), unit)) | {"text": ""}]:
-            raise SystemExit(f"{args.experiment}: budgets {config.budgets}, but --budget {args.budget:g} means "
-                             f"[{budget_text(args.budget)!r}]: the baselines are sized to the search's one budget")
+                vars(parse_budget(wanted, unit)) | {"text": ""}]:
+            raise SystemExit(f"{args.experiment}: budgets {config.budgets}, but --metric {args.metric} --budget "
+                             f"{args.budget:g} means [{wanted!r}]: the baselines are sized to the search's one budget")
     else:
         model = args.model or SearchConfig.model
         config = SearchConfig(
-            model=model, data=args.data or DATA_SPEC, budgets=[budget_text(args.budget)],
+            model=model, data=args.data or DATA_SPEC, budgets=[budget_text(args.budget, args.metric)],
             seed=SearchConfig.seed if args.seed is None else args.seed,
             final_epochs=SearchConfig.final_epochs if args.final_epochs is None else args.final_epochs,
             device=args.device or SearchConfig.device, weights=flags["weights"] or str(reference_weights(model)),
-            cache_dir=str(CACHE), out=str(run_dir(model, args.budget, args.runs) / "search"))
+            cache_dir=str(CACHE), out=str(run_dir(model, args.budget, args.runs, args.metric) / "search"))
     if config.weights is None or not Path(config.weights).expanduser().is_file():
         raise SystemExit(f"weights: {config.weights}: no such file (train it with experiments/cifar10/reference.py "
                          f"--model {config.model}, or give --weights)")
@@ -133,49 +148,54 @@ def fine_tune_info(evaluator: Evaluator) -> dict[str, Any]:
 
 
 def _price(setup: SearchSetup, candidates: list[Candidate]) -> list[dict[str, Any]]:
-    """Predicted latency ratio to the reference and whether every budget holds, per candidate."""
+    """Predicted latency and size ratios to the reference and whether every budget holds, per candidate."""
     priced = setup.costs.predict_batch(setup.space.encoding.encode(candidates))
     ok = feasible(setup.budgets, priced)
-    ref = setup.reference["latency_ms"]
+    ref = setup.reference
     return [{"predicted_latency_ms": float(priced["latency_ms"][i]), "macs": float(priced["macs"][i]),
-             "predicted_latency_ratio": float(priced["latency_ms"][i] / ref), "meets_budget_predicted": bool(ok[i])}
+             "predicted_latency_ratio": float(priced["latency_ms"][i] / ref["latency_ms"]),
+             "size_ratio": float(priced["size_bytes"][i] / ref["size_bytes"]), "meets_budget_predicted": bool(ok[i])}
             for i in range(len(candidates))]
 
 
 def choose_candidate(setup: SearchSetup, name: str, args: argparse.Namespace,
                      out: Path) -> tuple[Candidate, dict[str, Any]]:
-    """The baseline's candidate and how it was chosen (every option priced; fp32 ones measured).
+    """The baseline's candidate and how it was chosen (every option priced; at a latency budget fp32 ones measured).
 
-    fp32 baselines (``l1-uniform``, ``compound-uniform``) are chosen on measured
-    latency, like ``tp-global`` and like the search's members are judged: the
-    options ordered by predicted latency, largest first, bisected for the first
-    whose measured ratio to the reference meets the budget. A profile measured
-    on another machine would otherwise leave the baseline far under (or over)
-    the budget it is compared at. int8 ones stay chosen on the prediction.
+    At a latency budget the fp32 baselines (``l1-uniform``, ``compound-uniform``)
+    are chosen on measured latency, like ``tp-global`` and like the search's
+    members are judged: the options ordered by predicted latency, largest first,
+    bisected for the first whose measured ratio to the reference meets the
+    budget. A profile measured on another machine would otherwise leave the
+    baseline far under (or over) the budget it is compared at. int8 ones stay
+    chosen on the prediction. At a size budget the size is exact: every baseline
+    is the option with the most MACs that fits.
     """
     space = setup.space
     keeps = space.choice_values("keep")[::-1]
+    w8, w4 = {"w_bits": 8, "a_bits": 8}, {"w_bits": 4, "a_bits": 8}
     if name == "l1-uniform":
         options = [({"keep": k}, space.uniform(keep=k)) for k in keeps]
-        rule = "largest uniform keep ratio whose measured latency meets the budget (fp32)"
+        what = "uniform keep ratio (L1 channel pruning, fp32)"
     elif name == "int8-uniform":
-        options = [({"w_bits": 8, "a_bits": 8}, space.uniform(w_bits=8, a_bits=8))]
-        rule = "every layer w8a8 at keep 1.0 (kept even when over budget)"
-    elif name == "l1-uniform-int8":
-        options = [({"keep": k, "w_bits": 8, "a_bits": 8}, space.uniform(keep=k, w_bits=8, a_bits=8)) for k in keeps]
-        rule = "uniform keep ratio with every layer w8a8: the most MACs whose predicted latency meets the budget"
+        options = [(w8, space.uniform(**w8))]
+        what = "every layer w8a8 at keep 1.0 (kept even when over budget)"
+    elif name in ("l1-uniform-int8", "w4-uniform", "sparse-w4-uniform"):
+        bits = {"l1-uniform-int8": w8, "w4-uniform": w4, "sparse-w4-uniform": {**w4, "sparsity": 0.5}}[name]
+        options = [({"keep": k, **bits}, space.uniform(keep=k, **bits)) for k in keeps]
+        what = {"l1-uniform-int8": "uniform keep ratio with every layer w8a8",
+                "w4-uniform": "uniform keep ratio with 4-bit weights and 8-bit activations (8-bit weights where the "
+                              "space allows no fewer: stem and classifier)",
+                "sparse-w4-uniform": "uniform keep ratio with 4-bit weights, 8-bit activations and 50% unstructured "
+                                     "magnitude sparsity wherever the space allows it"}[name]
     elif name in ("compound-uniform", "compound-uniform-int8"):
         phis = sorted((p for p in space.scaling_choices.get("phi", ()) if p < 0), reverse=True)
         if not phis:
             raise SystemExit(f"{name}: the space {space.name!r} ({space.source}) has no compound scaling "
                              "with phi < 0 (scaling.phi)")
-        bits = {"w_bits": 8, "a_bits": 8} if name.endswith("int8") else {}
+        bits = w8 if name.endswith("int8") else {}
         options = [({"phi": p, "keep": k, **bits}, space.uniform(phi=p, keep=k, **bits)) for p in phis for k in keeps]
-        rule = ("compound scaling phi < 0 from the space plus a uniform keep: the combinations ordered by predicted "
-                "latency, largest first, bisected for the first whose measured latency meets the budget")
-        if bits:
-            rule = ("compound scaling phi < 0 from the space plus a uniform keep, every layer w8a8: the combination "
-                    "with the most MACs whose predicted latency meets the budget")
+        what = "compound scaling phi < 0 from the space plus a uniform keep" + (", every layer w8a8" if bits else "")
     else:
         raise ValueError(f"{name!r} is not a candidate baseline")
     unique: dict[Candidate, dict[str, Any]] = {}
@@ -183,7 +203,9 @@ def choose_candidate(setup: SearchSetup, name: str, args: argparse.Namespace,
         unique.setdefault(candidate, values)  # uniform() snaps to the choices: equal candidates priced once
     candidates = list(unique)
     tried = [{**unique[c], **p} for c, p in zip(candidates, _price(setup, candidates), strict=True)]
-    if name in MEASURED:
+    if name in MEASURED and args.metric == "latency":
+        rule = (f"{what}: the options ordered by predicted latency, largest first, bisected for the first whose "
+                "measured latency meets the budget")
         order = sorted(range(len(candidates)), key=lambda i: -tried[i]["predicted_latency_ms"])  # stable: ties keep
 
         def build(i: int):
@@ -198,11 +220,15 @@ def choose_candidate(setup: SearchSetup, name: str, args: argparse.Namespace,
             rule += "; no option meets the budget on measurement: the cheapest is kept and marked over budget"
         return candidates[pick], {"rule": rule, "picked": tried[pick], "tried": tried, "probes": probes,
                                   "meets_budget_measured": fits}
+    rule = what if len(tried) == 1 else (
+        f"{what}: the option with the most MACs whose "
+        f"{'predicted latency' if args.metric == 'latency' else 'size (exact)'} meets the budget")
     fitting = [i for i, t in enumerate(tried) if t["meets_budget_predicted"]]
     if fitting:  # the largest model that fits: the most MACs (latency is not monotone in width: channel alignment)
         pick = max(fitting, key=lambda i: (tried[i]["macs"], tried[i]["predicted_latency_ms"]))
     else:
-        pick = min(range(len(tried)), key=lambda i: tried[i]["predicted_latency_ms"])
+        pick = min(range(len(tried)), key=lambda i: tried[i]["predicted_latency_ms" if args.metric == "latency"
+                                                               else "size_ratio"])
         if len(tried) > 1:
             rule += "; nothing meets the budget: the cheapest option is kept and marked over budget"
     return candidates[pick], {"rule": rule, "picked": tried[pick], "tried": tried}
@@ -278,27 +304,41 @@ def measured_ratio(setup: SearchSetup, model: nn.Module, shape: tuple[int, ...],
             "spread_pct": t["latency_spread_pct"], "reference_self_ratio": timings[REFERENCE]["latency_vs_reference"]}
 
 
+def size_ratio(setup: SearchSetup, model: nn.Module, shape: tuple[int, ...]) -> dict[str, Any]:
+    """``model``'s counted size (fp32 as built) / the reference's: exact, nothing timed."""
+    size = count_model(model, shape).size_bytes
+    return {"size_ratio": size / count_model(setup.base_model, setup.data.input_shape).size_bytes,
+            "size_bytes": size}
+
+
 def bisect_measured(setup: SearchSetup, rungs: list[Any], build, args: argparse.Namespace, out: Path,
                     what: str) -> tuple[int, bool, list[dict[str, Any]]]:
-    """The first rung (rungs are largest first) whose measured latency ratio meets the budget, by bisection.
+    """The first rung (rungs are largest first) whose ratio to the reference meets the budget, by bisection.
 
-    ``build(rung)`` gives ``(model, input_shape, label, fields)``; each probe is
-    exported and timed interleaved with the reference. Returns the rung's index,
-    whether it meets the budget (else the last, narrowest rung) and every probe.
+    ``build(rung)`` gives ``(model, input_shape, label, fields)``; at a latency
+    budget each probe is exported and timed interleaved with the reference, at
+    a size budget its weights are counted. Returns the rung's index, whether it
+    meets the budget (else the last, narrowest rung) and every probe.
     """
     folder = out / "bisection"
     folder.mkdir(parents=True, exist_ok=True)
-    reference_onnx = export_onnx(setup.base_model, setup.data.input_shape, folder / "reference.onnx", int8=False)
+    timed = args.metric == "latency"
+    reference_onnx = export_onnx(setup.base_model, setup.data.input_shape, folder / "reference.onnx",
+                                 int8=False) if timed else None
     probes: list[dict[str, Any]] = []
 
     def meets(index: int) -> bool:
         model, shape, label, fields = build(rungs[index])
-        m = measured_ratio(setup, model, shape, folder, reference_onnx, label, rounds=args.rounds, reps=args.reps,
-                           sessions=args.sessions, seed=EXPORT_SEED)
-        ok = m["latency_ratio"] <= args.budget
+        if timed:
+            m = measured_ratio(setup, model, shape, folder, reference_onnx, label, rounds=args.rounds,
+                               reps=args.reps, sessions=args.sessions, seed=EXPORT_SEED)
+        else:
+            m = size_ratio(setup, model, shape)
+        ratio = m[f"{args.metric}_ratio"]
+        ok = ratio <= args.budget
         probes.append({**fields, **m, "meets_budget": ok})
-        log.info("%s: %s -> measured latency ratio %.3f (%s)", what, label, m["latency_ratio"],
-                 "meets the budget" if ok else "over")
+        log.info("%s: %s -> %s %s ratio %.3f (%s)", what, label, "measured" if timed else "counted", args.metric,
+                 ratio, "meets the budget" if ok else "over")
         return ok
 
     try:
@@ -366,11 +406,13 @@ def choose_tp_global(setup: SearchSetup, args: argparse.Namespace, out: Path) ->
     how = {"rule": ("Torch-Pruning MetaPruner, global_pruning=True, MagnitudeImportance(p=1) (L1 group magnitude), "
                     f"classifier {classifier!r} ignored, round_to={round_to}; pruning ratios on a grid of "
                     f"{args.tp_grid:g} up to {args.tp_max_ratio:g} give a ladder of distinct architectures, bisected "
-                    f"for the widest whose measured ONNX Runtime latency ratio to the reference is <= {args.budget:g}"),
+                    f"for the widest whose {'measured ONNX Runtime latency' if args.metric == 'latency' else 'counted size'}"
+                    f" ratio to the reference is <= {args.budget:g}"),
            "pruning_ratio": ratio, "meets_budget_measured": fits, "ladder": [r for r, _ in ladder],
            "ladder_note": ladder_note, "probes": probes,
-           "timing": {"runtime": setup.costs.profile.runtime, "threads": setup.costs.profile.threads,
-                      "rounds": args.rounds, "reps": args.reps, "sessions": args.sessions, "seed": EXPORT_SEED}}
+           "timing": None if args.metric != "latency" else {
+               "runtime": setup.costs.profile.runtime, "threads": setup.costs.profile.threads,
+               "rounds": args.rounds, "reps": args.reps, "sessions": args.sessions, "seed": EXPORT_SEED}}
     if not fits:
         how["rule"] += "; no rung meets the budget: the narrowest is kept and marked over budget"
     return model, how
@@ -488,13 +530,16 @@ def run_one(name: str, setup: SearchSetup, args: argparse.Namespace, base: Path,
     ref_ms = setup.reference["latency_ms"]
     latency = body["predicted"].get("latency_ms")
     ratio = None if latency is None else float(latency) / ref_ms
+    size = body["counts"]["size_bytes"] / setup.reference["size_bytes"]
+    judged = ratio if args.metric == "latency" else size
     record = {
         "name": name, "model": setup.config.model, "data": setup.config.data, "weights": setup.config.weights,
         "experiment": None if args.experiment is None else str(args.experiment),
-        "budget": budget_text(args.budget), "budget_ratio": args.budget,
+        "budget": budget_text(args.budget, args.metric), "budget_metric": args.metric, "budget_ratio": args.budget,
         **body,
-        "predicted_latency_ratio": ratio,
-        "predicted_meets_budget": None if ratio is None or name == "reference" else bool(ratio <= args.budget * (1 + 1e-9)),
+        "predicted_latency_ratio": ratio, "size_ratio": size,
+        "predicted_meets_budget": None if judged is None or name == "reference" else bool(
+            judged <= args.budget * (1 + 1e-9)),
         "params": body["counts"]["params"], "size_bytes": body["counts"]["size_bytes"],
         **energy_fields(body["predicted"], profile.energy.method),
         "fine_tune": fine_tune_info(evaluator),
@@ -515,14 +560,17 @@ def main(argv: list[str] | None = None) -> None:
                         help="the search's experiment YAML (e.g. experiments/cifar10/resnet20-0.5.yaml): model, data, "
                              "weights, seed, profile and final fine-tune come from it; flags given override it")
     parser.add_argument("--model", default=None, help="zoo model (default: resnet20)")
-    parser.add_argument("--budget", type=float, default=0.5, help="latency budget as a fraction of the reference's")
+    parser.add_argument("--metric", choices=METRICS, default="latency",
+                        help="what the budget limits: measured latency (default) or the packed size of the weights")
+    parser.add_argument("--budget", type=float, default=0.5,
+                        help="the budget as a fraction of the reference's latency (or size)")
     parser.add_argument("--final-epochs", type=float, default=None,
                         help=f"the export's final fine-tune (autocompress search --final-epochs; default "
                              f"{SearchConfig.final_epochs:g})")
     parser.add_argument("--seed", type=int, default=None, help="default 0")
     parser.add_argument("--device", default=None, help="where the fine-tunes train: cpu (default), cuda, cuda:N")
     parser.add_argument("--only", action="append", choices=BASELINES, default=None,
-                        help="build only this baseline (repeatable; default: all, reference first)")
+                        help="build only this baseline (repeatable; default: all the metric's, reference first)")
     parser.add_argument("--data", default=None, help="data spec (default: the CIFAR-10 zip of common.py)")
     parser.add_argument("--weights", type=Path, default=None,
                         help="reference weights (default: what reference.py wrote for the model)")
@@ -538,7 +586,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     if not 0 < args.budget < 1:
-        parser.error(f"--budget: expected a fraction of the reference's latency in (0, 1), got {args.budget}")
+        parser.error(f"--budget: expected a fraction of the reference's {args.metric} in (0, 1), got {args.budget}")
+    if args.metric == "latency" and set(args.only or ()) & set(SIZE_ONLY):
+        parser.error(f"--only {sorted(set(args.only) & set(SIZE_ONLY))}: weights below 8 bits run on int8 kernels "
+                     "on a CPU, so these baselines only differ at a size budget (--metric size)")
     if args.tp_round_to < 0:
         parser.error(f"--tp-round-to: expected a whole number >= 0, got {args.tp_round_to}")
     if not 0 < args.tp_max_ratio < 1:
@@ -551,15 +602,17 @@ def main(argv: list[str] | None = None) -> None:
 
     setup = prepare(config, progress=not args.quiet)
     evaluator = final_evaluator(setup, progress=not args.quiet)
-    base = run_dir(config.model, args.budget, args.runs) / "baselines"
+    base = run_dir(config.model, args.budget, args.runs, args.metric) / "baselines"
     base.mkdir(parents=True, exist_ok=True)
-    for name in [n for n in BASELINES if args.only is None or n in args.only]:
+    default = [n for n in BASELINES if args.metric == "size" or n not in SIZE_ONLY]
+    for name in [n for n in BASELINES if n in (args.only or default)]:
         log.info("baseline %s", name)
         path = run_one(name, setup, args, base, evaluator)
         record = read_json(path, what="baseline record", error=ValueError)
         ratio = record["predicted_latency_ratio"]
         print(f"{name:18s} val {record['accuracy_val']:.4f}  test {record['accuracy_test']:.4f}  predicted latency "
-              f"{'-' if ratio is None else f'{ratio:.3f}'}x  size {record['size_bytes'] / 1024:.1f} KB  "
+              f"{'-' if ratio is None else f'{ratio:.3f}'}x  size {record['size_bytes'] / 1024:.1f} KB "
+              f"({record['size_ratio']:.3f}x)  "
               f"{record['seconds']['total']:.0f} s  -> {path}")
 
 

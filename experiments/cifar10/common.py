@@ -26,11 +26,20 @@ def reference_weights(model: str) -> Path:
     return RUNS / f"{model}-reference.pt"
 
 
-def budget_text(budget: float) -> str:
-    """The relative latency budget as the search spells it: ``latency<=0.5x``."""
-    return f"latency<={budget:g}x"
+#: what a benchmark cell's budget limits: measured latency, or the packed size of the weights (exact, counted)
+METRICS = ("latency", "size")
 
 
-def run_dir(model: str, budget: float, runs: Path | None = None) -> Path:
-    """One benchmark cell's folder: ``<runs>/<model>-<budget>/`` (``search/`` and ``baselines/`` inside)."""
-    return Path(runs or RUNS) / f"{model}-{budget:g}"
+def budget_text(budget: float, metric: str = "latency") -> str:
+    """The relative budget as the search spells it: ``latency<=0.5x``, ``size<=0.1x``."""
+    return f"{metric}<={budget:g}x"
+
+
+def cell_name(model: str, budget: float, metric: str = "latency") -> str:
+    """A benchmark cell's name: ``resnet20-0.5`` (latency), ``resnet20-size-0.1``."""
+    return f"{model}-{budget:g}" if metric == "latency" else f"{model}-{metric}-{budget:g}"
+
+
+def run_dir(model: str, budget: float, runs: Path | None = None, metric: str = "latency") -> Path:
+    """One benchmark cell's folder: ``<runs>/<cell name>/`` (``search*/`` and ``baselines/`` inside)."""
+    return Path(runs or RUNS) / cell_name(model, budget, metric)

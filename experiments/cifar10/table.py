@@ -1,8 +1,10 @@
 """The benchmark table: every baseline and the search's exported front, all ONNX files re-measured together.
 
     python experiments/cifar10/table.py --model resnet20 --budget 0.5
+    python experiments/cifar10/table.py --model resnet20 --metric size --budget 0.1
 
-Reads ``<runs>/<model>-<budget>/baselines/*/record.json`` (``baselines.py``) and
+Reads ``<runs>/<cell>/baselines/*/record.json`` (``baselines.py``; the cell is
+``<model>-<budget>``, or ``<model>-size-<budget>`` at a size budget) and
 the search's ``search/export/manifest.json``, then in ONE process:
 
 - times every ONNX file (fp32 and int8, the search's members and the
@@ -13,9 +15,11 @@ the search's ``search/export/manifest.json``, then in ONE process:
 - scores every ONNX file on the test split with
   :func:`autocompress.runtime.onnx_accuracy` (ONNX Runtime, this CPU's kernels);
 
-and writes ``experiments/results/cifar10/<model>-<budget>.json``, ``.md`` (the
+and writes ``experiments/results/cifar10/<cell>.json``, ``.md`` (the
 table, the noise figures and the commands behind every number) and ``.png``
-(measured latency ratio against test top-1, the budget as a line).
+(measured latency ratio, or at a size budget the size ratio, against test
+top-1, the budget as a line). A size is the packed weights (bits x nonzero
+weights, a bitmask where sparse, 32-bit biases), exact, never timed.
 Delta is against the reference given the same final fine-tune (``baselines.py
 --only reference``, else the export's own figure for it).
 """
@@ -36,7 +40,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
-from common import CACHE, DATA_SPEC, RESULTS, ROOT, budget_text, run_dir  # noqa: E402
+from common import CACHE, DATA_SPEC, METRICS, RESULTS, ROOT, budget_text, cell_name, run_dir  # noqa: E402
 
 from autocompress.data import load_data  # noqa: E402
 from autocompress.export.budgets import noise_band  # noqa: E402
@@ -49,7 +53,7 @@ from autocompress.versions import versions  # noqa: E402
 
 #: the order rows are listed in; records with other names follow, sorted
 BASELINE_ORDER = ("l1-uniform", "int8-uniform", "l1-uniform-int8", "compound-uniform", "compound-uniform-int8",
-                  "tp-global")
+                  "tp-global", "w4-uniform", "sparse-w4-uniform")
 #: plot colours of the baselines (red is the search's front, gold the reference)
 BASELINE_COLORS = ("tab:blue", "tab:green", "tab:purple", "tab:brown", "tab:cyan", "tab:gray", "tab:olive", "tab:pink")
 #: fine-tune settings that must agree between the baselines and the export for the deltas to compare like with like
@@ -321,7 +325,8 @@ def commands(rows: list[dict[str, Any]], exports: list[tuple[Path, dict[str, Any
         cmd = row.get("command")
         if cmd and cmd not in seen:
             seen.append(cmd)
-    out += seen or [f"python experiments/cifar10/baselines.py --model {args.model} --budget {args.budget:g}"]
+    metric = "" if args.metric == "latency" else f" --metric {args.metric}"
+    out += seen or [f"python experiments/cifar10/baselines.py --model {args.model}{metric} --budget {args.budget:g}"]
     for export_dir, manifest in exports:
         c = manifest.get("config") or {}
         search = search_command(c)
@@ -338,10 +343,18 @@ def commands(rows: list[dict[str, Any]], exports: list[tuple[Path, dict[str, Any
     return out
 
 
+def judged_ratio(row: dict[str, Any], metric: str) -> float | None:
+    """The figure the budget limits: the measured latency ratio, or the size ratio (exact)."""
+    return row["measured_latency_ratio"] if metric == "latency" else row.get("size_ratio")
+
+
 def markdown(result: dict[str, Any]) -> str:
-    budget = result["budget_ratio"]
+    budget, metric = result["budget_ratio"], result.get("budget_metric", "latency")
     noise = result["timing"]
     ref = result["reference"]
+    size_note = ("Size: the packed weights (bits x nonzero weights, a bitmask where sparse, 32-bit biases), as a "
+                 "compressed artifact stores them (the ONNX QDQ file holds 8-bit integers); the budget limits it, "
+                 "and it is exact. " if metric == "size" else "")
     lines = [
         f"# {result['model']} at {result['budget']} ({result['data']})", "",
         f"Latency: every ONNX file re-measured in one process on {noise['runtime']} ({noise['threads']} thread(s)), "
@@ -350,22 +363,25 @@ def markdown(result: dict[str, Any]) -> str:
         "(the reference's: its file as trained). "
         f"Delta: against the reference given the same final fine-tune "
         f"({pct(ref['accuracy_test_same_fine_tune'])}%, {ref['same_fine_tune_source']}). "
-        "Energy: modelled by the cost model (not measured). Wall: choice/search + final fine-tune "
+        f"{size_note}Energy: modelled by the cost model (not measured). Wall: choice/search + final fine-tune "
         "(the reference's training is shared by every row).", "",
         "| method | latency (x ref, measured) | top-1 test (%) | Δ vs ref, same fine-tune (pts) | size (KB) | "
         "energy (mJ, modelled) | wall (min) |",
         "|---|---|---|---|---|---|---|",
     ]
     for row in result["rows"]:
-        ratio, delta = row["measured_latency_ratio"], row["delta_vs_reference"]
-        over = "" if row["kind"] == "reference" or ratio is None or ratio <= budget else " (over)"
+        latency, delta, judged = row["measured_latency_ratio"], row["delta_vs_reference"], judged_ratio(row, metric)
+        over = "" if row["kind"] == "reference" or judged is None or judged <= budget else " (over)"
+        size = "–" if row["size_bytes"] is None else f"{row['size_bytes'] / 1024:.1f}"
+        if metric == "size" and row.get("size_ratio") is not None:
+            size += f" ({row['size_ratio']:.3f}x)"
         cells = [
             row["method"] + (" [int8]" if row["deployed"] == "int8" else ""),
-            ("–" if ratio is None else f"{ratio:.3f}") + over,
+            ("–" if latency is None else f"{latency:.3f}") + ("" if metric == "size" else over),
             pct(row["top1_test"]),
             ("–" if delta is None else f"{100 * delta:+.2f}") if row["kind"] != "reference"
             else f"same fine-tune: {pct(result['reference']['accuracy_test_same_fine_tune'])}",
-            "–" if row["size_bytes"] is None else f"{row['size_bytes'] / 1024:.1f}",
+            size + (over if metric == "size" else ""),
             "–" if row["energy_mj"] is None else f"{row['energy_mj']:.4f}",
             "–" if row["wall_s"] is None else f"{row['wall_s'] / 60:.1f}",
         ]
@@ -385,16 +401,20 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def plot(result: dict[str, Any], path: Path) -> Path:
+    metric = result.get("budget_metric", "latency")
+
+    def x(row: dict[str, Any]) -> float | None:
+        return judged_ratio(row, metric)
+
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    ours = sorted((r for r in result["rows"] if r["kind"] == "ours" and r["measured_latency_ratio"] is not None),
-                  key=lambda r: r["measured_latency_ratio"])
+    ours = sorted((r for r in result["rows"] if r["kind"] == "ours" and x(r) is not None), key=x)
     for (tag, style) in zip(dict.fromkeys(r.get("search", "") for r in ours), ("-o", "--s", ":^"), strict=False):
         mine = [r for r in ours if r.get("search", "") == tag]
-        ax.plot([r["measured_latency_ratio"] for r in mine], [100 * r["top1_test"] for r in mine], style,
+        ax.plot([x(r) for r in mine], [100 * r["top1_test"] for r in mine], style,
                 color="tab:red", label=f"autocompress{f' ({tag})' if tag else ''}, exported front", zorder=3)
-    baselines = [r for r in result["rows"] if r["kind"] == "baseline" and r["measured_latency_ratio"] is not None]
+    baselines = [r for r in result["rows"] if r["kind"] == "baseline" and x(r) is not None]
     for i, r in enumerate(baselines):
-        ax.scatter([r["measured_latency_ratio"]], [100 * r["top1_test"]], marker="sD^vPX<>p"[i % 9], s=60,
+        ax.scatter([x(r)], [100 * r["top1_test"]], marker="sD^vPX<>p"[i % 9], s=60,
                    color=BASELINE_COLORS[i % len(BASELINE_COLORS)], zorder=4,
                    label=r["method"] + (" (int8)" if r["deployed"] == "int8" else ""))
     ref = result["reference"]
@@ -402,10 +422,12 @@ def plot(result: dict[str, Any], path: Path) -> Path:
         ax.axhline(100 * ref["accuracy_test_same_fine_tune"], color="goldenrod", ls=":", lw=1,
                    label="reference, same fine-tune")
     ref_row = result["rows"][0]
-    ax.scatter([ref_row["measured_latency_ratio"]], [100 * ref_row["top1_test"]], marker="*", s=140,
-               color="goldenrod", label="reference", zorder=4)
+    if metric == "latency":  # the reference sits at 1.0x, far right of a size budget's axis
+        ax.scatter([x(ref_row)], [100 * ref_row["top1_test"]], marker="*", s=140, color="goldenrod",
+                   label="reference", zorder=4)
     ax.axvline(result["budget_ratio"], color="crimson", ls="--", lw=1, label=f"budget {result['budget']}")
-    ax.set_xlabel("measured latency / reference (ONNX Runtime, interleaved)")
+    ax.set_xlabel("measured latency / reference (ONNX Runtime, interleaved)" if metric == "latency" else
+                  "packed weight size / reference (bits x nonzero weights)")
     ax.set_ylabel("top-1 test of the ONNX file (%)")
     ax.set_title(f"{result['model']}, {result['data']}: {result['budget']}")
     ax.grid(alpha=0.3)
@@ -419,13 +441,14 @@ def plot(result: dict[str, Any], path: Path) -> Path:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="resnet20")
+    parser.add_argument("--metric", choices=METRICS, default="latency", help="what the cell's budget limits")
     parser.add_argument("--budget", type=float, default=0.5)
     parser.add_argument("--data", default=None,
                         help="data spec of the test split (default: the search's, else the CIFAR-10 zip)")
     parser.add_argument("--runs", type=Path, default=None, help="runs folder (default: common.RUNS)")
     parser.add_argument("--export", type=Path, action="append", default=None,
                         help="a search's export folder; repeat for several searches (default: every "
-                             "<runs>/<model>-<budget>/search*/export with a manifest)")
+                             "<runs>/<cell>/search*/export with a manifest)")
     parser.add_argument("--results", type=Path, default=RESULTS, help="where the table goes (default: %(default)s)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--reps", type=int, default=20)
@@ -435,7 +458,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
-    cell = run_dir(args.model, args.budget, args.runs)
+    cell = run_dir(args.model, args.budget, args.runs, args.metric)
     export_dirs = args.export or sorted(p.parent for p in cell.glob("search*/export/manifest.json"))
     exports = [(d, read(d / "manifest.json", "export manifest")) for d in export_dirs if (d / "manifest.json").is_file()]
     ref_record, rows = baseline_rows(cell / "baselines")
@@ -487,13 +510,17 @@ def main(argv: list[str] | None = None) -> None:
         row["measured_latency_ms"] = timings[key]["latency_ms"]
         row["top1_test"] = row["onnx_accuracy"][row["deployed"]]
         row["delta_vs_reference"] = None if same is None or row["kind"] == "reference" else row["top1_test"] - same
-        row["meets_budget_measured"] = None if row["kind"] == "reference" else row["measured_latency_ratio"] <= args.budget
+        row["size_ratio"] = None if row["size_bytes"] is None or reference["size_bytes"] is None else (
+            row["size_bytes"] / reference["size_bytes"])
+        judged = judged_ratio(row, args.metric)
+        row["meets_budget"] = None if row["kind"] == "reference" or judged is None else judged <= args.budget
         row["artifacts"] = {p: str(path) for p, path in row["artifacts"].items()}
     args.results.mkdir(parents=True, exist_ok=True)
-    name = f"{args.model}-{args.budget:g}"
+    name = cell_name(args.model, args.budget, args.metric)
     files = {ext: args.results / f"{name}.{ext}" for ext in ("json", "md", "png")}
     result = {
-        "model": args.model, "budget": budget_text(args.budget), "budget_ratio": args.budget, "data": args.data,
+        "model": args.model, "budget": budget_text(args.budget, args.metric), "budget_metric": args.metric,
+        "budget_ratio": args.budget, "data": args.data,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "profiles": list(profiles), "timing_profile": profile.name,
         "reference": {k: reference[k] for k in ("accuracy_test_same_fine_tune", "same_fine_tune_source")},
         "searches": searches,
