@@ -84,6 +84,30 @@ def test_evolution_proposes_inside_the_budget_never_twice_and_replays(lenet):
     assert [r.candidate for r in search()[0]] == [r.candidate for r in done]  # a function of history and seed
 
 
+def test_under_a_size_budget_the_anchors_take_low_bits_and_sparsity_where_they_fit_wider(lenet):
+    model, costs, table = lenet
+    space = costs.space
+    budgets = parse_budgets(["size<=0.1x"], costs.reference().to_dict())
+    anchors = PredictorEvolution(costs, budgets, table, seed=0)._anchors
+    priced = costs.predict_batch(space.encoding.encode(anchors))
+    assert (priced["size_bytes"] <= budgets[0].limit).all()  # every anchor fits
+
+    def level(candidate):  # (keep, weight bits, sparsity) of the layers free in every dimension
+        free = [u for u, dims in space.choices.items() if len(dims.get("w_bits", ())) > 2]
+        values = {(candidate.layers[u].get("keep", 1.0), candidate.layers[u]["w_bits"], candidate.layers[u]["sparsity"])
+                  for u in free}
+        assert len(values) == 1  # uniform
+        return values.pop()
+
+    kinds = [level(a) for a in anchors if a.scaling in (None, anchors[0].scaling)]
+    assert kinds[0][1] == 32 and kinds[1][1] == 8  # float and 8-bit first, as before
+    lower = kinds[2:]
+    assert lower and all(w < 8 or s > 0 for _, w, s in lower)
+    # each lower storage level fits a wider model than every kind before it
+    keeps = [k for k, _, _ in kinds]
+    assert all(keeps[i] > max(keeps[:i]) for i in range(2, len(keeps)))
+
+
 def test_evolution_options_are_checked():
     with pytest.raises(ValueError, match="targets"):
         EvolutionConfig(targets=(1.2,))

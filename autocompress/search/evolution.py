@@ -178,17 +178,36 @@ class PredictorEvolution:
 
     # -- anchors --------------------------------------------------------------------------------
     def _uniform_anchors(self, target: float = 1.0) -> list[Candidate]:
-        """Largest uniform candidate of each kind (keep alone, keep at 8 bits, each smaller phi) that fits the
-        budgets scaled by ``target``."""
-        keeps = self.space.choice_values("keep")[::-1]
-        bits = [32] + ([8] if 8 in self.space.choice_values("w_bits") else [])
+        """Largest uniform candidate of each kind that fits the budgets scaled by ``target``.
+
+        A kind is a phi and a storage level, the same in every layer: float, 8-bit, then each lower weight width
+        (8-bit activations) and each sparsity, least compressed first. Float and 8-bit always join; a lower level
+        joins only when it fits a larger keep than every kind before it of its phi. So under a size budget the
+        uniform 4-bit and sparse models are trained first, and under a CPU's latency budget, where 4-bit weights run
+        on the int8 kernels and zeros are not skipped, they are not.
+        """
+        keeps = self.space.choice_values("keep")[::-1] or [1.0]
         phis = sorted(self.space.scaling_choices.get("phi", (0.0,)), reverse=True)
+        w_bits = self.space.choice_values("w_bits")
+        a8 = 8 if 8 in self.space.choice_values("a_bits") else None
+        levels = [{"w_bits": 32, "a_bits": 32, "sparsity": 0.0}]
+        if 8 in w_bits:
+            levels.append({"w_bits": 8, "a_bits": 8, "sparsity": 0.0})
+        always = len(levels)
+        lower = [{"w_bits": w, "a_bits": a8 or w, "sparsity": s} for w in w_bits if w <= 8
+                 for s in self.space.choice_values("sparsity") or [0.0] if w < 8 or s > 0]
+        levels += sorted(lower, key=lambda v: (-(v["w_bits"] * (1 - v["sparsity"]) + (v["sparsity"] > 0)),
+                                               v["sparsity"]))
         anchors: list[Candidate] = []
         for phi in phis:
-            for b in bits:
-                family = [self.space.uniform(keep=k, w_bits=b, a_bits=b, phi=phi) for k in keeps or [1.0]]
+            widest = -1  # index into keeps of the widest kind of this phi so far (keeps run widest first)
+            for i, level in enumerate(levels):
+                family = [self.space.uniform(keep=k, phi=phi, **level) for k in keeps]
                 ok = np.flatnonzero(self._fits(self.encoding.encode(family), target))
-                if len(ok) and family[ok[0]] not in anchors:
+                if not len(ok) or (i >= always and widest >= 0 and ok[0] >= widest):
+                    continue
+                widest = ok[0] if widest < 0 else min(widest, ok[0])
+                if family[ok[0]] not in anchors:
                     anchors.append(family[ok[0]])
         return anchors
 
