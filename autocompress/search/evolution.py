@@ -6,7 +6,8 @@ the evolution runs on the cost model and an accuracy predictor, and only its
 best unseen candidate is trained:
 
 1. **Anchors** first: for each kind of uniform compression the space offers
-   (channel keep alone, keep at 8 bits, keep at each smaller compound scaling),
+   (channel keep alone, keep at 8 bits, keep at each smaller compound scaling,
+   and lower weight widths or sparsity where they fit a wider model than those),
    the largest uniform candidate that meets the budgets. They are the usual
    baselines, so the front starts where a practitioner would, and they teach
    the predictor how each kind of compression fares after fine-tuning.
