@@ -201,13 +201,13 @@ class PredictorEvolution:
                                                v["sparsity"]))
         anchors: list[Candidate] = []
         for phi in phis:
-            widest = -1  # index into keeps of the widest kind of this phi so far (keeps run widest first)
+            widest = len(keeps)  # index into keeps (widest first) of the widest kind of this phi so far
             for i, level in enumerate(levels):
                 family = [self.space.uniform(keep=k, phi=phi, **level) for k in keeps]
                 ok = np.flatnonzero(self._fits(self.encoding.encode(family), target))
-                if not len(ok) or (i >= always and widest >= 0 and ok[0] >= widest):
+                if not len(ok) or (i >= always and ok[0] >= widest):
                     continue
-                widest = ok[0] if widest < 0 else min(widest, ok[0])
+                widest = min(widest, ok[0])
                 if family[ok[0]] not in anchors:
                     anchors.append(family[ok[0]])
         return anchors

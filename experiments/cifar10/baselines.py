@@ -305,10 +305,9 @@ def measured_ratio(setup: SearchSetup, model: nn.Module, shape: tuple[int, ...],
 
 
 def size_ratio(setup: SearchSetup, model: nn.Module, shape: tuple[int, ...]) -> dict[str, Any]:
-    """``model``'s counted size (fp32 as built) / the reference's: exact, nothing timed."""
+    """``model``'s counted size (fp32 as built) / the reference's (priced and counted alike): exact, nothing timed."""
     size = count_model(model, shape).size_bytes
-    return {"size_ratio": size / count_model(setup.base_model, setup.data.input_shape).size_bytes,
-            "size_bytes": size}
+    return {"size_ratio": size / setup.reference["size_bytes"], "size_bytes": size}
 
 
 def bisect_measured(setup: SearchSetup, rungs: list[Any], build, args: argparse.Namespace, out: Path,

@@ -10,9 +10,11 @@ set -euo pipefail
 model=${1:?model, e.g. resnet20}
 budget=${2:?budget as a fraction of the reference latency, e.g. 0.5}
 metric=${3:-latency}  # or size: the packed weights
+# the reference first (every delta is against it), then int8, which pays most here
+baselines="reference int8-uniform compound-uniform-int8 l1-uniform-int8 compound-uniform l1-uniform tp-global"
 case "$metric" in
-    latency) cell="${model}-${budget}"; baselines="int8-uniform compound-uniform-int8 l1-uniform-int8 compound-uniform l1-uniform tp-global" ;;
-    size) cell="${model}-size-${budget}"; baselines="int8-uniform l1-uniform-int8 compound-uniform-int8 w4-uniform sparse-w4-uniform compound-uniform l1-uniform tp-global" ;;
+    latency) cell="${model}-${budget}" ;;
+    size) cell="${model}-size-${budget}"; baselines="$baselines w4-uniform sparse-w4-uniform" ;;
     *) echo "metric: latency or size, got $metric" >&2; exit 2 ;;
 esac
 here=$(cd "$(dirname "$0")" && pwd)
@@ -38,7 +40,7 @@ sys.exit('$model@3x32x32' not in P.load('$profile').model_calibrations)"; then
     autocompress search "$machine" 2>&1 | tee "$logs/search-machine.log"
     experiment=$machine  # the baselines' int8 rows are sized on the profile of this machine too
 fi
-for baseline in reference $baselines; do  # int8 first: it pays most here
+for baseline in $baselines; do
     [ -f "runs/cifar10/${cell}/baselines/${baseline}/record.json" ] && continue
     python experiments/cifar10/baselines.py --experiment "$experiment" --model "$model" --metric "$metric" \
         --budget "$budget" --only "$baseline" 2>&1 | tee "$logs/baseline-${baseline}.log"

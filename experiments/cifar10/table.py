@@ -349,7 +349,7 @@ def judged_ratio(row: dict[str, Any], metric: str) -> float | None:
 
 
 def markdown(result: dict[str, Any]) -> str:
-    budget, metric = result["budget_ratio"], result.get("budget_metric", "latency")
+    metric = result["budget_metric"]
     noise = result["timing"]
     ref = result["reference"]
     size_note = ("Size: the packed weights (bits x nonzero weights, a bitmask where sparse, 32-bit biases), as a "
@@ -370,8 +370,8 @@ def markdown(result: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for row in result["rows"]:
-        latency, delta, judged = row["measured_latency_ratio"], row["delta_vs_reference"], judged_ratio(row, metric)
-        over = "" if row["kind"] == "reference" or judged is None or judged <= budget else " (over)"
+        latency, delta = row["measured_latency_ratio"], row["delta_vs_reference"]
+        over = " (over)" if row["meets_budget"] is False else ""  # judged in main() on the budget's metric
         size = "–" if row["size_bytes"] is None else f"{row['size_bytes'] / 1024:.1f}"
         if metric == "size" and row.get("size_ratio") is not None:
             size += f" ({row['size_ratio']:.3f}x)"
@@ -401,7 +401,7 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def plot(result: dict[str, Any], path: Path) -> Path:
-    metric = result.get("budget_metric", "latency")
+    metric = result["budget_metric"]
 
     def x(row: dict[str, Any]) -> float | None:
         return judged_ratio(row, metric)
