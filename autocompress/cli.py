@@ -272,8 +272,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     stored = study.user_attrs.get("config")
     if not isinstance(stored, dict):
         raise StudyError(f"{storage}: study {name!r} holds no search configuration (not an autocompress study)")
+    overrides = {"device": args.device, "seed": args.seed}
     config = search_config({k: v for k, v in stored.items() if k in SearchConfig.fields()}
-                           | ({"device": args.device} if args.device else {}), f"{storage}: study {name!r}")
+                           | {k: v for k, v in overrides.items() if v is not None}, f"{storage}: study {name!r}")
     _export(prepare(config, progress=not args.quiet), study, Path(args.out), trials=args.trial,
             final_epochs=args.final_epochs, progress=not args.quiet)
     return 0
@@ -367,6 +368,9 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--trial", type=int, action="append", default=None, help="export this trial (repeatable)")
     exp.add_argument("--final-epochs", type=float, default=None)
     exp.add_argument("--device", default=None, help=DEVICE_HELP + " (default: the search's)")
+    exp.add_argument("--seed", type=int, default=None,
+                     help="the final fine-tune's seed: its data order and the validation split carved from the "
+                          "training data (default: the search's); another seed replicates a member's fine-tune")
     exp.add_argument("--quiet", action="store_true")
     exp.set_defaults(func=cmd_export)
     return parser

@@ -110,11 +110,17 @@ def cmd_profile_validate(args: argparse.Namespace) -> int:
         print(machine.summary())
         if not machine.matches:
             print(f"warning: {machine.warning(' '.join(args.models))}", file=sys.stderr)
+        if machine.memory_off:
+            print(f"warning: {machine.memory_warning()}", file=sys.stderr)
         bar, update = _bar("timing whole models")
         with bar:
             profile, report = validate_profile(profile, _suites(args), n_validate=args.n,
                                                n_calibrate=args.calibrate, seed=args.seed, command=command,
                                                progress=update, **_timing_options(args))
+        # memory's pace moves over minutes on a shared machine: what it was at both ends of the timing
+        after = check_machine(profile, seed=args.seed)
+        print(after.summary())
+        report["machine_check"] = {"before": machine.to_dict(), "after": after.to_dict()}
     out = Path(args.out or args.profile)
     profile.save(out)
     report_path = out.with_name(out.stem + ".validation.json")
@@ -240,6 +246,7 @@ def cmd_profile_measure(args: argparse.Namespace) -> int:
     print(f"{len(keys)} layer signatures to measure for {', '.join(args.models)} ({', '.join(precisions)})")
     ops_to_measure = _graph_ops_to_measure(existing, suites, settings.runtime, remeasure=args.remeasure)
     if existing is not None and not keys:  # every signature is there: at most the graph operations are new
+        _record_memory_probe(args.out)
         return _add_graph_ops(args.out, ops_to_measure, command) if ops_to_measure else 0
     bar, update = _bar("measuring layers")
     if existing is not None and existing.entries and not existing.anchors:
@@ -267,7 +274,23 @@ def cmd_profile_measure(args: argparse.Namespace) -> int:
     from autocompress.runtime.profiler import partial_path
 
     partial_path(Path(args.out)).unlink(missing_ok=True)
+    _record_memory_probe(args.out)
     return _add_graph_ops(args.out, ops_to_measure, command)
+
+
+def _record_memory_probe(path: str) -> None:
+    """Keep the memory probe, timed now beside the anchors, in a measured profile that lacks one: later machine
+    checks compare memory's pace against compute with it."""
+    from autocompress.hardware import HardwareProfile
+    from autocompress.runtime.machine_check import check_machine, with_memory_probe
+
+    profile = HardwareProfile.load(path)
+    if profile.kind != "measured" or profile.memory_probe_ms is not None:
+        return
+    recorded = with_memory_probe(profile, check_machine(profile))
+    if recorded.memory_probe_ms is not None:
+        recorded.save(path)
+        print(f"memory probe: {recorded.memory_probe_ms:.3f} ms on the table's scale")
 
 
 def _graph_ops_to_measure(existing, suites: list, runtime: str, *, remeasure: bool) -> list:

@@ -70,6 +70,16 @@ def test_export_writes_the_front_again(searched, tmp_path, capsys):
     assert code == 2 and "no-run" in err
 
 
+def test_export_replicates_a_fine_tune_with_another_seed(searched, tmp_path, capsys):
+    same = ("--final-epochs", "0.05", "--quiet")
+    code, out, _ = run(capsys, "export", str(searched), "--out", str(tmp_path / "seed5"), "--seed", "5", *same)
+    assert code == 0, out
+    manifest = json.loads((tmp_path / "seed5" / "manifest.json").read_text())
+    assert manifest["final_fine_tune"]["seed"] == 5 and manifest["config"]["seed"] == 5
+    stored = json.loads((searched / "config.json").read_text())
+    assert stored["config"]["seed"] != 5  # the study itself is read, never changed
+
+
 def test_demo_compresses_one_candidate(tmp_path, capsys, caplog):
     caplog.set_level(logging.INFO, logger="autocompress.progress")
     code, out, err = run(capsys, "demo", *LENET, "--base-epochs", "0.3", "--finetune-epochs", "0.1",

@@ -8,7 +8,12 @@ import sys
 import time
 
 from autocompress.hardware.profile import HardwareProfile, find_profile, this_machine
-from autocompress.runtime.machine_check import TOLERANCE_PCT, check_machine
+from autocompress.runtime.machine_check import (
+    TOLERANCE_PCT,
+    WeightStream,
+    check_machine,
+    with_memory_probe,
+)
 from autocompress.search import SearchConfig, load_study, search
 
 
@@ -76,3 +81,44 @@ def test_the_study_records_the_check(tmp_path):
     study = load_study(result.storage, result.study_name)
     recorded = study.user_attrs["machine_check"]
     assert recorded["anchors"] == 4 and recorded["speed_ratio"] > 0 and recorded["profile"] == "cpu-onnxruntime-1t"
+
+
+def _with_probe(tmp_path, pace: float) -> HardwareProfile:
+    """The shipped ONNX Runtime profile with a memory probe recorded as if memory had run ``pace`` times as fast
+    against compute when it was measured as it does here now."""
+    shipped = find_profile("cpu-onnxruntime-1t")
+    here = check_machine(shipped)
+    recorded = with_memory_probe(shipped, here)
+    assert recorded.memory_probe_ms == here.memory_probe_ms / here.speed_ratio
+    path = tmp_path / f"probe-{pace:g}.json"
+    recorded.model_copy(update={"memory_probe_ms": recorded.memory_probe_ms / pace}).save(path)
+    return HardwareProfile.load(path)
+
+
+def test_the_memory_probe_compares_memory_with_compute(tmp_path):
+    """A real 16 MB probe beside the real anchors: against a record of its own pace it reads about 1; against a
+    record 3x faster it reads about 3x, and the warning says models that miss the cache time off, not that the
+    machine is another one."""
+    assert WeightStream().weight_mb > 16
+    unrecorded = check_machine(find_profile("cpu-onnxruntime-1t"))
+    assert unrecorded.memory_probe_ms > 0 and unrecorded.memory_ratio is None
+    assert unrecorded.memory_spread_pct >= 0
+    same = check_machine(_with_probe(tmp_path, 1.0))
+    assert 0.6 < same.memory_ratio < 1.6
+    slow = check_machine(_with_probe(tmp_path, 3.0))
+    assert 1.8 < slow.memory_ratio < 4.8 and slow.memory_off
+    warning = slow.memory_warning()
+    assert f"{slow.memory_ratio:.2f}x" in warning and "Linear head" in warning and "interleaved" in warning
+    assert "memory probe" in slow.summary() and "re-profile" not in warning
+
+
+def test_measuring_a_profile_records_its_memory_probe(tmp_path, capsys):
+    from autocompress import cli
+
+    out = tmp_path / "lenet.json"
+    assert cli.main(["profile", "measure", "--models", "lenet5", "--input-shape", "1x28x28", "--passes", "1",
+                     "--rounds", "1", "--reps", "3", "--out", str(out)]) == 0
+    profile = HardwareProfile.load(out)
+    assert profile.memory_probe_ms > 0 and "memory probe" in capsys.readouterr().out
+    again = check_machine(profile)
+    assert again.memory_ratio is not None and again.memory_ratio > 0

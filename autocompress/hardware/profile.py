@@ -486,6 +486,9 @@ class HardwareProfile(_Strict):
     #: measured profiles: signatures timed beside every chunk of entries, and their reference latency (ms).
     #: Every entry is on this scale; later runs (extensions, validation) compare their anchors with it.
     anchors: dict[str, NonNegative] = {}
+    #: measured profiles: the memory probe (``autocompress.runtime.machine_check.WeightStream``, 16 MB of weights
+    #: no core cache holds) on the anchors' scale, timed when the profile was measured; None: not recorded
+    memory_probe_ms: Positive | None = None
     roofline: Roofline | None = None  # analytic profiles price any signature from this instead of a table
     #: analytic profiles of a named accelerator model: it prices every signature at every bit-width pair
     accelerator: AcceleratorModel | None = None

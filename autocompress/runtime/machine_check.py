@@ -11,15 +11,33 @@ Relative budgets (``latency<=0.5x``) are ratios to the reference priced on the
 same table, so a uniform speed difference cancels in them; absolute ones
 (``latency_ms<=2``) are priced for the profile's device, and a measurement here
 only says something about that device after dividing by the speed ratio.
+
+The anchors are small layers whose weights stay in the core's own cache. A
+model whose weights do not (a VGG-like network with a 4096->512 Linear head
+holds 13 MB of float weights) reads them from the shared cache or from memory
+on every call, and on a shared VM that bandwidth moves with the neighbours: on
+the VM of the committed results such a model ran anywhere from 0.65 to 1.13 ms
+within four minutes while ResNet-20 stayed within 0.44-0.61 ms, and 16% slower
+in one validation run than in the one eleven minutes before
+(``experiments/generalization/memory_state.py``). So the check also times a
+*memory probe*, :class:`WeightStream`: two Linear layers reading one input, 16 MB
+of weights no core cache holds. Its time against the anchors' says how memory
+runs against compute here compared with when the profile was measured (the
+profile keeps the probe on its table's scale, ``memory_probe_ms``), and its
+spread over the check's rounds how steady memory is right now.
 """
 
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
+import torch
+from torch import nn
 
 from autocompress.hardware.profile import HardwareProfile, this_machine
 from autocompress.hardware.signature import LayerSignature
@@ -32,6 +50,31 @@ log = logging.getLogger(__name__)
 #: tiny layers (10-40 us): re-timed minutes after measuring a profile on the same VM they came out at 1.11-1.23x
 #: their table values; the machines this is for are 2x off.
 TOLERANCE_PCT = 30.0
+#: how far the memory probe may run from the anchors' pace at the profile's measurement (memory_ratio), and how
+#: widely its rounds may spread, before models whose weights miss the caches are said to time off their prediction
+MEMORY_TOLERANCE_PCT = 15.0
+
+
+class WeightStream(nn.Module):
+    """The memory probe: ``copies`` Linear(4096 -> 512) layers on one input, summed. Each call reads
+    ``copies`` x 8 MB of float weights and does little arithmetic on them, so its time is memory bandwidth.
+    Its input is a 4096x1x1 map (what runtimes time models on), flattened."""
+
+    features, outputs = 4096, 512
+    input_shape = (features, 1, 1)
+
+    def __init__(self, copies: int = 2, seed: int = 0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.layers = nn.ModuleList(nn.Linear(self.features, self.outputs) for _ in range(copies))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.flatten(x, 1)
+        return torch.stack([layer(x) for layer in self.layers]).sum(0)
+
+    @property
+    def weight_mb(self) -> float:
+        return sum(p.numel() for p in self.parameters()) * 4 / 1e6
 
 
 @dataclass(frozen=True)
@@ -47,11 +90,24 @@ class MachineCheck:
     seconds: float = 0.0
     tolerance_pct: float = TOLERANCE_PCT
     skipped: str = ""  # why nothing was timed (an analytic or imported profile, a runtime this machine lacks)
+    memory_probe_ms: float | None = None  # the memory probe here (fastest session's minimum round median)
+    #: the probe here against the profile's, over the anchors' speed_ratio: > 1, memory runs slower against
+    #: compute than when the profile was measured. None where the profile records no probe
+    memory_ratio: float | None = None
+    memory_spread_pct: float | None = None  # (slowest - fastest) / median of the probe's round medians, in %
+    memory_tolerance_pct: float = MEMORY_TOLERANCE_PCT
 
     @property
     def off_speed(self) -> bool:
         """Whether the anchors ran outside the tolerance band around the profile's own timings."""
         return self.speed_ratio is not None and abs(self.speed_ratio - 1.0) * 100 > self.tolerance_pct
+
+    @property
+    def memory_off(self) -> bool:
+        """Whether memory runs off the profile's pace against compute, or unsteadily, by more than the tolerance:
+        models whose weights do not stay in the core's cache then time off their prediction."""
+        return ((self.memory_ratio is not None and abs(self.memory_ratio - 1.0) * 100 > self.memory_tolerance_pct)
+                or (self.memory_spread_pct is not None and self.memory_spread_pct > self.memory_tolerance_pct))
 
     @property
     def matches(self) -> bool:
@@ -62,9 +118,31 @@ class MachineCheck:
         """One line for logs and reports."""
         if self.speed_ratio is None:
             return f"machine check: not timed ({self.skipped})"
+        memory = ""
+        if self.memory_probe_ms is not None:
+            against = ("" if self.memory_ratio is None else
+                       f", {self.memory_ratio:.2f}x its pace against the anchors when the profile was measured")
+            memory = (f"; the memory probe ran at {self.memory_probe_ms:.3f} ms{against}, rounds spread "
+                      f"{self.memory_spread_pct:.0f}%")
         return (f"machine check: this machine ({self.here}) runs {self.profile}'s {self.anchors} anchor layers at "
                 f"{self.speed_ratio:.2f}x their table latency (tolerance ±{self.tolerance_pct:g}%, "
-                f"{self.seconds:.1f} s); the profile was measured on {self.profile_device}")
+                f"{self.seconds:.1f} s){memory}; the profile was measured on {self.profile_device}")
+
+    def memory_warning(self) -> str:
+        """What to tell a user when memory runs off the profile's pace or unsteadily; empty when it does not.
+        Re-profiling does not help where the cause is the neighbours on a shared machine."""
+        if not self.memory_off:
+            return ""
+        what = []
+        if self.memory_ratio is not None and abs(self.memory_ratio - 1.0) * 100 > self.memory_tolerance_pct:
+            what.append(f"memory runs at {self.memory_ratio:.2f}x its pace against compute when {self.profile} "
+                        f"was measured")
+        if self.memory_spread_pct is not None and self.memory_spread_pct > self.memory_tolerance_pct:
+            what.append(f"the memory probe's rounds spread {self.memory_spread_pct:.0f}% within seconds")
+        return (f"{' and '.join(what)} (tolerance ±{self.memory_tolerance_pct:g}%): models whose weights do not "
+                "fit in a core's cache (several MB of float weights, a large Linear head) time off their predicted "
+                "latency by about as much here, and unsteadily; models whose weights fit (ResNet-20) do not. Compare "
+                "such models only as ratios to a reference timed interleaved with them")
 
     def warning(self, model: str) -> str:
         """What to tell a user whose machine is not the profile's, naming the command that re-profiles it;
@@ -118,11 +196,29 @@ def check_machine(profile: HardwareProfile, *, rounds: int = 3, reps: int = 20, 
     runtime = create_runtime(profile.runtime, threads=profile.threads)
     fns = {f"{key}#{k}": runtime.open_layer(LayerSignature.parse(key), seed=seed)
            for key in profile.anchors for k in range(sessions)}
-    with runtime.measuring():
-        timings = time_callables(fns, rounds=rounds, reps=reps, warmup=5, seed=seed)
+    with tempfile.TemporaryDirectory(prefix="autocompress-memory-probe-") as tmp:
+        probe = WeightStream(seed=seed).eval()
+        opener = runtime.model_opener(probe, WeightStream.input_shape, path=Path(tmp) / "probe.onnx", seed=seed)
+        fns.update({f"memory-probe#{k}": opener() for k in range(sessions)})
+        with runtime.measuring():
+            timings = time_callables(fns, rounds=rounds, reps=reps, warmup=5, seed=seed)
     ratios = [min(timings[f"{key}#{k}"].value_ms for k in range(sessions)) / reference
               for key, reference in profile.anchors.items() if reference > 0]
-    check = MachineCheck(**base, speed_ratio=float(np.median(ratios)) if ratios else None, anchors=len(ratios),
-                         seconds=time.perf_counter() - start)
+    speed = float(np.median(ratios)) if ratios else None
+    probe_ms = min(timings[f"memory-probe#{k}"].value_ms for k in range(sessions))
+    rounds_ms = [m for k in range(sessions) for m in timings[f"memory-probe#{k}"].round_medians_ms]
+    memory_ratio = (probe_ms / (profile.memory_probe_ms * speed)
+                    if profile.memory_probe_ms and speed else None)
+    check = MachineCheck(**base, speed_ratio=speed, anchors=len(ratios), seconds=time.perf_counter() - start,
+                         memory_probe_ms=probe_ms, memory_ratio=memory_ratio,
+                         memory_spread_pct=100 * (max(rounds_ms) - min(rounds_ms)) / float(np.median(rounds_ms)))
     log.info(check.summary())
     return check
+
+
+def with_memory_probe(profile: HardwareProfile, check: MachineCheck) -> HardwareProfile:
+    """``profile`` keeping the memory probe of ``check`` (timed just after measuring it) on its table's scale:
+    what later checks compare memory's pace with. Unchanged where the check timed no probe."""
+    if check.memory_probe_ms is None or not check.speed_ratio:
+        return profile
+    return profile.model_copy(update={"memory_probe_ms": check.memory_probe_ms / check.speed_ratio})

@@ -290,6 +290,8 @@ def prepare(config: SearchConfig, *, model: nn.Module | None = None, data: Image
         machine = check_machine(checked.costs.profile, seed=config.seed)  # seconds, before loading or training
         if not machine.matches:
             log.warning(machine.warning(config.model))
+        if machine.memory_off:
+            log.warning(machine.memory_warning())
     if data is None:
         with _field("data"):
             data = load_data(config.data, seed=config.seed, max_train=config.max_train, cache_dir=config.cache_dir)
