@@ -49,10 +49,17 @@ def main() -> None:
         lines.append(f"| {name} | {r['n_candidates']} | {r['within_10pct']:.0%} | {r['median_abs_pct_error']:.1f}% | "
                      f"{r['p90_abs_pct_error']:.1f}% | {signed:+.1f}% | {r['spearman']:.3f} | "
                      f"{r['noise_floor_pct']:.1f}% |")
+    checks = report.get("machine_check") or {}
+    if checks:
+        lines += ["", "Memory during the run (the machine check's 16 MB memory probe, beside its anchors): "
+                  + "; ".join(f"{when}: {_memory(check)}" for when, check in checks.items())
+                  + ". Models whose weights miss a core's cache (the VGG-like one: 13 MB) time off the table by "
+                    "about memory's pace; the others do not."]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    out.with_suffix(".json").write_text(json.dumps({"results": report["results"], "samples": rows}, indent=1))
+    out.with_suffix(".json").write_text(json.dumps({"results": report["results"], "samples": rows,
+                                                    "machine_check": checks}, indent=1))
     models = list(dict.fromkeys(s["model"] for s in rows))
     fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 4.0), squeeze=False)
     for ax, model in zip(axes[0], models, strict=True):
@@ -72,6 +79,15 @@ def main() -> None:
     fig.savefig(out.with_suffix(".png"), dpi=110)
     print("\n".join(lines))
     print(f"wrote {out.with_suffix('.md')}, {out.with_suffix('.json')} and {out.with_suffix('.png')}")
+
+
+def _memory(check: dict) -> str:
+    if check.get("memory_probe_ms") is None:
+        return "not timed"
+    pace = ("" if check.get("memory_ratio") is None else
+            f", {check['memory_ratio']:.2f}x its pace against the anchors when the profile was measured")
+    return (f"probe {check['memory_probe_ms']:.3f} ms{pace}, rounds spread {check['memory_spread_pct']:.0f}%, "
+            f"anchors at {check['speed_ratio']:.2f}x their table")
 
 
 if __name__ == "__main__":
