@@ -12,6 +12,7 @@ from autocompress.runtime.machine_check import (
     TOLERANCE_PCT,
     WeightStream,
     check_machine,
+    memory_bound,
     with_memory_probe,
 )
 from autocompress.search import SearchConfig, load_study, search
@@ -122,3 +123,19 @@ def test_measuring_a_profile_records_its_memory_probe(tmp_path, capsys):
     assert profile.memory_probe_ms > 0 and "memory probe" in capsys.readouterr().out
     again = check_machine(profile)
     assert again.memory_ratio is not None and again.memory_ratio > 0
+
+
+
+def test_only_models_that_read_many_weight_bytes_per_mac_count_as_memory_bound():
+    """ResNet-20 priced on the shipped profile reuses each weight over whole maps; a 4096->512 Linear at batch 1
+    reads four bytes per multiply-accumulate."""
+    from autocompress.graph import ModelGraph
+    from autocompress.hardware.cost_model import CostModel
+    from autocompress.models import create_model
+    from autocompress.space import SearchSpace
+
+    graph = ModelGraph.from_model(create_model("resnet20").eval(), (3, 32, 32))
+    costs = CostModel(find_profile("cpu-onnxruntime-1t"), SearchSpace.from_yaml(graph, "resnet_cifar")).reference()
+    assert not memory_bound(costs.size_bytes, costs.macs)
+    assert memory_bound(4096 * 512 * 4.0, 4096 * 512)
+    assert not memory_bound(0.0, 0.0)

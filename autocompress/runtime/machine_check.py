@@ -53,6 +53,16 @@ TOLERANCE_PCT = 30.0
 #: how far the memory probe may run from the anchors' pace at the profile's measurement (memory_ratio), and how
 #: widely its rounds may spread, before models whose weights miss the caches are said to time off their prediction
 MEMORY_TOLERANCE_PCT = 15.0
+#: float weight bytes per multiply-accumulate above which a model's latency follows memory more than compute.
+#: ResNet-20 and ResNet-56 hold 0.03 (3x3 convolutions reuse each weight over a whole map) and their latency held
+#: within 1% between runs; CIFAR MobileNetV2 holds 0.10 and validated as well as they do; the VGG-like user
+#: model, at 0.24 (a 4096->512 Linear head, convolutions on 4x4 maps), moved 16%
+MEMORY_BOUND_BYTES_PER_MAC = 0.15
+
+
+def memory_bound(weight_bytes: float, macs: float) -> bool:
+    """Whether a model reads so many weight bytes per multiply-accumulate that memory's pace sets its latency."""
+    return macs > 0 and weight_bytes / macs > MEMORY_BOUND_BYTES_PER_MAC
 
 
 class WeightStream(nn.Module):

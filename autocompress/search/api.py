@@ -34,7 +34,7 @@ from autocompress.graph import GraphError, ModelGraph
 from autocompress.hardware import CostModel
 from autocompress.hardware.profile import HardwareProfile, ProfileError, find_profile
 from autocompress.models import ModelError, model_info
-from autocompress.runtime.machine_check import MachineCheck, check_machine
+from autocompress.runtime.machine_check import MachineCheck, check_machine, memory_bound
 from autocompress.search.budget import Budget, BudgetError, parse_budgets, with_margins
 from autocompress.search.engine import (
     Evaluate,
@@ -290,8 +290,10 @@ def prepare(config: SearchConfig, *, model: nn.Module | None = None, data: Image
         machine = check_machine(checked.costs.profile, seed=config.seed)  # seconds, before loading or training
         if not machine.matches:
             log.warning(machine.warning(config.model))
-        if machine.memory_off:
-            log.warning(machine.memory_warning())
+        if machine.memory_off:  # loud only for a model whose latency follows memory
+            reference = checked.costs.reference()
+            (log.warning if memory_bound(reference.size_bytes, reference.macs) else log.info)(
+                machine.memory_warning())
     if data is None:
         with _field("data"):
             data = load_data(config.data, seed=config.seed, max_train=config.max_train, cache_dir=config.cache_dir)
