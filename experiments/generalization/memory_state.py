@@ -40,7 +40,7 @@ def spread_pct(values: np.ndarray) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=240.0, help="how long to watch")
-    parser.add_argument("--reps", type=int, default=30, help="timed calls of each model per window")
+    parser.add_argument("--reps", type=int, default=500, help="timed calls of each model per window (about a second)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("experiments/results/memory-state"))
