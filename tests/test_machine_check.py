@@ -139,3 +139,15 @@ def test_only_models_that_read_many_weight_bytes_per_mac_count_as_memory_bound()
     assert not memory_bound(costs.size_bytes, costs.macs)
     assert memory_bound(4096 * 512 * 4.0, 4096 * 512)
     assert not memory_bound(0.0, 0.0)
+
+
+def test_the_probe_is_seeded_without_moving_the_callers_generator():
+    """A search times the probe before it trains: building it must not change what the search's seed draws."""
+    import torch
+
+    torch.manual_seed(1)
+    expected = torch.rand(3)
+    torch.manual_seed(1)
+    probe = WeightStream(seed=3)
+    assert torch.equal(torch.rand(3), expected)
+    assert torch.equal(probe.layers[1].weight, WeightStream(seed=3).layers[1].weight)

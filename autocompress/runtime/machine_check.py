@@ -75,8 +75,9 @@ class WeightStream(nn.Module):
 
     def __init__(self, copies: int = 2, seed: int = 0):
         super().__init__()
-        torch.manual_seed(seed)
-        self.layers = nn.ModuleList(nn.Linear(self.features, self.outputs) for _ in range(copies))
+        with torch.random.fork_rng(devices=[]):  # seeded, and the caller's generator left as it was
+            torch.manual_seed(seed)
+            self.layers = nn.ModuleList(nn.Linear(self.features, self.outputs) for _ in range(copies))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = torch.flatten(x, 1)
