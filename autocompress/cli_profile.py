@@ -381,6 +381,9 @@ def describe_profile(profile) -> str:
              f"  device: {profile.device.name} ({profile.device.cpu or profile.device.gpu or profile.device.notes})",
              "  precisions: " + "; ".join(f"{k}: {v}" for k, v in profile.precisions.items()),
              f"  energy: {profile.energy.method}" + (f" ({profile.energy.notes})" if profile.energy.notes else "")]
+    if profile.memory_probe_ms is not None:
+        lines.append(f"  memory probe: {profile.memory_probe_ms:.4f} ms on the table's scale (16 MB of weights; the "
+                     "machine check compares memory's pace against compute with it)")
     if profile.accelerator is not None:
         model = profile.accelerator
         lines.append(f"  accelerator model: {model.model} (modelled, not measured); parameters:")

@@ -123,6 +123,10 @@ def _claimed_running(storage):
                  if t.user_attrs.get(CLAIMED)), None)
 
 
+def _state(storage, number: int) -> TrialState:
+    return load_study(storage, STUDY).trials[number].state
+
+
 def _check_trained_once(study, dead):
     """A dead worker's claim is trained once: by its retry, or by an earlier claim of the same candidate that
     it was killed while yielding to."""
@@ -160,14 +164,20 @@ def test_a_killed_local_worker_leaves_its_claim_to_the_driver(tmp_path, lenet_pr
     args = _search_args(run, lenet_profile, cache, 6, "--workers", "2", "--no-export")
     args[args.index("--proxy-epochs") + 1] = "6"
     driver = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=_env())
-    deadline, victim = time.time() + 300, None
+    deadline, victim, pid = time.time() + 300, None, None
     while time.time() < deadline and driver.poll() is None and victim is None:
         claimed = _claimed_running(run / "study.journal")
         pid = int(claimed.user_attrs["worker"].rpartition(":")[2]) if claimed is not None else None
-        victim = claimed if pid not in (None, driver.pid) else None
+        if pid not in (None, driver.pid):
+            # frozen, the worker cannot finish its trial between this look and the kill: look again
+            os.kill(pid, signal.SIGSTOP)
+            if _state(run / "study.journal", claimed.number) == TrialState.RUNNING:
+                victim = claimed
+            else:
+                os.kill(pid, signal.SIGCONT)
         time.sleep(0.05)
     assert victim is not None, driver.stdout.read().decode()[-2000:]
-    os.kill(int(victim.user_attrs["worker"].rpartition(":")[2]), signal.SIGKILL)
+    os.kill(pid, signal.SIGKILL)
     out = driver.communicate(timeout=600)[0].decode()  # the driver finishes the study; it does not hang
     assert driver.returncode == 0, out[-3000:]
     study, _ = _check_total(run / "study.journal", 6)

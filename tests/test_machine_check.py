@@ -115,12 +115,14 @@ def test_the_memory_probe_compares_memory_with_compute(tmp_path):
 
 def test_measuring_a_profile_records_its_memory_probe(tmp_path, capsys):
     from autocompress import cli
+    from autocompress.cli_profile import describe_profile
 
     out = tmp_path / "lenet.json"
     assert cli.main(["profile", "measure", "--models", "lenet5", "--input-shape", "1x28x28", "--passes", "1",
                      "--rounds", "1", "--reps", "3", "--out", str(out)]) == 0
     profile = HardwareProfile.load(out)
     assert profile.memory_probe_ms > 0 and "memory probe" in capsys.readouterr().out
+    assert f"memory probe: {profile.memory_probe_ms:.4f} ms" in describe_profile(profile)
     again = check_machine(profile)
     assert again.memory_ratio is not None and again.memory_ratio > 0
 
