@@ -246,8 +246,8 @@ def cmd_profile_measure(args: argparse.Namespace) -> int:
     print(f"{len(keys)} layer signatures to measure for {', '.join(args.models)} ({', '.join(precisions)})")
     ops_to_measure = _graph_ops_to_measure(existing, suites, settings.runtime, remeasure=args.remeasure)
     if existing is not None and not keys:  # every signature is there: at most the graph operations are new
-        _record_memory_probe(args.out)
-        return _add_graph_ops(args.out, ops_to_measure, command) if ops_to_measure else 0
+        missing_probe = existing.kind == "measured" and existing.memory_probe_ms is None
+        return _add_graph_ops(args.out, ops_to_measure, command) if ops_to_measure or missing_probe else 0
     bar, update = _bar("measuring layers")
     if existing is not None and existing.entries and not existing.anchors:
         logging.getLogger(__name__).warning("%s has no anchor signatures: new entries cannot be put on the scale "
@@ -274,23 +274,7 @@ def cmd_profile_measure(args: argparse.Namespace) -> int:
     from autocompress.runtime.profiler import partial_path
 
     partial_path(Path(args.out)).unlink(missing_ok=True)
-    _record_memory_probe(args.out)
     return _add_graph_ops(args.out, ops_to_measure, command)
-
-
-def _record_memory_probe(path: str) -> None:
-    """Keep the memory probe, timed now beside the anchors, in a measured profile that lacks one: later machine
-    checks compare memory's pace against compute with it."""
-    from autocompress.hardware import HardwareProfile
-    from autocompress.runtime.machine_check import check_machine, with_memory_probe
-
-    profile = HardwareProfile.load(path)
-    if profile.kind != "measured" or profile.memory_probe_ms is not None:
-        return
-    recorded = with_memory_probe(profile, check_machine(profile))
-    if recorded.memory_probe_ms is not None:
-        recorded.save(path)
-        print(f"memory probe: {recorded.memory_probe_ms:.3f} ms on the table's scale")
 
 
 def _graph_ops_to_measure(existing, suites: list, runtime: str, *, remeasure: bool) -> list:
@@ -304,17 +288,25 @@ def _graph_ops_to_measure(existing, suites: list, runtime: str, *, remeasure: bo
 
 
 def _add_graph_ops(path: str, suites: list, command: str) -> int:
-    """Time each suite's operations between layers in its own graph, on the table's scale, and store them."""
+    """Time each suite's operations between layers in its own graph, on the table's scale, and store them; keep
+    the memory probe in a measured profile that lacks one (later machine checks compare memory's pace against
+    compute with it). One machine check, timed now, serves both."""
     from autocompress.compress import materialize
     from autocompress.hardware import HardwareProfile
     from autocompress.hardware.cost_model import CostModel
     from autocompress.hardware.profile import calibration_key
     from autocompress.runtime.graph_ops import measure_graph_ops
-    from autocompress.runtime.machine_check import check_machine
+    from autocompress.runtime.machine_check import check_machine, with_memory_probe
 
     profile = HardwareProfile.load(path)
+    missing_probe = profile.kind == "measured" and profile.memory_probe_ms is None
+    check = check_machine(profile) if suites or missing_probe else None
+    if missing_probe:
+        profile = with_memory_probe(profile, check)
+        if profile.memory_probe_ms is not None:
+            print(f"memory probe: {profile.memory_probe_ms:.3f} ms on the table's scale")
     if suites:
-        ratio = check_machine(profile).speed_ratio  # this run's speed against the table's scale
+        ratio = check.speed_ratio  # this run's speed against the table's scale
         found = {}
         for suite in suites:
             # the float build, the all-int8 one with int8 kernels, and the narrowest uniform float build (so a
@@ -333,6 +325,7 @@ def _add_graph_ops(path: str, suites: list, command: str) -> int:
                 suite.model, suite.space.graph.input_shape, float(priced["mact_float"][0]), table_ms, narrow=narrow,
                 threads=profile.threads, scale=1.0 / ratio if ratio else 1.0, command=command)
         profile = profile.model_copy(update={"graph_ops": {**profile.graph_ops, **found}})
+    if check is not None:
         profile.save(path)
     print(describe_profile(profile))
     return 0

@@ -127,7 +127,6 @@ def test_measuring_a_profile_records_its_memory_probe(tmp_path, capsys):
     assert again.memory_ratio is not None and again.memory_ratio > 0
 
 
-
 def test_only_models_that_read_many_weight_bytes_per_mac_count_as_memory_bound():
     """ResNet-20 priced on the shipped profile reuses each weight over whole maps; a 4096->512 Linear at batch 1
     reads four bytes per multiply-accumulate."""

@@ -114,11 +114,19 @@ class MachineCheck:
         return self.speed_ratio is not None and abs(self.speed_ratio - 1.0) * 100 > self.tolerance_pct
 
     @property
+    def memory_off_pace(self) -> bool:
+        """Whether memory runs off its pace against compute when the profile was measured, past the tolerance."""
+        return self.memory_ratio is not None and abs(self.memory_ratio - 1.0) * 100 > self.memory_tolerance_pct
+
+    @property
+    def memory_unsteady(self) -> bool:
+        """Whether the memory probe's rounds spread wider than the tolerance."""
+        return self.memory_spread_pct is not None and self.memory_spread_pct > self.memory_tolerance_pct
+
+    @property
     def memory_off(self) -> bool:
-        """Whether memory runs off the profile's pace against compute, or unsteadily, by more than the tolerance:
-        models whose weights do not stay in the core's cache then time off their prediction."""
-        return ((self.memory_ratio is not None and abs(self.memory_ratio - 1.0) * 100 > self.memory_tolerance_pct)
-                or (self.memory_spread_pct is not None and self.memory_spread_pct > self.memory_tolerance_pct))
+        """Either of the two: models whose weights do not stay in the core's cache then time off their prediction."""
+        return self.memory_off_pace or self.memory_unsteady
 
     @property
     def matches(self) -> bool:
@@ -145,10 +153,10 @@ class MachineCheck:
         if not self.memory_off:
             return ""
         what = []
-        if self.memory_ratio is not None and abs(self.memory_ratio - 1.0) * 100 > self.memory_tolerance_pct:
+        if self.memory_off_pace:
             what.append(f"memory runs at {self.memory_ratio:.2f}x its pace against compute when {self.profile} "
                         f"was measured")
-        if self.memory_spread_pct is not None and self.memory_spread_pct > self.memory_tolerance_pct:
+        if self.memory_unsteady:
             what.append(f"the memory probe's rounds spread {self.memory_spread_pct:.0f}% within seconds")
         return (f"{' and '.join(what)} (tolerance ±{self.memory_tolerance_pct:g}%): models whose weights do not "
                 "fit in a core's cache (several MB of float weights, a large Linear head) time off their predicted "
