@@ -108,6 +108,32 @@ def test_under_a_size_budget_the_anchors_take_low_bits_and_sparsity_where_they_f
     assert all(keeps[i] > max(keeps[:i]) for i in range(2, len(keeps)))
 
 
+def test_relaxing_undoes_the_choices_that_buy_nothing_the_search_prices(lenet):
+    model, costs, table = lenet
+    space, reference = costs.space, costs.reference().to_dict()
+    squeezed = space.uniform(keep=0.5, w_bits=4, a_bits=8, sparsity=0.5)
+    rows = space.encoding.encode([squeezed])
+
+    def relaxed(budget, objective_costs=("latency_ms",)):
+        strategy = PredictorEvolution(costs, parse_budgets([budget], reference), table, seed=0,
+                                      objective_costs=objective_costs)
+        out = strategy._relax(rows)
+        before, after = costs.predict_batch(rows), costs.predict_batch(out)
+        for name in strategy._priced:  # nothing the search limits or trades against costs more
+            assert after[name][0] <= before[name][0] * (1 + 1e-9)
+        return space.encoding.decode(out[0]).layers
+
+    # under a latency budget on a CPU profile, 4-bit weights run on the int8 kernels and zeros are not skipped:
+    # the relaxed model is 8-bit and dense, at the same predicted latency, and keeps its pruning (that pays)
+    for unit, dims in relaxed("latency<=0.9x").items():
+        assert dims["sparsity"] == 0.0 and dims["w_bits"] == 8 and dims["a_bits"] == 8
+        assert dims.get("keep", 0.5) == squeezed.layers[unit].get("keep", 0.5)
+    # under a size budget the low bits and the zeros pay: nothing moves
+    assert relaxed("size<=0.9x") == squeezed.layers
+    # with only size priced (no cost objective), float activations are free: they store nothing
+    assert all(d["a_bits"] == 32 and d["sparsity"] == 0.5 for d in relaxed("size<=0.9x", ()).values())
+
+
 def test_evolution_options_are_checked():
     with pytest.raises(ValueError, match="targets"):
         EvolutionConfig(targets=(1.2,))

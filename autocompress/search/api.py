@@ -412,7 +412,8 @@ def search(
                                       progress=progress)
         strategy = make_strategy(config.strategy, setup.costs, searched, seed=seed,
                                  reference_accuracy=setup.base_info.get("val_accuracy"), sensitivity=table,
-                                 pareto=config.objective == "pareto", options=config.strategy_options)
+                                 pareto=config.objective == "pareto", objective_costs=config.objective_costs,
+                                 options=config.strategy_options)
     warm = warm_start_candidates(setup.space) if config.warm_start and strategy is None else []
     warm = warm[worker % len(warm):] + warm[:worker % len(warm)] if warm else []  # workers start apart
     if worker == 0:

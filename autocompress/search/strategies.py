@@ -59,6 +59,7 @@ class StrategyContext:
     reference_accuracy: float | None = None  # the uncompressed model's validation accuracy
     sensitivity: Sensitivity | None = None  # per-column accuracy drops, for a strategy that asks for them
     pareto: bool = True  # the search trades accuracy against costs (else: max accuracy under the budgets)
+    objective_costs: tuple[str, ...] = ()  # the costs a Pareto search trades accuracy against
 
 
 @dataclass(frozen=True)
@@ -167,7 +168,8 @@ def make_sampler(name: str, *, seed: int, options: Mapping[str, Any] | None = No
 
 def make_strategy(name: str, costs: CostModel, budgets: Sequence[Budget], *, seed: int,
                   reference_accuracy: float | None = None, sensitivity: Sensitivity | None = None,
-                  pareto: bool = True, options: Mapping[str, Any] | None = None) -> Strategy | None:
+                  pareto: bool = True, objective_costs: Sequence[str] = (),
+                  options: Mapping[str, Any] | None = None) -> Strategy | None:
     """The proposer of strategy ``name`` on the cost model, or None when its Optuna sampler proposes."""
     entry = registered(name)
     parsed = entry.parse(options)
@@ -175,7 +177,8 @@ def make_strategy(name: str, costs: CostModel, budgets: Sequence[Budget], *, see
         return None
     if entry.sensitivity_values is not None and sensitivity is None:
         raise ValueError(f"strategy {name!r} needs a sensitivity table (search.sensitivity.compute_sensitivity)")
-    return entry.build(parsed, StrategyContext(costs, tuple(budgets), seed, reference_accuracy, sensitivity, pareto))
+    return entry.build(parsed, StrategyContext(costs, tuple(budgets), seed, reference_accuracy, sensitivity, pareto,
+                                               tuple(objective_costs)))
 
 
 class FilteredNSGAIISampler(optuna.samplers.NSGAIISampler):
@@ -249,7 +252,8 @@ register_strategy("qmc", options=QMCOptions, sampler=lambda o, seed: optuna.samp
 register_strategy("random", build=lambda o, ctx: FeasibleRandomSearch(ctx.costs, ctx.budgets, seed=ctx.seed))
 register_strategy("evolution", options=EvolutionConfig,
                   build=lambda o, ctx: PredictorEvolution(ctx.costs, ctx.budgets, ctx.sensitivity, config=o,
-                                                          seed=ctx.seed, pareto=ctx.pareto),
+                                                          seed=ctx.seed, pareto=ctx.pareto,
+                                                          objective_costs=ctx.objective_costs),
                   sensitivity_values=lambda o: o.sensitivity_values)
 register_strategy("ddpg", options=DDPGConfig,
                   build=lambda o, ctx: DDPGStrategy(ctx.costs, ctx.budgets, config=o, seed=ctx.seed))

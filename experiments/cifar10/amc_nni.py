@@ -131,7 +131,9 @@ def main(argv: list[str] | None = None) -> None:
         "fine-tune", "best_reward": float(score), "episodes_run": episodes,
         "widths": {name: widths[name] for name in ops}, "full_widths": {name: full[name] for name in ops},
         "flops_ratio": flops1 / flops0, "params_ratio": params1 / params0,
-        "seconds": round(time.perf_counter() - t0, 1), "command": " ".join(["python", *sys.argv]),
+        "seconds": round(time.perf_counter() - t0, 1),
+        "command": " ".join(["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 PYTHONPATH=. <NNI environment>/bin/python",
+                             "experiments/cifar10/amc_nni.py", *sys.argv[1:]]),
     }
     path = out / "amc.json"
     path.write_text(json.dumps(result, indent=2))

@@ -26,7 +26,12 @@ own code. Baselines (``--only`` names one; repeatable):
   L1 group magnitude, the classifier ignored, ``round_to`` Torch-Pruning's default
   of none unless ``--tp-round-to`` sets it), its pruning ratio
   found by bisection on the **measured** ONNX Runtime latency ratio to the
-  reference (timed interleaved with it, the profile's runtime and threads).
+  reference (timed interleaved with it, the profile's runtime and threads);
+- ``amc`` / ``amc-int8``: the per-layer widths NNI's AMC pruner chose
+  (``amc_nni.py``, run in NNI's own environment; ``--amc`` names its
+  ``amc.json``), each snapped to the nearest keep ratio of the space, fp32 /
+  with every layer w8a8. AMC aims at FLOPs, not latency: the record says
+  where its measured latency lands, over the budget included.
 
 At a size budget (``--metric size``: the packed weights, bits x nonzero weights
 plus a bitmask where sparse, counted exactly) nothing is timed to choose: every
@@ -83,7 +88,7 @@ from autocompress.export.manifest import plain
 from autocompress.export.measure import REFERENCE, artifact_accuracy, counted, measure_latency
 from autocompress.export.rebuild import INFO_NAME, PROBE_NAME, WEIGHTS_NAME, save_probe
 from autocompress.files import read_json, write_json
-from autocompress.graph import ModelGraph
+from autocompress.graph import ModelGraph, kept_channels
 from autocompress.hardware import CostModel
 from autocompress.models import create_model
 from autocompress.runtime.onnx_export import export_onnx
@@ -98,7 +103,9 @@ from autocompress.versions import versions
 log = logging.getLogger("baselines")
 
 BASELINES = ("reference", "l1-uniform", "int8-uniform", "l1-uniform-int8", "compound-uniform", "compound-uniform-int8",
-             "tp-global", "w4-uniform", "sparse-w4-uniform")
+             "tp-global", "amc", "amc-int8", "w4-uniform", "sparse-w4-uniform")
+#: baselines built from another tool's run (``--amc``): only when that run is given
+EXTERNAL = ("amc", "amc-int8")
 #: baselines that only a size budget tells apart: below 8 bits a CPU runs int8 kernels (no latency to win)
 SIZE_ONLY = ("w4-uniform", "sparse-w4-uniform")
 #: uniform baselines chosen on measured latency at a latency budget (fp32 files: timed as built, no calibration data)
@@ -196,6 +203,8 @@ def choose_candidate(setup: SearchSetup, name: str, args: argparse.Namespace,
         bits = w8 if name.endswith("int8") else {}
         options = [({"phi": p, "keep": k, **bits}, space.uniform(phi=p, keep=k, **bits)) for p in phis for k in keeps]
         what = "compound scaling phi < 0 from the space plus a uniform keep" + (", every layer w8a8" if bits else "")
+    elif name in EXTERNAL:
+        return amc_candidate(setup, args.amc, w8 if name == "amc-int8" else {})
     else:
         raise ValueError(f"{name!r} is not a candidate baseline")
     unique: dict[Candidate, dict[str, Any]] = {}
@@ -255,6 +264,44 @@ def build_candidate(setup: SearchSetup, name: str, candidate: Candidate, out: Pa
         "preprocessing": plain(built.preprocessing.model_dump()),
         "rebuild": "autocompress.export.rebuild(<this folder>): plan.json + weights.pt, no data",
     }
+
+
+# -- NNI's AMC policy on the space ------------------------------------------------------------------------------
+
+
+def amc_candidate(setup: SearchSetup, path: Path | None, bits: dict[str, int]) -> tuple[Candidate, dict[str, Any]]:
+    """AMC's per-layer widths (``amc_nni.py``'s ``amc.json``) as a candidate: each layer at the keep ratio of the space
+    whose channel count lies closest to AMC's (ties: the wider), every other group unpruned, ``bits`` everywhere."""
+    if path is None:
+        raise SystemExit("amc, amc-int8: give --amc <runs>/<model>-amc-<flops>/amc.json (experiments/cifar10/amc_nni.py)")
+    run = read_json(path, what="AMC run", error=ValueError)
+    for key in ("model", "widths", "full_widths", "flops_ratio", "episodes"):
+        if key not in run:
+            raise SystemExit(f"{path}: field {key!r} missing (expected amc_nni.py's amc.json)")
+    space, config = setup.space, setup.config
+    if run["model"] != config.model:
+        raise SystemExit(f"{path}: an AMC run of {run['model']!r}, but the baselines are for {config.model!r}")
+    groups = {g.leader: g for g in space.graph.prunable_groups}
+    unknown = sorted(set(run["widths"]) - set(groups))
+    if unknown:
+        raise SystemExit(f"{path}: widths: {unknown} are not prune-group leaders of {config.model!r}")
+    layers = {unit: dict(dims) for unit, dims in space.uniform(**bits).layers.items()}
+    snapped = {}
+    for leader, width in run["widths"].items():
+        options = space.choices[leader]["keep"]
+        channels = groups[leader].channels
+        keep = min(options, key=lambda o: (abs(kept_channels(channels, o, space.channel_divisor) - width), -o))
+        layers[leader]["keep"] = keep
+        snapped[leader] = {"amc": int(width), "of": channels, "keep": keep,
+                           "channels": kept_channels(channels, keep, space.channel_divisor)}
+    candidate = space.validate(Candidate(layers, space.uniform(**bits).scaling))
+    rule = (f"NNI AMCPruner's best of {run['episodes']} episodes ({path}: FLOPs target {run.get('flops_target')} of "
+            f"its pruned layers, {run['flops_ratio']:.3f}x the model's FLOPs), each layer snapped to the nearest keep "
+            "ratio of the space" + (", every layer w8a8" if bits else ", fp32") + "; not chosen on latency: AMC aims "
+            "at FLOPs")
+    return candidate, {"rule": rule, "amc_run": str(path), "amc_flops_ratio": run["flops_ratio"],
+                       "prior_command": run.get("command"),
+                       "snapped": snapped, "picked": _price(setup, [candidate])[0]}
 
 
 # -- Torch-Pruning global pruning at a measured latency ------------------------------------------------------
@@ -582,6 +629,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="tp-global: round pruned widths to a multiple of this (default 0: none, "
                              "Torch-Pruning's default; 8 leaves ResNet-20's 16-channel groups unpruned at high ratios)")
     parser.add_argument("--tp-max-ratio", type=float, default=0.9, help="tp-global: largest pruning ratio tried")
+    parser.add_argument("--amc", type=Path, default=None,
+                        help="amc, amc-int8: the amc.json of an experiments/cifar10/amc_nni.py run")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     if not 0 < args.budget < 1:
@@ -603,7 +652,8 @@ def main(argv: list[str] | None = None) -> None:
     evaluator = final_evaluator(setup, progress=not args.quiet)
     base = run_dir(config.model, args.budget, args.runs, args.metric) / "baselines"
     base.mkdir(parents=True, exist_ok=True)
-    default = [n for n in BASELINES if args.metric == "size" or n not in SIZE_ONLY]
+    default = [n for n in BASELINES if (args.metric == "size" or n not in SIZE_ONLY)
+               and (args.amc is not None or n not in EXTERNAL)]
     for name in [n for n in BASELINES if n in (args.only or default)]:
         log.info("baseline %s", name)
         path = run_one(name, setup, args, base, evaluator)

@@ -53,9 +53,10 @@ from autocompress.versions import versions  # noqa: E402
 
 #: the order rows are listed in; records with other names follow, sorted
 BASELINE_ORDER = ("l1-uniform", "int8-uniform", "l1-uniform-int8", "compound-uniform", "compound-uniform-int8",
-                  "tp-global", "w4-uniform", "sparse-w4-uniform")
+                  "tp-global", "amc", "amc-int8", "w4-uniform", "sparse-w4-uniform")
 #: plot colours of the baselines (red is the search's front, gold the reference)
-BASELINE_COLORS = ("tab:blue", "tab:green", "tab:purple", "tab:brown", "tab:cyan", "tab:gray", "tab:olive", "tab:pink")
+BASELINE_COLORS = ("tab:blue", "tab:green", "tab:purple", "tab:brown", "tab:cyan", "tab:gray", "tab:orange", "black",
+                   "tab:olive", "tab:pink")
 #: fine-tune settings that must agree between the baselines and the export for the deltas to compare like with like
 SAME_FINE_TUNE = ("epochs", "lr", "seed", "fidelity")
 
@@ -107,6 +108,7 @@ def baseline_rows(folder: Path) -> tuple[dict[str, Any] | None, list[dict[str, A
             "fine_tune": r.get("fine_tune") or {}, "how": (r.get("how") or {}).get("rule") if isinstance(
                 r.get("how"), dict) else r.get("how"), "command": r.get("command"), "config": r.get("config") or {},
             "chosen_on_measurement": isinstance(r.get("how"), dict) and "probes" in r["how"],
+            "prior_command": (r.get("how") or {}).get("prior_command") if isinstance(r.get("how"), dict) else None,
         })
     return (reference[1] | {"_path": str(reference[0])}) if reference else None, rows
 
@@ -321,10 +323,10 @@ def commands(rows: list[dict[str, Any]], exports: list[tuple[Path, dict[str, Any
     """The commands behind every figure, in the order they ran."""
     out = [f"python experiments/cifar10/reference.py --model {args.model}"]
     seen = []
-    for row in rows:
-        cmd = row.get("command")
-        if cmd and cmd not in seen:
-            seen.append(cmd)
+    for row in rows:  # another tool's run a baseline was built from (amc_nni.py) comes before it
+        for cmd in (row.get("prior_command"), row.get("command")):
+            if cmd and cmd not in seen:
+                seen.append(cmd)
     metric = "" if args.metric == "latency" else f" --metric {args.metric}"
     out += seen or [f"python experiments/cifar10/baselines.py --model {args.model}{metric} --budget {args.budget:g}"]
     for export_dir, manifest in exports:
