@@ -52,9 +52,13 @@ class Budget:
     relative: float | None = None  # the factor of a relative budget
     margin: float = 0.0  # searched at limit, which is the true limit x (1 - margin); see ``with_margin``
 
+    @property
+    def cost(self) -> str:
+        """The cost-model array this budget reads (``size_kb`` reads ``size_bytes``)."""
+        return METRICS[self.metric][0]
+
     def values(self, costs: Mapping[str, np.ndarray]) -> np.ndarray:
-        array, factor = METRICS[self.metric]
-        return np.asarray(costs[array]) * factor
+        return np.asarray(costs[self.cost]) * METRICS[self.metric][1]
 
     def violation(self, costs: Mapping[str, np.ndarray]) -> np.ndarray:
         """> 0 by how much (relative to the limit) a candidate is over; <= 0 when it fits."""

@@ -45,7 +45,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from autocompress.hardware import CostModel
-from autocompress.search.budget import METRICS, Budget, BudgetError
+from autocompress.search.budget import Budget, BudgetError
 from autocompress.search.predictor import AccuracyPredictor
 from autocompress.search.sensitivity import Sensitivity
 from autocompress.search.study import TrialRecord
@@ -99,6 +99,11 @@ class PredictorEvolution:
         self.seed = seed
         self.targets = self.config.targets if pareto else (1.0,)
         self._ladders = [np.asarray(c.ladder) for c in self.encoding.columns]  # most compressed first
+        # each value's place on its column's ladder; a value off it (an identity the space does not offer) past the end
+        self._rungs = [np.full(len(c.values), len(ladder)) for c, ladder in zip(self.encoding.columns, self._ladders,
+                                                                                 strict=True)]
+        for rung, ladder in zip(self._rungs, self._ladders, strict=True):
+            rung[ladder] = np.arange(len(ladder))
         self._down = self._down_table()
         self._drops = np.zeros(self._down.shape)  # the sensitivity table padded to (columns, values)
         for j, drops in enumerate(sensitivity.drops):
@@ -106,7 +111,7 @@ class PredictorEvolution:
         self._fallbacks: dict[float, np.ndarray | None] = {}
         self._anchors = self._uniform_anchors() if self.config.anchors else []
         # what relaxing must not make worse: the arrays the budgets read, and the costs a Pareto search trades
-        self._priced = sorted({METRICS[b.metric][0] for b in self.budgets} | set(objective_costs if pareto else ()))
+        self._priced = sorted({b.cost for b in self.budgets} | set(objective_costs if pareto else ()))
 
     # -- feasibility ----------------------------------------------------------------------------
     def _excess(self, rows: np.ndarray, target: float = 1.0) -> np.ndarray:
@@ -183,10 +188,7 @@ class PredictorEvolution:
         for j, ladder in enumerate(self._ladders):
             if len(ladder) < 2:
                 continue
-            # each row's place on the ladder; a value off it (an identity the space does not offer) stays
-            rank = np.full(len(self.encoding.columns[j].values), len(ladder))
-            rank[ladder] = np.arange(len(ladder))
-            at = rank[rows[:, j]]
+            at = self._rungs[j][rows[:, j]]  # a value off the ladder stays where it is
             for k in range(len(ladder) - 1, 0, -1):  # the loosest first
                 movable = np.flatnonzero(at < k)
                 if not len(movable):

@@ -92,7 +92,8 @@ def main(argv: list[str] | None = None) -> None:
     if os.environ.get("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD") != "1":
         sys.exit("NNI's AMC reloads its own pickled models: run with TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1, in NNI's own "
                  "environment (see this file's docstring)")
-    from nni.compression.pytorch.pruning import AMCPruner  # NNI's environment only
+    import nni  # NNI's environment only
+    from nni.compression.pytorch.pruning import AMCPruner
     from nni.compression.pytorch.utils import count_flops_params
 
     prune_each_layer_once()
@@ -133,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
     flops1, params1, _ = count_flops_params(best, dummy, verbose=False)
     widths, full = conv_widths(best), conv_widths(model)
     result = {
-        "method": "NNI AMCPruner (DDPG agent, l1 channel criterion, FLOPs target)", "nni_version": _nni_version(),
+        "method": "NNI AMCPruner (DDPG agent, l1 channel criterion, FLOPs target)", "nni_version": nni.__version__,
         "model": args.model, "weights": str(reference_weights(args.model)), "data": DATA_SPEC, "seed": args.seed,
         "episodes": args.episodes, "warmup": warmup, "pruned_layers": ops, "flops_target": args.flops,
         "max_sparsity_per_layer": args.max_sparsity, "reward": f"val accuracy on {args.eval_images} images, no "
@@ -148,11 +149,6 @@ def main(argv: list[str] | None = None) -> None:
     path.write_text(json.dumps(result, indent=2))
     print(f"best reward {score:.4f}; FLOPs {flops1 / flops0:.3f}x of the reference; widths {result['widths']}; "
           f"wrote {path}")
-
-
-def _nni_version() -> str:
-    import nni
-    return nni.__version__
 
 
 if __name__ == "__main__":

@@ -275,7 +275,7 @@ def amc_candidate(setup: SearchSetup, path: Path | None, bits: dict[str, int]) -
     if path is None:
         raise SystemExit("amc, amc-int8: give --amc <runs>/<model>-amc-<flops>/amc.json (experiments/cifar10/amc_nni.py)")
     run = read_json(path, what="AMC run", error=ValueError)
-    for key in ("model", "widths", "full_widths", "flops_ratio", "episodes"):
+    for key in ("model", "widths", "flops_ratio", "episodes"):
         if key not in run:
             raise SystemExit(f"{path}: field {key!r} missing (expected amc_nni.py's amc.json)")
     space, config = setup.space, setup.config
@@ -285,16 +285,16 @@ def amc_candidate(setup: SearchSetup, path: Path | None, bits: dict[str, int]) -
     unknown = sorted(set(run["widths"]) - set(groups))
     if unknown:
         raise SystemExit(f"{path}: widths: {unknown} are not prune-group leaders of {config.model!r}")
-    layers = {unit: dict(dims) for unit, dims in space.uniform(**bits).layers.items()}
+    base = space.uniform(**bits)
+    layers = {unit: dict(dims) for unit, dims in base.layers.items()}
     snapped = {}
     for leader, width in run["widths"].items():
-        options = space.choices[leader]["keep"]
         channels = groups[leader].channels
-        keep = min(options, key=lambda o: (abs(kept_channels(channels, o, space.channel_divisor) - width), -o))
+        kept = {k: kept_channels(channels, k, space.channel_divisor) for k in space.choices[leader]["keep"]}
+        keep = min(kept, key=lambda k: (abs(kept[k] - width), -k))
         layers[leader]["keep"] = keep
-        snapped[leader] = {"amc": int(width), "of": channels, "keep": keep,
-                           "channels": kept_channels(channels, keep, space.channel_divisor)}
-    candidate = space.validate(Candidate(layers, space.uniform(**bits).scaling))
+        snapped[leader] = {"amc": int(width), "of": channels, "keep": keep, "channels": kept[keep]}
+    candidate = space.validate(Candidate(layers, base.scaling))
     rule = (f"NNI AMCPruner's best of {run['episodes']} episodes ({path}: FLOPs target {run.get('flops_target')} of "
             f"its pruned layers, {run['flops_ratio']:.3f}x the model's FLOPs), each layer snapped to the nearest keep "
             "ratio of the space" + (", every layer w8a8" if bits else ", fp32") + "; not chosen on latency: AMC aims "

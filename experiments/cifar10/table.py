@@ -97,6 +97,8 @@ def baseline_rows(folder: Path) -> tuple[dict[str, Any] | None, list[dict[str, A
         if "model.int8.onnx" in files:
             artifacts["int8"] = path.parent / files["model.int8.onnx"]
         deployed = "int8" if need(r, "deployed_onnx", path) == files.get("model.int8.onnx") else "fp32"
+        raw_how = r.get("how")  # a dict, or (older records) a sentence
+        how = raw_how if isinstance(raw_how, dict) else {}
         rows.append({
             "label": name, "method": name, "kind": "baseline", "source": str(path),
             "input_shape": need(r, "input_shape", path), "artifacts": artifacts, "deployed": deployed,
@@ -105,10 +107,9 @@ def baseline_rows(folder: Path) -> tuple[dict[str, Any] | None, list[dict[str, A
             "energy_mj": r.get("energy_mj"), "energy_method": r.get("energy_method"),
             "energy_note": r.get("energy_note"), "predicted_latency_ratio": r.get("predicted_latency_ratio"),
             "wall_s": (r.get("seconds") or {}).get("total"), "wall_note": "choice + final fine-tune + export",
-            "fine_tune": r.get("fine_tune") or {}, "how": (r.get("how") or {}).get("rule") if isinstance(
-                r.get("how"), dict) else r.get("how"), "command": r.get("command"), "config": r.get("config") or {},
-            "chosen_on_measurement": isinstance(r.get("how"), dict) and "probes" in r["how"],
-            "prior_command": (r.get("how") or {}).get("prior_command") if isinstance(r.get("how"), dict) else None,
+            "fine_tune": r.get("fine_tune") or {}, "how": how.get("rule") if isinstance(raw_how, dict) else raw_how,
+            "command": r.get("command"), "config": r.get("config") or {},
+            "chosen_on_measurement": "probes" in how, "prior_command": how.get("prior_command"),
         })
     return (reference[1] | {"_path": str(reference[0])}) if reference else None, rows
 
