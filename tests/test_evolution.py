@@ -134,6 +134,29 @@ def test_relaxing_undoes_the_choices_that_buy_nothing_the_search_prices(lenet):
     assert all(d["a_bits"] == 32 and d["sparsity"] == 0.5 for d in relaxed("size<=0.9x", ()).values())
 
 
+def test_filling_spends_the_slack_under_the_budget_until_no_single_move_fits(lenet):
+    model, costs, table = lenet
+    space, reference = costs.space, costs.reference().to_dict()
+    strategy = PredictorEvolution(costs, parse_budgets(["latency<=0.8x"], reference), table, seed=0)
+    rows = space.encoding.encode([space.uniform(keep=0.5, w_bits=8, a_bits=8), space.uniform(keep=0.25)])
+    rng = np.random.default_rng(0)
+    rungs = lambda r: np.stack([strategy._rungs[j][r[:, j]] for j in range(r.shape[1])], axis=1)  # noqa: E731
+    for target in (1.0, 0.85):
+        filled = strategy._fill(rows, rng, target)
+        assert strategy._fits(filled, target).all()
+        assert (strategy._usage(filled) > strategy._usage(rows)).all()  # each row took slack back
+        assert (rungs(filled) >= rungs(rows)).all()  # only ever up the ladders
+        for row in filled:  # at the ceiling: every one-notch-up neighbour is over the (scaled) budget
+            ups = [j for j in range(len(row)) if strategy._up[j, row[j]] >= 0]
+            neighbours = np.repeat(row[None], len(ups), axis=0)
+            neighbours[np.arange(len(ups)), ups] = [strategy._up[j, row[j]] for j in ups]
+            assert not strategy._fits(neighbours, target).any()
+    # with filling off, rows pass through unchanged
+    off = PredictorEvolution(costs, parse_budgets(["latency<=0.8x"], reference), table, seed=0,
+                             config=EvolutionConfig(fill=False))
+    assert (off._fill(rows, rng, 1.0) == rows).all()
+
+
 def test_evolution_options_are_checked():
     with pytest.raises(ValueError, match="targets"):
         EvolutionConfig(targets=(1.2,))

@@ -21,7 +21,14 @@ best unseen candidate is trained:
 3. For a Pareto search the proposals cycle through latency targets (the
    budget, and tighter fractions of it), so the front spreads along the cost
    axis instead of piling up at the budget.
-4. Before the best is picked, every candidate is **relaxed**: each choice moves
+4. Before the best is picked, every candidate is **filled**: the repair's
+   greedy steps in reverse, each choice that still fits the (scaled) budget
+   moved one notch up, the least accuracy-costly per share of the budget
+   first, until no single move fits. Crossover and repair leave candidates
+   anywhere under the budget, and a predictor fitted on a few dozen noisy
+   fine-tunes cannot tell a candidate that leaves a few percent of the budget
+   unspent from one that spends it on a wider layer.
+5. Then every candidate is **relaxed**: each choice moves
    up its ladder (more channels, bits or rank, fewer zeros) as far as the cost
    model says it costs nothing the search limits or trades against. On a CPU,
    weights below 8 bits run on the int8 kernels and zeros in a dense kernel
@@ -65,6 +72,7 @@ class EvolutionConfig:
     top_k: int = 3  # the proposal is drawn among the best unseen candidates by predicted accuracy
     sensitivity_values: int = 2  # values scored per column by the sensitivity analysis
     relax: bool = True  # undo choices that buy none of the costs the search limits or trades against
+    fill: bool = True  # spend a candidate's slack under its target on the choices that cost the least accuracy
 
     def __post_init__(self) -> None:
         checks = [
@@ -105,6 +113,7 @@ class PredictorEvolution:
         for rung, ladder in zip(self._rungs, self._ladders, strict=True):
             rung[ladder] = np.arange(len(ladder))
         self._down = self._down_table()
+        self._up = self._up_table()
         self._drops = np.zeros(self._down.shape)  # the sensitivity table padded to (columns, values)
         for j, drops in enumerate(sensitivity.drops):
             self._drops[j, :len(drops)] = drops
@@ -173,6 +182,53 @@ class PredictorEvolution:
                     break
         return rows[self._fits(rows, target)]
 
+    def _fill(self, rows: np.ndarray, rng: np.random.Generator, target: float) -> np.ndarray:
+        """Rows grown back up to the budget scaled by ``target``: the repair's greedy steps, reversed.
+
+        Repair and crossover leave rows anywhere under the budget, and the
+        predictor cannot tell a candidate that leaves 3% of the latency unspent
+        from one that spends it on a wider layer. Each step prices every
+        one-notch-up neighbour of every row at once and takes, per row, one of
+        the three that still fit with the most accuracy the sensitivity table
+        gives back per share of the budget spent (a move that spends nothing
+        first). A row stops when no neighbour fits, so every row leaves here
+        either at its ceiling or with no single move left that fits.
+        """
+        if not self.config.fill or not self.budgets or not len(rows):
+            return rows
+        rows = rows.copy()
+        n_cols = rows.shape[1]
+        cols = np.arange(n_cols)
+        growing = np.arange(len(rows))
+        for _ in range(self.config.repair_steps):
+            current = rows[growing]
+            up = self._up[cols, current]  # (k, C): each column's next value towards the identity, -1: none
+            stepped = np.where(up >= 0, up, current)
+            neighbours = np.repeat(current[:, None, :], n_cols, axis=1)
+            neighbours[:, cols, cols] = stepped
+            flat = neighbours.reshape(-1, n_cols)
+            fits = self._fits(flat, target).reshape(-1, n_cols)
+            spent = (self._usage(flat).reshape(-1, n_cols) - self._usage(current)[:, None]).clip(min=0.0)
+            gained = np.maximum(self._drops[cols, current] - self._drops[cols, stepped], 0.0)
+            merit = np.where((up >= 0) & fits, (gained + 1e-4) / (spent + 1e-6), -np.inf)
+            still = []
+            for i, row_merit in enumerate(merit):
+                best = np.argsort(-row_merit)[:3]
+                best = best[np.isfinite(row_merit[best])]
+                if len(best):
+                    j = best[rng.integers(len(best))]
+                    rows[growing[i], j] = up[i, j]
+                    still.append(growing[i])
+            if not still:
+                break
+            growing = np.asarray(still)
+        return rows
+
+    def _usage(self, rows: np.ndarray) -> np.ndarray:
+        """How much of the budgets each row uses (summed fractions of their limits)."""
+        predicted = self.costs.predict_batch(rows)
+        return np.sum([budget.violation(predicted) + 1.0 for budget in self.budgets], axis=0)
+
     def _relax(self, rows: np.ndarray) -> np.ndarray:
         """Each row with every column moved as far up its ladder (towards the identity) as costs nothing.
 
@@ -215,6 +271,13 @@ class PredictorEvolution:
             rows = self.encoding.encode(anchors) if anchors else None
             self._fallbacks[target] = None if rows is None else rows[np.argmax(self.sensitivity.prior(rows))]
         return self._fallbacks[target]
+
+    def _up_table(self) -> np.ndarray:
+        """(columns, values): the value index one notch towards the identity, -1 at the top of the ladder or off it."""
+        table = np.full(self._down.shape, -1, dtype=np.intp)
+        for j, ladder in enumerate(self._ladders):
+            table[j, ladder[:-1]] = ladder[1:]
+        return table
 
     def _down_table(self) -> np.ndarray:
         """(columns, values): the value index one notch towards compression, -1 at the most compressed; an
@@ -281,8 +344,8 @@ class PredictorEvolution:
         if not pool and target < 1.0:  # a tighter target than the space's uniform candidates reach
             target, pool = 1.0, self._evolve(predictor, rows, rng, 1.0)
         seen_rows = {tuple(r) for r in self.encoding.encode(list(seen))} if seen else set()
-        # relaxed rows first; once every relaxed one is seen (a small space), the rows as evolved
-        relaxed = list(np.unique(self._relax(np.stack(pool)), axis=0)) if pool else []
+        # filled and relaxed rows first; once every one of them is seen (a small space), the rows as evolved
+        relaxed = list(np.unique(self._relax(self._fill(np.stack(pool), rng, target)), axis=0)) if pool else []
         fresh = ([r for r in relaxed if tuple(r) not in seen_rows]
                  or [r for r in pool if tuple(r) not in seen_rows])
         if not fresh:
