@@ -159,22 +159,14 @@ class PredictorEvolution:
             if not len(over):
                 return rows
             current = rows[over]
-            down = self._down[cols, current]  # (k, C): each column's next value towards compression, -1: none
-            stepped = np.where(down >= 0, down, current)
-            neighbours = np.repeat(current[:, None, :], n_cols, axis=1)
-            neighbours[:, cols, cols] = stepped
-            gained = excess[over][:, None] - self._excess(neighbours.reshape(-1, n_cols), target).reshape(-1, n_cols)
+            down, stepped, neighbours = self._one_notch(current, self._down)
+            gained = excess[over][:, None] - self._excess(neighbours, target).reshape(-1, n_cols)
             cost = np.maximum(self._drops[cols, stepped] - self._drops[cols, current], 0.0)
             merit = np.where((down >= 0) & (gained > 1e-12), gained / (cost + 1e-4), -np.inf)
-            moved = False
-            for i, row_merit in enumerate(merit):
-                best = np.argsort(-row_merit)[:3]
-                best = best[np.isfinite(row_merit[best])]
-                if len(best):
-                    j = best[rng.integers(len(best))]
-                    rows[over[i], j] = down[i, j]
-                    moved = True
-            if not moved:
+            moves = [(i, j) for i, j in enumerate(self._pick(merit, rng)) if j is not None]
+            for i, j in moves:
+                rows[over[i], j] = down[i, j]
+            if not moves:
                 break
         over = np.flatnonzero(self._excess(rows, target) > 0)
         anchor = self._fallback(target)
@@ -208,29 +200,41 @@ class PredictorEvolution:
         growing = np.arange(len(rows))
         for _ in range(self.config.repair_steps):
             current = rows[growing]
-            up = self._up[cols, current]  # (k, C): each column's next value towards the identity, -1: none
-            stepped = np.where(up >= 0, up, current)
-            neighbours = np.repeat(current[:, None, :], n_cols, axis=1)
-            neighbours[:, cols, cols] = stepped
-            flat = neighbours.reshape(-1, n_cols)
-            fits = self._fits(flat, target).reshape(-1, n_cols)
+            up, stepped, neighbours = self._one_notch(current, self._up)
+            fits = self._fits(neighbours, target).reshape(-1, n_cols)
             if self._guard_switches:
-                fits &= self._boundaries(flat).reshape(-1, n_cols) <= self._boundaries(current)[:, None]
-            spent = (self._usage(flat).reshape(-1, n_cols) - self._usage(current)[:, None]).clip(min=0.0)
+                fits &= self._boundaries(neighbours).reshape(-1, n_cols) <= self._boundaries(current)[:, None]
+            spent = (self._usage(neighbours).reshape(-1, n_cols) - self._usage(current)[:, None]).clip(min=0.0)
             gained = np.maximum(self._drops[cols, current] - self._drops[cols, stepped], 0.0)
             merit = np.where((up >= 0) & fits, (gained + 1e-4) / (spent + 1e-6), -np.inf)
-            still = []
-            for i, row_merit in enumerate(merit):
-                best = np.argsort(-row_merit)[:3]
-                best = best[np.isfinite(row_merit[best])]
-                if len(best):
-                    j = best[rng.integers(len(best))]
-                    rows[growing[i], j] = up[i, j]
-                    still.append(growing[i])
-            if not still:
+            moves = [(i, j) for i, j in enumerate(self._pick(merit, rng)) if j is not None]
+            for i, j in moves:
+                rows[growing[i], j] = up[i, j]
+            if not moves:
                 break
-            growing = np.asarray(still)
+            growing = growing[[i for i, _ in moves]]
         return rows
+
+    @staticmethod
+    def _one_notch(current: np.ndarray, table: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every one-notch neighbour of each row along ``table`` (``_down`` or ``_up``): each column's next value
+        (k, C; -1: none), the values stepped to (the current one where none), and the (k * C, C) neighbour rows."""
+        cols = np.arange(current.shape[1])
+        step = table[cols, current]
+        stepped = np.where(step >= 0, step, current)
+        neighbours = np.repeat(current[:, None, :], len(cols), axis=1)
+        neighbours[:, cols, cols] = stepped
+        return step, stepped, neighbours.reshape(-1, len(cols))
+
+    @staticmethod
+    def _pick(merit: np.ndarray, rng: np.random.Generator) -> list[int | None]:
+        """Per row, one of its three columns of highest finite merit, at random; None where it has none."""
+        picks: list[int | None] = []
+        for row_merit in merit:
+            best = np.argsort(-row_merit)[:3]
+            best = best[np.isfinite(row_merit[best])]
+            picks.append(int(best[rng.integers(len(best))]) if len(best) else None)
+        return picks
 
     def _boundaries(self, rows: np.ndarray) -> np.ndarray:
         return np.asarray(self.costs.predict_batch(rows)["boundaries"], dtype=float)
