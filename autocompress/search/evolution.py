@@ -129,8 +129,11 @@ class PredictorEvolution:
     # -- feasibility ----------------------------------------------------------------------------
     def _excess(self, rows: np.ndarray, target: float = 1.0) -> np.ndarray:
         """How far each row is over the budgets scaled by ``target`` (summed relative excess; 0 when it fits)."""
-        predicted = self.costs.predict_batch(rows)
-        excess = np.zeros(len(rows))
+        return self._over(self.costs.predict_batch(rows), target)
+
+    def _over(self, predicted: dict[str, np.ndarray], target: float) -> np.ndarray:
+        """``_excess`` of rows the cost model has already priced."""
+        excess = np.zeros(len(predicted["latency_ms"]))
         for budget in self.budgets:
             excess += np.maximum(budget.violation(predicted) - (target - 1.0), 0.0)
         return excess
@@ -201,10 +204,11 @@ class PredictorEvolution:
         for _ in range(self.config.repair_steps):
             current = rows[growing]
             up, stepped, neighbours = self._one_notch(current, self._up)
-            fits = self._fits(neighbours, target).reshape(-1, n_cols)
+            now, after = self.costs.predict_batch(current), self.costs.predict_batch(neighbours)
+            fits = (self._over(after, target) <= 0).reshape(-1, n_cols)
             if self._guard_switches:
-                fits &= self._boundaries(neighbours).reshape(-1, n_cols) <= self._boundaries(current)[:, None]
-            spent = (self._usage(neighbours).reshape(-1, n_cols) - self._usage(current)[:, None]).clip(min=0.0)
+                fits &= after["boundaries"].reshape(-1, n_cols) <= now["boundaries"][:, None]
+            spent = (self._usage(after).reshape(-1, n_cols) - self._usage(now)[:, None]).clip(min=0.0)
             gained = np.maximum(self._drops[cols, current] - self._drops[cols, stepped], 0.0)
             merit = np.where((up >= 0) & fits, (gained + 1e-4) / (spent + 1e-6), -np.inf)
             moves = [(i, j) for i, j in enumerate(self._pick(merit, rng)) if j is not None]
@@ -236,12 +240,8 @@ class PredictorEvolution:
             picks.append(int(best[rng.integers(len(best))]) if len(best) else None)
         return picks
 
-    def _boundaries(self, rows: np.ndarray) -> np.ndarray:
-        return np.asarray(self.costs.predict_batch(rows)["boundaries"], dtype=float)
-
-    def _usage(self, rows: np.ndarray) -> np.ndarray:
-        """How much of the budgets each row uses (summed fractions of their limits)."""
-        predicted = self.costs.predict_batch(rows)
+    def _usage(self, predicted: dict[str, np.ndarray]) -> np.ndarray:
+        """How much of the budgets each priced row uses (summed fractions of their limits)."""
         return np.sum([budget.violation(predicted) + 1.0 for budget in self.budgets], axis=0)
 
     def _relax(self, rows: np.ndarray) -> np.ndarray:
@@ -249,9 +249,9 @@ class PredictorEvolution:
 
         Column by column, the loosest value first: a row takes it when none of
         the priced costs (``_priced``) rises and, where latency is priced, it
-        adds no float<->int8 switch between neighbouring units. Costs never rise, so a row that fit the
-        budget still fits. Nothing to price (no budget, no cost objective):
-        nothing is free, rows stay as they are.
+        adds no float<->int8 switch between neighbouring units. Costs never
+        rise, so a row that fit the budget still fits. Nothing to price (no
+        budget, no cost objective): nothing is free, rows stay as they are.
 
         Why the switches: a float layer between int8 ones converts its input
         and output, which no per-layer table sees and a calibration prices only
