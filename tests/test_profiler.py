@@ -132,30 +132,37 @@ def test_validate_stores_calibration_and_fidelity(tmp_path):
     settings = ProfileSettings(rounds=1, reps=3, warmup=1)
     measured = measure_signatures(required_signatures(space, ["fp32", "int8"]), tmp_path / "p.json", settings)
     profile = build_profile("t", measured, settings, command="test", versions={})
-    updated, report = validate_profile(profile, [Suite("lenet5", model, space)], n_validate=8, n_calibrate=16,
+    updated, report = validate_profile(profile, [Suite("lenet5", model, space)], n_validate=9, n_calibrate=15,
                                        seed=0, rounds=2, reps=5, sessions=2)
     assert set(updated.model_calibrations) == {"lenet5@1x28x28"}  # the model at the input shape it was fitted on
     # the random candidates, every second uniform all-int8 one (the widest first) and the reference
     uniform_fit = [s for s in report["calibration_samples"] if s["subset"] == "uniform-int8"]
-    assert len(uniform_fit) >= 1 and len(report["calibration_samples"]) == 16 + len(uniform_fit) + 1
+    assert len(uniform_fit) >= 1 and len(report["calibration_samples"]) == 15 + len(uniform_fit) + 1
     assert Candidate.from_dict(uniform_fit[0]["candidate"]) == space.uniform(keep=1.0, w_bits=8, a_bits=8)
     [reference] = [s for s in report["calibration_samples"] if s["subset"] == "reference"]
     assert Candidate.from_dict(reference["candidate"]) == space.identity()
     assert reference["measured_ms"] == report["reference_ms"]["lenet5"]
-    assert updated.calibration.fitted_on == 16 + len(uniform_fit) + 1
+    assert updated.calibration.fitted_on == 15 + len(uniform_fit) + 1
     assert updated.calibration.models == ["lenet5@1x28x28"]
     assert updated.calibration.form in CALIBRATION_FORMS
     subsets = {v.subset for v in updated.validation}
-    assert subsets == {"fp32-only", "int8-containing", "uniform-int8", "all"}
+    assert subsets == {"fp32-only", "int8-containing", "near-int8", "uniform-int8", "all"}
     for v in updated.validation:
         assert -1 <= v.spearman <= 1 or (np.isnan(v.spearman) and v.n_candidates <= 2)  # no rank of two
         assert v.median_abs_pct_error >= 0 and 0 <= v.within_10pct <= 1
         assert v.noise_floor_pct >= 0
         assert v.anchor_ratio == report["anchor_ratio"] and 0.2 < v.anchor_ratio < 5  # anchors timed beside them
     uniform = [s for s in report["samples"] if s["subset"] == "uniform-int8"]  # held out, every layer w8a8
-    assert len(uniform_fit) in (len(uniform), len(uniform) + 1) and len(report["samples"]) == 8 + len(uniform)
+    assert len(uniform_fit) in (len(uniform), len(uniform) + 1) and len(report["samples"]) == 9 + len(uniform)
     assert not {json.dumps(s["candidate"]) for s in uniform} & {json.dumps(s["candidate"]) for s in uniform_fit}
     assert all(d["w_bits"] == d["a_bits"] == 8 for s in uniform for d in s["candidate"]["layers"].values())
+    # near-int8: every unit int8 but one to three float ones, calibrated on and held out like the random subsets
+    near_fit, near = ([s for s in rows if s["subset"] == "near-int8"]
+                      for rows in (report["calibration_samples"], report["samples"]))
+    assert len(near_fit) == 5 and len(near) == 3
+    for s in near_fit + near:
+        floats = [d["w_bits"] for d in s["candidate"]["layers"].values() if d["w_bits"] > 8]
+        assert 1 <= len(floats) <= 3 and all(d["w_bits"] in (8, 32) for d in s["candidate"]["layers"].values())
     assert all(s["measured_ms"] > 0 for s in report["samples"])
     assert set(report["reference_ms"]) == {"lenet5"} and report["reference_ms"]["lenet5"] > 0
     for s in report["samples"] + report["calibration_samples"]:  # two session sets, the value between them
