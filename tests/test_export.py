@@ -99,7 +99,12 @@ def test_manifest_says_what_was_exported_and_measured(exported):
         assert m.predicted["energy_method"] == "modelled"
         assert set(m.predicted) >= {"latency_ms", "energy_mj", "size_bytes", "macs", "bitops"}
         measured = m.measured
-        assert measured["latency_ms"] > 0 and len(measured["latency_sessions_ms"]) == 2
+        # the default three timing passes of two fresh sessions each; the figure lies between the passes' own
+        assert manifest.timing.passes == 3 and "3 pass(es)" in manifest.timing.note
+        assert measured["latency_ms"] > 0 and len(measured["latency_sessions_ms"]) == 2 * 3
+        passes = measured["latency_passes_vs_reference"]
+        assert len(passes) == 3 and min(passes) <= measured["latency_vs_reference"] <= max(passes)
+        assert measured["latency_pass_spread_pct"] == pytest.approx((max(passes) - min(passes)) / min(passes) * 100)
         assert measured["size_bytes"] > 0 and measured["macs"] > 0 and measured["bitops"] > 0
         [row] = m.budgets
         assert row.text == setup.config.budgets[0] and row.met_predicted is True  # the front is feasible
@@ -340,7 +345,7 @@ def test_named_trials_export_exactly_those(searched, tmp_path):
     setup, study, _ = searched
     evaluated = [t.number for t in records(study) if t.evaluated]
     manifest = export_front(setup, study, tmp_path, trials=[evaluated[-1]], final_epochs=0.05, rounds=1, reps=2,
-                            sessions=1, progress=False)
+                            sessions=1, passes=1, progress=False)
     assert manifest.study.selected == "given" and [m.trial for m in manifest.members] == evaluated[-1:]
     assert len(manifest.members[0].measured["latency_sessions_ms"]) == 1
 

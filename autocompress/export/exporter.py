@@ -139,14 +139,15 @@ def export_front(
     rounds: int = 5,
     reps: int = 20,
     sessions: int = 4,
+    passes: int = 3,
     seed: int = 0,
     progress: bool = True,
 ) -> Manifest:
     """Export the study's feasible Pareto front (or ``trials``) to ``out_dir``; returns the manifest.
 
     ``final_epochs``: the longer distillation fine-tune (default ``config.final_epochs``).
-    ``rounds``/``reps``/``sessions``: the interleaved latency measurement (every
-    member and the reference, ``sessions`` runtime sessions each, their median
+    ``rounds``/``reps``/``sessions``/``passes``: the interleaved latency measurement (every
+    member and the reference, ``sessions`` runtime sessions each in each of ``passes`` runs, their median
     kept). Writes ``manifest.json``, ``front.png``, ``policy.png``, the
     reference's ``reference/model.onnx`` and one ``trial-NNNN/`` folder per member.
     """
@@ -167,8 +168,9 @@ def export_front(
     models = {REFERENCE: (reference.model, reference.input_shape, out / reference.files["model.onnx"])}
     models |= {b.label: (b.model, b.input_shape, out / b.deployed_onnx) for b in built}
     timings, not_timed = measure_latency(models, setup.costs.profile, rounds=rounds, reps=reps, sessions=sessions,
-                                         seed=seed, progress=progress)
-    timing = _timing_info(setup, rounds=rounds, reps=reps, sessions=sessions, seed=seed, not_timed=not_timed)
+                                         passes=passes, seed=seed, progress=progress)
+    timing = _timing_info(setup, rounds=rounds, reps=reps, sessions=sessions, passes=passes, seed=seed,
+                          not_timed=not_timed)
     reference_measured = {**counted(reference.counts), **timings.get(REFERENCE, {})}
     members = [_member_entry(setup, b, {**counted(b.counts), **timings.get(b.label, {})}, reference_measured, timing)
                for b in built]
@@ -361,7 +363,7 @@ def _calibration_batches(setup: SearchSetup, resolution: int | None, seed: int) 
 # -- the manifest's parts ---------------------------------------------------------------------------------
 
 
-def _timing_info(setup: SearchSetup, *, rounds: int, reps: int, sessions: int, seed: int,
+def _timing_info(setup: SearchSetup, *, rounds: int, reps: int, sessions: int, passes: int, seed: int,
                  not_timed: str) -> TimingInfo:
     profile = setup.costs.profile
     noise_pct, noise_source = noise_band(profile, setup.config.model, setup.space.graph.input_shape)
@@ -375,8 +377,8 @@ def _timing_info(setup: SearchSetup, *, rounds: int, reps: int, sessions: int, s
                             f"latency, and absolute latency budgets are checked on measured / {machine.speed_ratio:.2f}")
         log.warning(device_note)
     return TimingInfo(runtime=profile.runtime, threads=profile.threads, rounds=rounds, reps=reps, sessions=sessions,
-                      seed=seed, measured=not not_timed,
-                      note=not_timed or timing_note(sessions=sessions, rounds=rounds, reps=reps),
+                      passes=passes, seed=seed, measured=not not_timed,
+                      note=not_timed or timing_note(sessions=sessions, rounds=rounds, reps=reps, passes=passes),
                       noise_band_pct=noise_pct, noise_band_source=noise_source, device_note=device_note,
                       speed_ratio=None if machine.matches else machine.speed_ratio)
 

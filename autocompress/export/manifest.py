@@ -155,6 +155,7 @@ class TimingInfo(_Record):
     rounds: int
     reps: int
     sessions: int
+    passes: int = 1  # runs of fresh sessions, one after another (manifests before passes were one run)
     seed: int
     measured: bool
     note: str

@@ -41,17 +41,19 @@ INT8_LOSS_WARN = 0.01
 DIFF_IMAGES = 8
 
 
-def timing_note(*, sessions: int, rounds: int, reps: int) -> str:
+def timing_note(*, sessions: int, rounds: int, reps: int, passes: int = 1) -> str:
     """What :func:`measure_latency` does, for the manifest."""
-    return (f"every member and the reference timed together, interleaved: {sessions} session(s) x {rounds} rounds x "
-            f"{reps} runs each, in blocks of {BLOCK} calls each followed by {BLOCK} of the reference; latency = "
-            "median over sessions of the median round ratio to the reference x the reference's median")
+    return (f"every member and the reference timed together, interleaved: {passes} pass(es) of {sessions} fresh "
+            f"session(s) x {rounds} rounds x {reps} runs each, in blocks of {BLOCK} calls each followed by {BLOCK} of "
+            "the reference; latency = median over every pass's sessions of the median round ratio to the reference x "
+            "the reference's median")
 
 
 def measure_latency(models: Mapping[str, tuple[nn.Module, Sequence[int], Path]], profile: HardwareProfile, *,
                     rounds: int, reps: int, sessions: int, seed: int,
-                    progress: bool) -> tuple[dict[str, dict[str, Any]], str]:
-    """Time every model (``sessions`` sessions each) in one interleaved run; ``(timings by label, why not)``.
+                    progress: bool, passes: int = 1) -> tuple[dict[str, dict[str, Any]], str]:
+    """Time every model in ``passes`` interleaved runs of ``sessions`` fresh sessions each; ``(timings by label,
+    why not)``.
 
     ``models``: label -> (model, input shape, its exported ONNX file), with
     :data:`REFERENCE` the uncompressed model. Every timed call is followed by a
@@ -60,7 +62,19 @@ def measure_latency(models: Mapping[str, tuple[nn.Module, Sequence[int], Path]],
     :mod:`autocompress.runtime.timing`: the machine's drift cancels in the
     ratio, which is also what relative budgets compare). When the profile's
     runtime cannot run here, nothing is timed and the second value says so.
+
+    Why passes: the ratio cancels drift that slows a model and its reference
+    alike, not drift that slows small models more than the big reference, or
+    int8 kernels more than float ones. On a shared VM, of three 20-second runs
+    of the same CIFAR-10 table back to back, the third put its 17 int8 files a
+    median 25% higher against the float reference than the first two did (its
+    small float files up to 25%; float files of half the reference or more
+    moved 2% at most). A figure from several runs, each with fresh sessions in
+    a new order, is the machine's typical one; each pass's own figure is kept
+    (``latency_passes_vs_reference``) with their spread.
     """
+    if passes < 1 or isinstance(passes, bool):
+        raise ValueError(f"passes must be an integer >= 1, got {passes!r}")
     if not is_registered(profile.runtime):
         note = (f"not measured: the profile's runtime {profile.runtime!r} cannot run on this machine "
                 f"(measurable: {', '.join(runtime_names())})")
@@ -69,31 +83,41 @@ def measure_latency(models: Mapping[str, tuple[nn.Module, Sequence[int], Path]],
     runtime = create_runtime(profile.runtime, threads=profile.threads)
     runners = {label: runtime.model_opener(model, shape, path=onnx, seed=seed, export=False)
                for label, (model, shape, onnx) in models.items()}
-    fns = open_sessions(runners, sessions, seed)
     bar = None
     if progress:
         from autocompress.progress import progress_bar
 
-        bar = progress_bar(total=rounds * len(fns), desc="re-measuring latency", leave=False)
+        bar = progress_bar(total=passes * rounds * len(runners) * sessions, desc="re-measuring latency", leave=False)
+    runs: list[dict[str, Timing]] = []  # per pass: "<label>#<session>" -> timing
     try:
         with runtime.measuring():
-            timings: dict[str, Timing] = time_callables(
-                fns, rounds=rounds, reps=reps, seed=seed, reference=runners[REFERENCE](),
-                progress=(lambda done, total: bar.update(done - bar.n)) if bar is not None else None)
-            # energy per call where this machine has the runtime's counter (energy_method says which), else "none"
-            energies = measure_energies({label: fns[f"{label}#0"] for label in runners}, runtime.energy_meter())
+            for pass_ in range(passes):
+                fns = open_sessions(runners, sessions, seed + pass_)
+                done = bar.n if bar is not None else 0
+                runs.append(time_callables(
+                    fns, rounds=rounds, reps=reps, seed=seed + pass_, reference=runners[REFERENCE](),
+                    progress=(lambda n, _, done=done: bar.update(done + n - bar.n)) if bar is not None else None))
+                if pass_ == 0:
+                    # energy per call where this machine has the runtime's counter (energy_method says which)
+                    energies = measure_energies({label: fns[f"{label}#0"] for label in runners},
+                                                runtime.energy_meter())
+                del fns  # a pass's sessions go before the next pass opens its own
     finally:
         if bar is not None:
             bar.close()
-    reference_ms = float(np.median([t.reference_ms for t in timings.values()]))
+    reference_ms = float(np.median([t.reference_ms for run in runs for t in run.values()]))
     out = {}
     for label in runners:
-        per_session = [timings[f"{label}#{s}"] for s in range(sessions)]
+        per_pass = [[run[f"{label}#{s}"] for s in range(sessions)] for run in runs]
+        per_session = [t for timings in per_pass for t in timings]
         values = [t.ratio * reference_ms for t in per_session]
-        typical = sorted(per_session, key=lambda t: t.ratio)[sessions // 2]  # the median session's statistics
+        pass_ratios = [across_sessions([t.ratio for t in timings]) for timings in per_pass]
+        typical = sorted(per_session, key=lambda t: t.ratio)[len(per_session) // 2]  # the median session's statistics
         out[label] = {
             "latency_ms": across_sessions(values),
             "latency_vs_reference": across_sessions([t.ratio for t in per_session]),
+            "latency_passes_vs_reference": pass_ratios,
+            "latency_pass_spread_pct": (max(pass_ratios) - min(pass_ratios)) / min(pass_ratios) * 100,
             "latency_median_ms": typical.median_ms,
             "latency_std_ms": typical.std_ms,
             "latency_sessions_ms": values,

@@ -248,19 +248,22 @@ def measure_all(rows: list[dict[str, Any]], profile, args: argparse.Namespace) -
             raise TableError(f"{path}: no such ONNX file ({key})")
     t0 = time.perf_counter()
     timings, why_not = measure_latency(models, profile, rounds=args.rounds, reps=args.reps, sessions=args.sessions,
-                                       seed=args.seed, progress=not args.quiet)
+                                       passes=args.passes, seed=args.seed, progress=not args.quiet)
     if why_not:
         raise TableError(why_not)
     self_ratio = timings[REFERENCE]["latency_vs_reference"]
     spreads = sorted(t["latency_spread_pct"] for t in timings.values())
+    pass_spreads = sorted(t["latency_pass_spread_pct"] for t in timings.values())
     noise_pct, noise_source = noise_band(profile, args.model, ref["input_shape"])
     noise = {
         "reference_vs_itself": self_ratio, "reference_vs_itself_pct": abs(self_ratio - 1) * 100,
         "session_spread_pct_median": spreads[len(spreads) // 2], "session_spread_pct_max": spreads[-1],
+        "passes": args.passes, "pass_spread_pct_median": pass_spreads[len(pass_spreads) // 2],
+        "pass_spread_pct_max": pass_spreads[-1],
         "profile_noise_band_pct": noise_pct, "profile_noise_band_source": noise_source,
         "reference_latency_ms": timings[REFERENCE]["latency_ms"], "files_timed": len(models),
         "seconds": round(time.perf_counter() - t0, 1),
-        "how": timing_note(sessions=args.sessions, rounds=args.rounds, reps=args.reps),
+        "how": timing_note(sessions=args.sessions, rounds=args.rounds, reps=args.reps, passes=args.passes),
         "runtime": profile.runtime, "threads": profile.threads, "machine": this_machine().model_dump(),
     }
     return timings, noise
@@ -351,6 +354,13 @@ def judged_ratio(row: dict[str, Any], metric: str) -> float | None:
     return row["measured_latency_ratio"] if metric == "latency" else row.get("size_ratio")
 
 
+def _pass_range(row: dict[str, Any]) -> str:
+    """The lowest and highest of the deployed file's per-pass figures: how firm its budget verdict is."""
+    timing = (row.get("timings") or {}).get(row["deployed"]) or {}
+    ratios = timing.get("latency_passes_vs_reference")
+    return "–" if not ratios else f"{min(ratios):.3f}–{max(ratios):.3f}"
+
+
 def markdown(result: dict[str, Any]) -> str:
     metric = result["budget_metric"]
     noise = result["timing"]
@@ -368,9 +378,9 @@ def markdown(result: dict[str, Any]) -> str:
         f"({pct(ref['accuracy_test_same_fine_tune'])}%, {ref['same_fine_tune_source']}). "
         f"{size_note}Energy: modelled by the cost model (not measured). Wall: choice/search + final fine-tune "
         "(the reference's training is shared by every row).", "",
-        "| method | latency (x ref, measured) | top-1 test (%) | Δ vs ref, same fine-tune (pts) | size (KB) | "
-        "energy (mJ, modelled) | wall (min) |",
-        "|---|---|---|---|---|---|---|",
+        "| method | latency (x ref, measured) | per timing pass | top-1 test (%) | Δ vs ref, same fine-tune (pts) | "
+        "size (KB) | energy (mJ, modelled) | wall (min) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for row in result["rows"]:
         latency, delta = row["measured_latency_ratio"], row["delta_vs_reference"]
@@ -381,6 +391,7 @@ def markdown(result: dict[str, Any]) -> str:
         cells = [
             row["method"] + (" [int8]" if row["deployed"] == "int8" else ""),
             ("–" if latency is None else f"{latency:.3f}") + ("" if metric == "size" else over),
+            _pass_range(row),
             pct(row["top1_test"]),
             ("–" if delta is None else f"{100 * delta:+.2f}") if row["kind"] != "reference"
             else f"same fine-tune: {pct(result['reference']['accuracy_test_same_fine_tune'])}",
@@ -392,7 +403,9 @@ def markdown(result: dict[str, Any]) -> str:
     lines += [
         "", f"Noise: the reference timed against itself came out at {noise['reference_vs_itself']:.3f}x "
         f"({noise['reference_vs_itself_pct']:.1f}%); the spread across sessions of one file is "
-        f"{noise['session_spread_pct_median']:.1f}% (median), {noise['session_spread_pct_max']:.1f}% (max); the "
+        f"{noise['session_spread_pct_median']:.1f}% (median), {noise['session_spread_pct_max']:.1f}% (max)"
+        + (f"; between the {noise['passes']} timing passes {noise['pass_spread_pct_median']:.1f}% (median), "
+           f"{noise['pass_spread_pct_max']:.1f}% (max)" if "passes" in noise else "") + "; the "
         f"profile's validation noise band is {noise['profile_noise_band_pct']:.1f}% ({noise['profile_noise_band_source']}). "
         f"Method: {noise['how']}.", "",
     ]
@@ -456,6 +469,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--reps", type=int, default=20)
     parser.add_argument("--sessions", type=int, default=4)
+    parser.add_argument("--passes", type=int, default=3, help="timing runs of fresh sessions, one after another")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads for scoring accuracy")
     parser.add_argument("--quiet", action="store_true")

@@ -63,7 +63,7 @@ def main() -> None:
     models = list(dict.fromkeys(s["model"] for s in rows))
     fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 4.0), squeeze=False)
     for ax, model in zip(axes[0], models, strict=True):
-        for subset, marker in (("fp32-only", "o"), ("int8-containing", "s"), ("uniform-int8", "^")):
+        for subset, marker in (("fp32-only", "o"), ("int8-containing", "s"), ("near-int8", "D"), ("uniform-int8", "^")):
             mine = [s for s in rows if s["model"] == model and s["subset"] == subset]
             if mine:
                 ax.scatter([s["measured_ms"] for s in mine], [s["predicted_ms"] for s in mine], marker=marker,
