@@ -66,10 +66,10 @@ def measure_latency(models: Mapping[str, tuple[nn.Module, Sequence[int], Path]],
     Why passes: the ratio cancels drift that slows a model and its reference
     alike, not drift that slows small models more than the big reference, or
     int8 kernels more than float ones. On a shared VM, of three 20-second runs
-    of the same CIFAR-10 table back to back, the third put its 17 int8 files a
+    of the same CIFAR-10 table back to back, the third put its 15 int8 files a
     median 25% higher against the float reference than the first two did (its
     small float files up to 25%; float files of half the reference or more
-    moved 2% at most). A figure from several runs, each with fresh sessions in
+    moved 3% at most). A figure from several runs, each with fresh sessions in
     a new order, is the machine's typical one; each pass's own figure is kept
     (``latency_passes_vs_reference``) with their spread.
     """
