@@ -109,6 +109,10 @@ def test_manifest_says_what_was_exported_and_measured(exported):
         [row] = m.budgets
         assert row.text == setup.config.budgets[0] and row.met_predicted is True  # the front is feasible
         assert row.measured == measured["latency_ms"]
+        assert len(row.met_in_passes) == 3 and "timing passes" in row.note
+        if row.met_measured is not None:  # the median of every pass's sessions lies between the passes' figures
+            assert not all(row.met_in_passes) or row.met_measured
+            assert any(row.met_in_passes) or not row.met_measured
         factor = setup.budgets[0].relative
         assert row.measured_limit == pytest.approx(factor * ref.measured["latency_ms"])  # measured vs measured
         assert row.met_measured == (row.measured <= row.measured_limit * (1 + row.noise_band_pct / 100))
@@ -432,3 +436,11 @@ def test_budget_rows_compare_measured_with_measured():
                        energy_method="modelled", speed_ratio=4.0)
     assert slow[1].measured == 0.25 and slow[1].met_measured and "speed ratio 4.00" in slow[1].note
     assert slow[0].measured == 1.0 and slow[0].met_measured
+    # timed in three passes: the verdict on each pass's own figure, on the same scale as the whole one
+    passes = {"latency_ms": 0.96, "latency_vs_reference": 0.48, "latency_passes_vs_reference": [0.44, 0.48, 0.56]}
+    rel, absolute, *_ = budget_rows(budgets, predicted, passes, ref_measured, noise_pct=5.0, energy_method="modelled",
+                                    speed_ratio=4.0)
+    assert rel.met_measured and rel.met_in_passes == [True, True, False]
+    assert "met in 2 of 3 timing passes (0.88-1.12 ms)" in rel.note
+    assert absolute.met_in_passes == [False, False, False]  # 0.22-0.28 ms on the profile's device against 0.2 ms
+    assert within[0].met_in_passes is None  # one pass: nothing to add

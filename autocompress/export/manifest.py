@@ -43,6 +43,8 @@ class BudgetCheck(_Record):
     measured: float | None = None
     measured_limit: float | None = None
     met_measured: bool | None = None  # None: not measurable here (say why in ``note``)
+    # latency timed in several passes: the verdict on each pass's own figure, how firm ``met_measured`` is
+    met_in_passes: list[bool] | None = None
     noise_band_pct: float | None = None
     note: str = ""
     energy_method: str | None = None  # energy budgets: where the figure comes from
