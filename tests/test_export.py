@@ -442,5 +442,5 @@ def test_budget_rows_compare_measured_with_measured():
                                     speed_ratio=4.0)
     assert rel.met_measured and rel.met_in_passes == [True, True, False]
     assert "met in 2 of 3 timing passes (0.88-1.12 ms)" in rel.note
-    assert absolute.met_in_passes == [False, False, False]  # 0.22-0.28 ms on the profile's device against 0.2 ms
+    assert absolute.met_in_passes == [True, True, True]  # 0.22-0.28 ms on the profile's device against 0.3 ms
     assert within[0].met_in_passes is None  # one pass: nothing to add
