@@ -7,9 +7,11 @@ file's ratio to the reference per run with the spread between runs.
 
     python experiments/timing_passes.py experiments/results/cifar10/filled/resnet20-0.35.json
 
-On the second 2-core AMD EPYC VM (2026-12-03) the float files of half the
-reference or more agreed within 3% across three runs; the third run put the
-15 int8 files a median 25% higher than the first two (1.00-1.39x).
+On the second 2-core AMD EPYC VM (2026-12-03, the filled 0.35x table) the
+float files of half the reference or more agreed within 3% across three runs;
+the third run put the 15 int8 files a median 25% higher than the first two
+(1.00-1.39x). Run again 80 minutes later: the int8 files 7-30% apart across
+the three runs, those float files 1-4.5%.
 """
 
 from __future__ import annotations
