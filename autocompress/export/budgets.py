@@ -89,11 +89,6 @@ def budget_rows(budgets: list[Budget], predicted: dict[str, Any], measured: dict
         timed = array in ("latency_ms", "energy_mj")  # measured with the timing noise; the rest is counted
         band = noise_pct if timed else 0.0
         met = value <= limit * (1 + band / 100)
-        passes = measured.get("latency_passes_vs_reference") if array == "latency_ms" else None
-        if passes and len(passes) > 1 and ref_value is not None:
-            # each pass's figure as the whole one is formed: its ratio x the measured reference, rescaled alike
-            scale = value / float(measured["latency_vs_reference"])
-            row.met_in_passes = [bool(r * scale <= limit * (1 + band / 100)) for r in passes]
         over_pct = (value / limit - 1) * 100 if limit > 0 else math.inf
         row.measured, row.measured_limit, row.met_measured, row.noise_band_pct = value, limit, bool(met), band
         what = "measured" if timed else "counted"
@@ -106,9 +101,13 @@ def budget_rows(budgets: list[Budget], predicted: dict[str, Any], measured: dict
             band_text = f", more than the {band:.1f}% noise band" if band else " (counted exactly)"
             row.note = (f"MISSED: {what} {value:.4g} {unit} exceeds {limit:.4g} {unit} ({basis}) by "
                         f"{over_pct:.1f}%{band_text}; the cost model predicted {pred_value:.4g} {unit}")
-        if row.met_in_passes is not None:
-            row.note += (f"; met in {sum(row.met_in_passes)} of {len(row.met_in_passes)} timing passes "
-                         f"({min(passes) * scale:.4g}-{max(passes) * scale:.4g} {unit})")
+        passes = measured.get("latency_passes_vs_reference") if array == "latency_ms" else None
+        if passes and len(passes) > 1:
+            # each pass's figure formed as the whole one is: its ratio x the measured reference, rescaled alike
+            figures = [r * value / float(measured["latency_vs_reference"]) for r in passes]
+            row.met_in_passes = [bool(f <= limit * (1 + band / 100)) for f in figures]
+            row.note += (f"; met in {sum(row.met_in_passes)} of {len(figures)} timing passes "
+                         f"({min(figures):.4g}-{max(figures):.4g} {unit})")
         if array == "latency_ms" and device_note:
             row.note += f"; {device_note}"
         rows.append(row)

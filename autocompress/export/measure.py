@@ -41,7 +41,7 @@ INT8_LOSS_WARN = 0.01
 DIFF_IMAGES = 8
 
 
-def timing_note(*, sessions: int, rounds: int, reps: int, passes: int = 1) -> str:
+def timing_note(*, sessions: int, rounds: int, reps: int, passes: int) -> str:
     """What :func:`measure_latency` does, for the manifest."""
     return (f"every member and the reference timed together, interleaved: {passes} pass(es) of {sessions} fresh "
             f"session(s) x {rounds} rounds x {reps} runs each, in blocks of {BLOCK} calls each followed by {BLOCK} of "

@@ -54,8 +54,7 @@ from autocompress.space import Candidate, SearchSpace
 log = logging.getLogger(__name__)
 #: random candidates of the whole joint space: every layer float, at least one int8 (about half float), and all
 #: int8 but one to three float units, where a latency search under a tight budget ends up (its float stem,
-#: classifier or shortcuts between int8 layers: each a float<->int8 boundary the random half-float ones hardly
-#: vary). A calibration fitted without the last priced such searched ResNet-20s 12% under their measurement
+#: classifier or shortcuts between int8 layers: few float<->int8 boundaries, a region the half-float ones miss)
 SUBSETS = ("fp32-only", "int8-containing", "near-int8")
 #: how many units a near-int8 candidate keeps float
 NEAR_INT8_FLOAT_UNITS = (1, 2, 3)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import shlex
 import sys
 import time
@@ -233,16 +234,30 @@ def _normal(key: str, value: Any) -> Any:
     return value
 
 
+def _from_root(path: Path | str) -> str:
+    """A file as the table records it: relative to the repository root where it lies under it, so a table made in
+    one checkout names files another can find (``table_models`` resolves it back)."""
+    path = Path(os.path.abspath(path))  # not resolved: a runs/ folder linked from elsewhere stays under the root
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 # -- measuring -----------------------------------------------------------------------------------------------------
+
+
+def table_models(rows: list[dict[str, Any]]) -> dict[str, tuple[None, tuple[int, ...], Path]]:
+    """Every artifact of every row as ``measure_latency`` takes them: the reference's fp32 file first, then
+    ``"<label>:<precision>"``; a relative path (as a written table records it) is taken from the repository root."""
+    ref = rows[0]
+    models = {REFERENCE: (None, tuple(ref["input_shape"]), ROOT / ref["artifacts"]["fp32"])}
+    for row in rows[1:]:
+        for precision, path in row["artifacts"].items():
+            models[f"{row['label']}:{precision}"] = (None, tuple(row["input_shape"]), ROOT / path)
+    return models
 
 
 def measure_all(rows: list[dict[str, Any]], profile, args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
     """Every artifact of every row timed in one interleaved run beside the reference; timings by key."""
-    ref = rows[0]
-    models = {REFERENCE: (None, tuple(ref["input_shape"]), ref["artifacts"]["fp32"])}
-    for row in rows[1:]:
-        for precision, path in row["artifacts"].items():
-            models[f"{row['label']}:{precision}"] = (None, tuple(row["input_shape"]), path)
+    models = table_models(rows)
     for key, (_, _, path) in models.items():
         if not Path(path).is_file():
             raise TableError(f"{path}: no such ONNX file ({key})")
@@ -254,7 +269,7 @@ def measure_all(rows: list[dict[str, Any]], profile, args: argparse.Namespace) -
     self_ratio = timings[REFERENCE]["latency_vs_reference"]
     spreads = sorted(t["latency_spread_pct"] for t in timings.values())
     pass_spreads = sorted(t["latency_pass_spread_pct"] for t in timings.values())
-    noise_pct, noise_source = noise_band(profile, args.model, ref["input_shape"])
+    noise_pct, noise_source = noise_band(profile, args.model, rows[0]["input_shape"])
     noise = {
         "reference_vs_itself": self_ratio, "reference_vs_itself_pct": abs(self_ratio - 1) * 100,
         "session_spread_pct_median": spreads[len(spreads) // 2], "session_spread_pct_max": spreads[-1],
@@ -531,7 +546,7 @@ def main(argv: list[str] | None = None) -> None:
             row["size_bytes"] / reference["size_bytes"])
         judged = judged_ratio(row, args.metric)
         row["meets_budget"] = None if row["kind"] == "reference" or judged is None else judged <= args.budget
-        row["artifacts"] = {p: str(path) for p, path in row["artifacts"].items()}
+        row["artifacts"] = {p: _from_root(path) for p, path in row["artifacts"].items()}
     args.results.mkdir(parents=True, exist_ok=True)
     name = cell_name(args.model, args.budget, args.metric)
     files = {ext: args.results / f"{name}.{ext}" for ext in ("json", "md", "png")}

@@ -2,10 +2,11 @@
 
 Times every ONNX file of a CIFAR-10 table (its JSON, written by
 ``experiments/cifar10/table.py``) beside the table's reference in ``--runs``
-separate runs back to back, one pass of fresh sessions each, and prints each
-file's ratio to the reference per run with the spread between runs.
+timing passes back to back (``measure_latency(passes=...)``, fresh sessions
+each), and prints each file's ratio to the reference per pass with the spread
+between them (against their median).
 
-    python experiments/timing_passes.py experiments/results/cifar10/filled/resnet20-0.35.json
+    python experiments/cifar10/timing_passes.py experiments/results/cifar10/filled/resnet20-0.35.json
 
 On the second 2-core AMD EPYC VM (2026-12-03, the filled 0.35x table) the
 float files of half the reference or more agreed within 3% across three runs;
@@ -21,8 +22,9 @@ import json
 from pathlib import Path
 
 import numpy as np
+from table import table_models
 
-from autocompress.export.measure import REFERENCE, measure_latency
+from autocompress.export.measure import measure_latency
 from autocompress.hardware.profile import HardwareProfile
 
 
@@ -35,22 +37,15 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=20)
     parser.add_argument("--sessions", type=int, default=4)
     args = parser.parse_args()
-    rows = json.loads(args.table.read_text())["rows"]
-    models = {REFERENCE: (None, tuple(rows[0]["input_shape"]), rows[0]["artifacts"]["fp32"])}
-    for row in rows[1:]:
-        for precision, path in row["artifacts"].items():
-            models[f"{row['label']}:{precision}"] = (None, tuple(row["input_shape"]), path)
-    profile = HardwareProfile.load(args.profile)
-    runs = []
-    for seed in range(args.runs):
-        timings, why_not = measure_latency(models, profile, rounds=args.rounds, reps=args.reps,
-                                           sessions=args.sessions, seed=seed, progress=False)
-        if why_not:
-            raise SystemExit(why_not)
-        runs.append({label: t["latency_vs_reference"] for label, t in timings.items()})
+    models = table_models(json.loads(args.table.read_text())["rows"])
+    timings, why_not = measure_latency(models, HardwareProfile.load(args.profile), rounds=args.rounds,
+                                       reps=args.reps, sessions=args.sessions, passes=args.runs, seed=0,
+                                       progress=False)
+    if why_not:
+        raise SystemExit(why_not)
     print(f"{'file':60s} " + " ".join(f"run {i:<3d}" for i in range(args.runs)) + "  spread %")
-    for label in models:
-        ratios = [run[label] for run in runs]
+    for label, timing in timings.items():
+        ratios = timing["latency_passes_vs_reference"]
         spread = (max(ratios) - min(ratios)) / float(np.median(ratios)) * 100
         print(f"{label[:60]:60s} " + " ".join(f"{r:7.3f}" for r in ratios) + f"  {spread:8.1f}")
 
