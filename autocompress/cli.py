@@ -241,6 +241,8 @@ def _export(setup, study, out: Path, **options: Any) -> None:
 def print_manifest(manifest: Any, out: Path) -> None:
     """``manifest``: the ``autocompress.export.Manifest`` an export returned."""
     print(f"exported {len(manifest.members)} model(s) to {out}:")
+    if manifest.screening is not None:
+        print(f"  chosen: {manifest.screening.note}")
     ref = manifest.reference
     print(f"  reference : test accuracy {ref.accuracy_test:.4f} "
           f"({ref.accuracy_test_same_fine_tune:.4f} after the members' final fine-tune), latency "
@@ -276,7 +278,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     config = search_config({k: v for k, v in stored.items() if k in SearchConfig.fields()}
                            | {k: v for k, v in overrides.items() if v is not None}, f"{storage}: study {name!r}")
     _export(prepare(config, progress=not args.quiet), study, Path(args.out), trials=args.trial,
-            final_epochs=args.final_epochs, progress=not args.quiet)
+            final_epochs=args.final_epochs, screen=args.screen, progress=not args.quiet)
     return 0
 
 
@@ -367,6 +369,10 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--out", required=True)
     exp.add_argument("--trial", type=int, action="append", default=None, help="export this trial (repeatable)")
     exp.add_argument("--final-epochs", type=float, default=None)
+    exp.add_argument("--screen", action=argparse.BooleanOptionalAction, default=None,
+                     help="time the trained trials as built beside the reference and fine-tune the front chosen on "
+                          "that measurement (default: where this machine is the profile's device; --screen also on "
+                          "another machine, taken as the target; --no-screen: the front as priced)")
     exp.add_argument("--device", default=None, help=DEVICE_HELP + " (default: the search's)")
     exp.add_argument("--seed", type=int, default=None,
                      help="the final fine-tune's seed: its data order and the validation split carved from the "

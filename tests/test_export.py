@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -21,13 +22,24 @@ from autocompress.export import (
     noise_band,
     rebuild,
 )
+from autocompress.export.screen import ScreenSettings, screen_front, screen_pool
 from autocompress.hardware import CostModel, HardwareProfile, required_signatures
 from autocompress.hardware.profile import Calibration, ValidationResult, find_profile
 from autocompress.runtime.artifact import read_preprocessing
 from autocompress.runtime.onnx_export import quantization_settings
 from autocompress.runtime.onnx_runtime import ort_session
 from autocompress.runtime.profiler import ProfileSettings, build_profile, measure_signatures
-from autocompress.search import SearchConfig, load_study, parse_budgets, prepare, records, search
+from autocompress.search import (
+    SearchConfig,
+    load_study,
+    pareto_front,
+    parse_budgets,
+    prepare,
+    records,
+    search,
+)
+from autocompress.search.budget import Budget
+from autocompress.search.study import TrialRecord
 from autocompress.space import Candidate, SearchSpace
 from tests.helpers import zoo_model
 from tests.test_artifact import fed_as_recorded
@@ -88,12 +100,16 @@ def test_manifest_says_what_was_exported_and_measured(exported):
     assert ref.predicted["energy_method"] == "modelled" and ref.predicted["latency_ms"] > 0
     assert ref.measured["latency_ms"] > 0 and ref.accuracy_val == setup.base_info["val_accuracy"]
     assert (out / ref.files["model.onnx"]).is_file()
-    # the front of the study, in the manifest's order
-    from autocompress.search import pareto_front
-
+    # the front of the study as priced, and the members: that front chosen again on latency timed here (the
+    # profile was measured on this machine), or the priced front where no timed trial met the budget
     assert manifest.study.selected == "pareto"
     front = [t.number for t in pareto_front(records(study), setup.config.objective_costs)]
-    assert [m.trial for m in manifest.members] == front
+    screening = manifest.screening
+    assert screening.priced_front == front and [m.trial for m in manifest.members] == screening.chosen
+    assert screening.trials and screening.screened == any(r.chosen for r in screening.trials)
+    chosen = sorted((r for r in screening.trials if r.chosen), key=lambda r: r.measured_vs_reference)
+    assert screening.chosen == ([r.trial for r in chosen] if screening.screened else front)
+    assert (out / manifest.plots["screening"]).stat().st_size > 0
     for m in manifest.members:
         assert 0 <= m.accuracy_val <= 1 and 0 <= m.accuracy_test <= 1 and m.accuracy_proxy is not None
         assert m.predicted["energy_method"] == "modelled"
@@ -127,6 +143,65 @@ def test_manifest_says_what_was_exported_and_measured(exported):
         assert plan.builder.kwargs == {"in_channels": 1, "num_classes": 10, "input_size": 28}
         assert plan.input_shape == (1, 28, 28)
         assert plan.space == setup.space.spec
+
+
+def test_the_export_fine_tunes_the_front_chosen_on_latency_measured_here(exported):
+    """Screening: every trained trial within the slack timed as built; the members are the measured front."""
+    setup, study, manifest, _ = exported
+    screening = manifest.screening
+    assert "timed as built" in screening.note or "none of" in screening.note
+    assert screening.slack == ScreenSettings().slack and "pass(es)" in screening.timing
+    [budget] = setup.budgets
+    assert screening.limits_vs_reference == [pytest.approx(budget.relative)]
+    trained = {t.number for t in records(study) if t.evaluated and t.duplicate_of is None}
+    rows = screening.trials
+    assert {r.trial for r in rows} <= trained and len({r.trial for r in rows}) == len(rows)
+    for r in rows:  # priced now within the slack; met exactly when the measured ratio is under the limit
+        assert r.predicted_vs_reference <= budget.relative * (1 + screening.slack) + 1e-9
+        assert r.met_measured == (r.measured_vs_reference <= budget.relative + 1e-9)
+    met = [r for r in rows if r.met_measured]
+
+    def beats(a, b) -> bool:
+        return (a.accuracy_proxy >= b.accuracy_proxy and a.measured_vs_reference <= b.measured_vs_reference
+                and (a.accuracy_proxy > b.accuracy_proxy or a.measured_vs_reference < b.measured_vs_reference))
+
+    for r in met:  # the chosen ones are exactly the met trials no other met trial beats
+        assert r.chosen == (not any(beats(o, r) for o in met))
+    assert not any(r.chosen for r in rows if not r.met_measured)
+    print("screening:", screening.note, [(r.trial, round(r.predicted_vs_reference, 3),
+                                          round(r.measured_vs_reference, 3), r.chosen) for r in rows])
+
+
+def test_screening_keeps_the_priced_front_off_the_profiles_machine_or_when_turned_off(searched):
+    setup, study, _ = searched
+    history = records(study)
+    priced = [t.number for t in pareto_front(history, setup.config.objective_costs)]
+    elsewhere = replace(setup, machine=replace(setup.machine, same_cpu=False, here="another CPU"))
+    for chosen_setup, screen, says in [(elsewhere, None, "--screen"), (setup, False, "turned off")]:
+        chosen, info = screen_front(chosen_setup, study, history, screen=screen, progress=False)
+        assert [t.number for t in chosen] == priced == info.chosen == info.priced_front
+        assert not info.screened and says in info.note and not info.trials
+
+
+def test_screen_pool_takes_trained_trials_within_the_slack_most_accurate_first(searched):
+    setup, _, _ = searched
+    budget = Budget(metric="latency_ms", limit=1.0, text="latency_ms<=1", relative=None)
+    size = Budget(metric="size_bytes", limit=100.0, text="size_bytes<=100")
+    candidate = setup.space.identity()
+
+    def record(number, latency, accuracy, *, size_bytes=50.0, evaluated=True, duplicate_of=None, failed=None):
+        return TrialRecord(number=number, candidate=candidate, costs={}, feasible=latency <= 1, evaluated=evaluated,
+                           accuracy=accuracy if evaluated else None, fidelity="proxy", seconds=1.0,
+                           duplicate_of=duplicate_of, failed=failed), {"latency_ms": latency, "size_bytes": size_bytes}
+
+    made = [record(0, 0.9, 0.5), record(1, 1.2, 0.9), record(2, 1.3, 0.95), record(3, 0.8, 0.7, size_bytes=200),
+            record(4, 0.7, 0.99, evaluated=False), record(5, 0.9, 0.6, duplicate_of=0), record(6, 0.9, 0.8, failed="x"),
+            record(7, 1.1, 0.6)]
+    history, prices = [r for r, _ in made], {r.number: p for r, p in made}
+    pool = screen_pool(history, [budget, size], prices, slack=0.25, limit=10)
+    assert [t.number for t in pool] == [1, 7, 0]  # 2: 30% over; 3: over the size budget; 4-6: not trained anew
+    assert [t.number for t in screen_pool(history, [budget, size], prices, slack=0.25, limit=2)] == [1, 7]
+    assert [t.number for t in screen_pool(history, [budget, size], prices, slack=0.0, limit=10)] == [0]
 
 
 def test_manifest_holds_the_accuracy_of_the_torch_model_and_of_each_onnx_file(exported):

@@ -27,12 +27,13 @@ from autocompress.export.rebuild import rebuild
 _HOMES = {
     "DEFAULT_NOISE_PCT": "budgets", "budget_rows": "budgets", "noise_band": "budgets",
     "export_front": "exporter",
-    "plot_front": "plots", "plot_policy": "plots",
+    "plot_front": "plots", "plot_policy": "plots", "plot_screening": "plots",
+    "screen_front": "screen",
 }
 __all__ = [
     "DEFAULT_NOISE_PCT", "MANIFEST_NAME", "ArtifactAccuracy", "BudgetCheck", "ExportError", "ExportedMember",
     "Manifest", "Preprocessing", "budget_rows", "export_front", "load_manifest", "noise_band", "plot_front",
-    "plot_policy", "rebuild", "write_manifest",
+    "plot_policy", "plot_screening", "rebuild", "screen_front", "write_manifest",
 ]
 
 

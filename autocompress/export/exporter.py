@@ -46,6 +46,7 @@ from autocompress.base_model import builder_kwargs
 from autocompress.compress import PLAN_NAME, CompressionPlan, materialize
 from autocompress.counting import ModelCounts, count_model
 from autocompress.export.budgets import budget_rows, noise_band
+from autocompress.export.calibration import calibration_batches
 from autocompress.export.manifest import (
     MANIFEST_NAME,
     ArtifactAccuracy,
@@ -69,6 +70,7 @@ from autocompress.export.measure import (
 )
 from autocompress.export.preprocessing import preprocessing
 from autocompress.export.rebuild import INFO_NAME, PROBE_NAME, WEIGHTS_NAME, rebuild, save_probe
+from autocompress.export.screen import screen_front
 from autocompress.export.select import select_trials
 from autocompress.files import write_json
 from autocompress.hardware.profile import this_machine
@@ -82,9 +84,6 @@ from autocompress.versions import versions
 
 log = logging.getLogger(__name__)
 
-#: calibration data for int8 export: this many real training batches of this size
-CALIBRATION_BATCHES = 4
-CALIBRATION_BATCH_SIZE = 16
 #: test images every artifact is scored on: the whole test split of mnist5k (1,000) and CIFAR-10 (10,000), a
 #: seeded subset of larger ones (ONNX Runtime runs the batch-1 files one image at a time)
 ACCURACY_TEST_LIMIT = 10_000
@@ -140,6 +139,7 @@ def export_front(
     reps: int = 20,
     sessions: int = 4,
     passes: int = 3,
+    screen: bool | None = None,
     seed: int = 0,
     progress: bool = True,
 ) -> Manifest:
@@ -148,7 +148,9 @@ def export_front(
     ``final_epochs``: the longer distillation fine-tune (default ``config.final_epochs``).
     ``rounds``/``reps``/``sessions``/``passes``: the interleaved latency measurement (every
     member and the reference, ``sessions`` runtime sessions each in each of ``passes`` runs, their median
-    kept). Writes ``manifest.json``, ``front.png``, ``policy.png``, the
+    kept). ``screen``: choose the front again on latency measured here before fine-tuning
+    (:func:`~autocompress.export.screen.screen_front`; None: where this machine is the profile's
+    device). Writes ``manifest.json``, ``front.png``, ``policy.png``, ``screening.png`` (when screened), the
     reference's ``reference/model.onnx`` and one ``trial-NNNN/`` folder per member.
     """
     config = setup.config
@@ -157,7 +159,10 @@ def export_front(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     history = records(study)
-    chosen = select_trials(study, history, trials, list(config.objective_costs))
+    if trials is None:
+        chosen, screening = screen_front(setup, study, history, screen=screen, seed=seed, progress=progress)
+    else:
+        chosen, screening = select_trials(study, history, trials, list(config.objective_costs)), None
     epochs = config.final_epochs if final_epochs is None else final_epochs
     evaluator = final_evaluator(setup, final_epochs=epochs, progress=progress)
     log.info("exporting %d model(s) of study %r to %s: trials %s", len(chosen), study.study_name, out,
@@ -191,6 +196,7 @@ def export_front(
         final_fine_tune=FineTuneInfo(epochs=epochs, lr=config.proxy_lr, seed=config.seed,
                                      distillation="from the reference model", fidelity="full"),
         members=members,
+        screening=screening,
         all_budgets_met_measured=all(r.met_measured is not False for m in members for r in m.budgets),
         versions=versions(),
     )
@@ -265,7 +271,7 @@ def build_member(setup: SearchSetup, record: TrialRecord, out: Path, evaluator: 
                                            metadata=metadata), out)
     onnx_files = {"fp32": out / files["model.onnx"]}
     if any(int8_leaves(model).values()):
-        calibration = _calibration_batches(setup, resolution, seed)
+        calibration = calibration_batches(setup, resolution, seed)
         files["model.int8.onnx"] = _rel(export_onnx(model, input_shape, member_dir / "model.int8.onnx", int8=None,
                                                     calibration=calibration, metadata=metadata), out)
         onnx_files["int8"] = out / files["model.int8.onnx"]
@@ -349,17 +355,6 @@ def feed_metadata(feed: Preprocessing) -> dict[str, str]:
     return {PREPROCESSING_KEY: json.dumps(feed.model_dump(mode="json"))}
 
 
-def _calibration_batches(setup: SearchSetup, resolution: int | None, seed: int) -> list[torch.Tensor]:
-    loader = setup.data.loader("train", batch_size=CALIBRATION_BATCH_SIZE, shuffle=True, augment=False, seed=seed,
-                               resolution=resolution)
-    batches = []
-    for x, _ in loader:
-        batches.append(x)
-        if len(batches) >= CALIBRATION_BATCHES:
-            break
-    return batches
-
-
 # -- the manifest's parts ---------------------------------------------------------------------------------
 
 
@@ -425,10 +420,12 @@ def _reference_info(setup: SearchSetup, reference: _Reference, measured: dict[st
 
 
 def _plot(manifest: Manifest, history: list[TrialRecord], setup: SearchSetup, out: Path) -> None:
-    from autocompress.export.plots import plot_front, plot_policy
+    from autocompress.export.plots import plot_front, plot_policy, plot_screening
 
     manifest.plots["front"] = _rel(plot_front(manifest, history, out / "front.png"), out)
     manifest.plots["policy"] = _rel(plot_policy(manifest, setup.space, out / "policy.png"), out)
+    if manifest.screening is not None and manifest.screening.trials:
+        manifest.plots["screening"] = _rel(plot_screening(manifest, out / "screening.png"), out)
 
 
 def _rel(path: Path, root: Path) -> str:

@@ -167,6 +167,30 @@ class TimingInfo(_Record):
     speed_ratio: float | None = None  # this machine / the profile's device, where the machine check says they differ
 
 
+class ScreenedTrial(_Record):
+    """One trained trial timed as built (no fine-tune) beside the reference, before the export chose its members."""
+
+    trial: int
+    accuracy_proxy: float
+    predicted_vs_reference: float  # the cost model's latency over its reference's
+    measured_vs_reference: float  # the median ratio to the reference timed interleaved with it
+    met_measured: bool  # every latency budget met on the measurement (at the searched limit), the rest on prediction
+    chosen: bool  # on the measured front: fine-tuned and exported
+
+
+class ScreeningInfo(_Record):
+    """How the export chose its members on latency measured here (:mod:`autocompress.export.screen`)."""
+
+    screened: bool  # False: the members are the front as priced, ``note`` says why
+    note: str
+    priced_front: list[int]  # the study's feasible Pareto front on the cost model's prices
+    chosen: list[int]
+    trials: list[ScreenedTrial] = []
+    timing: str = ""  # how the candidates were timed
+    slack: float | None = None  # trials priced up to this fraction over a latency budget were timed too
+    limits_vs_reference: list[float] = []  # each latency budget's searched limit, as a fraction of the reference
+
+
 class ReferenceInfo(_Record):
     """The uncompressed model, measured beside the members."""
 
@@ -209,6 +233,7 @@ class Manifest(_Record):
     all_budgets_met_measured: bool
     versions: dict[str, str]
     plots: dict[str, str] = {}  # name -> PNG, relative to the export directory
+    screening: ScreeningInfo | None = None  # None: the trials were named, or the manifest predates screening
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

@@ -8,6 +8,10 @@ latency), the budget lines and the uncompressed reference.
 ``plot_policy(manifest, space, path)``: for each member, per layer in execution
 order, the fraction of output channels kept, weight and activation bits, rank
 ratio and sparsity.
+
+``plot_screening(manifest, path)``: the trials the export timed before choosing
+its members, predicted against measured latency (both as fractions of the
+reference), and their accuracy against measured latency, with the budget.
 """
 
 from __future__ import annotations
@@ -224,6 +228,49 @@ def plot_policy(manifest: Manifest, space: SearchSpace, path: str | Path) -> Pat
     fig.legend(handles, labels, loc="upper center", ncol=legend_cols, fontsize=8, frameon=False,
                bbox_to_anchor=(0.5, 1 - 0.4 / height))
     fig.tight_layout(rect=(0, 0, 1, 1 - header_in / height))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_screening(manifest: Manifest, path: str | Path) -> Path:
+    """The screened trials: how far the cost model was off for each, and the front chosen on measurement."""
+    path = Path(path)
+    screening = manifest.screening
+    rows = screening.trials
+    fig, (err, front) = plt.subplots(1, 2, figsize=(11, 4.6))
+    colors = [MEMBER_COLOR if r.chosen else (MEASURED_COLOR if r.met_measured else "0.6") for r in rows]
+    predicted = [r.predicted_vs_reference for r in rows]
+    measured = [r.measured_vs_reference for r in rows]
+    err.scatter(predicted, measured, c=colors, s=24, zorder=3)
+    low, high = min(predicted + measured) * 0.95, max(predicted + measured) * 1.05
+    err.plot([low, high], [low, high], color="0.4", lw=0.8, ls="-", label="measured = predicted")
+    err.set_xlabel("predicted latency (x reference)")
+    err.set_ylabel("measured latency (x reference), as built")
+    front.scatter(measured, [r.accuracy_proxy for r in rows], c=colors, s=24, zorder=3)
+    for r in rows:
+        if r.chosen:
+            front.annotate(f"#{r.trial}", (r.measured_vs_reference, r.accuracy_proxy), xytext=(3, 3),
+                           textcoords="offset points", fontsize=7)
+    front.set_xlabel("measured latency (x reference), as built")
+    front.set_ylabel("search accuracy (proxy)")
+    for limit in screening.limits_vs_reference:
+        err.axhline(limit, ls="--", color="tab:purple", lw=1.0)
+        err.axvline(limit, ls=":", color="tab:purple", lw=1.0)
+        front.axvline(limit, ls="--", color="tab:purple", lw=1.0)
+    handles = [Line2D([], [], marker="o", ls="", color=MEMBER_COLOR, label="chosen: on the measured front"),
+               Line2D([], [], marker="o", ls="", color=MEASURED_COLOR, label="met the budget as measured"),
+               Line2D([], [], marker="o", ls="", color="0.6", label="over the budget as measured"),
+               Line2D([], [], ls="--", color="tab:purple", label="budget (searched limit)")]
+    err.legend(handles=[*handles[1:], Line2D([], [], color="0.4", label="measured = predicted")], fontsize=7,
+               loc="upper left")
+    front.legend(handles=handles[:1], fontsize=7, loc="lower right")
+    for ax in (err, front):
+        ax.grid(True, alpha=0.3)
+    fig.suptitle(f"screening before the final fine-tune ({manifest.study.name}): {len(rows)} trial(s) timed as "
+                 "built beside the reference", fontsize=10)
+    fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
