@@ -157,7 +157,8 @@ def cmd_search(args: argparse.Namespace) -> int:
                                                "seed", "study", "storage", "out", "weights", "base_epochs",
                                                "proxy_epochs", "final_epochs", "max_train", "cache_dir",
                                                "timeout_s", "device", "workers", "backend", "address",
-                                               "cpus_per_trial", "gpus_per_trial", "budget_margin")}
+                                               "cpus_per_trial", "gpus_per_trial", "budget_margin",
+                                               "latency_check")}
     overrides["budgets"] = args.budget
     overrides["objective_costs"] = args.objective_costs
     overrides["n_trials"] = args.trials
@@ -330,6 +331,9 @@ def build_parser() -> argparse.ArgumentParser:
     srch.add_argument("--budget-margin", type=float, default=None,
                       help="search latency and energy budgets this fraction under their limit, e.g. 0.05 for timing "
                            "noise of a few percent (default 0); the export checks the true limit")
+    srch.add_argument("--latency-check", action=argparse.BooleanOptionalAction, default=None,
+                      help="before searching, time candidates the cost model puts just under the latency budget "
+                           "(seconds; on the profile's device only) and aim the budget at what they measured")
     srch.add_argument("--objective", default=None, help="pareto | constrained")
     srch.add_argument("--objective-costs", nargs="+", default=None, help="costs a Pareto search trades against")
     srch.add_argument("--strategy", default=None,

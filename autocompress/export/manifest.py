@@ -174,7 +174,7 @@ class ScreenedTrial(_Record):
     accuracy_proxy: float
     predicted_vs_reference: float  # the cost model's latency over its reference's
     measured_vs_reference: float  # the median ratio to the reference timed interleaved with it
-    met_measured: bool  # every latency budget met on the measurement (at the searched limit), the rest on prediction
+    met_measured: bool  # every latency budget's limit met on the measurement (the other budgets as priced)
     chosen: bool  # on the measured front: fine-tuned and exported
 
 
@@ -188,7 +188,7 @@ class ScreeningInfo(_Record):
     trials: list[ScreenedTrial] = []
     timing: str = ""  # how the candidates were timed
     slack: float | None = None  # trials priced up to this fraction over a latency budget were timed too
-    limits_vs_reference: list[float] = []  # each latency budget's searched limit, as a fraction of the reference
+    limits_vs_reference: list[float] = []  # each latency budget's limit, as a fraction of the reference
 
 
 class ReferenceInfo(_Record):

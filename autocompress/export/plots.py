@@ -262,7 +262,7 @@ def plot_screening(manifest: Manifest, path: str | Path) -> Path:
     handles = [Line2D([], [], marker="o", ls="", color=MEMBER_COLOR, label="chosen: on the measured front"),
                Line2D([], [], marker="o", ls="", color=MEASURED_COLOR, label="met the budget as measured"),
                Line2D([], [], marker="o", ls="", color="0.6", label="over the budget as measured"),
-               Line2D([], [], ls="--", color="tab:purple", label="budget (searched limit)")]
+               Line2D([], [], ls="--", color="tab:purple", label="budget")]
     err.legend(handles=[*handles[1:], Line2D([], [], color="0.4", label="measured = predicted")], fontsize=7,
                loc="upper left")
     front.legend(handles=handles[:1], fontsize=7, loc="lower right")

@@ -73,7 +73,7 @@ def screen_pool(history: Sequence[TrialRecord], budgets: Sequence[Budget], price
 
 
 def limit_vs_reference(budget: Budget, reference_ms: float) -> float:
-    """A latency budget's searched limit as a fraction of the reference's latency (what screening compares)."""
+    """A latency budget's limit as a fraction of the reference's latency (what screening compares)."""
     return budget.relative * (1 - budget.margin) if budget.relative is not None else budget.limit / reference_ms
 
 
@@ -149,7 +149,7 @@ def screen_front(setup: SearchSetup, study, history: list[TrialRecord], *, scree
 
 
 def _measured(budget: Budget, measured: dict, on_profile_scale_ms: float, speed_ratio: float | None) -> float:
-    """The figure a latency budget's searched limit is compared with: a relative one, the measured ratio times
+    """The figure a latency budget's limit is compared with: a relative one, the measured ratio times
     the reference's predicted latency (the scale the limit was resolved on); an absolute one, the measured
     milliseconds (rescaled to the profile's device where the machine check says this is not it)."""
     if budget.relative is not None:

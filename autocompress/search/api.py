@@ -47,6 +47,7 @@ from autocompress.search.engine import (
     run_search,
     warm_start_candidates,
 )
+from autocompress.search.latency_check import latency_check
 from autocompress.search.sensitivity import Sensitivity, compute_sensitivity
 from autocompress.search.strategies import (
     DEFAULT_STRATEGY,
@@ -99,6 +100,8 @@ class SearchConfig:
     budgets: list[str] = field(default_factory=lambda: ["latency<=0.5x"])
     budget_margin: float = 0.0  # search latency/energy budgets this fraction under their limit (timing noise);
     # the export checks the true limit
+    latency_check: bool = False  # time candidates near the latency budget first and aim the budget at what they
+    # measured (autocompress.search.latency_check; on the profile's device only)
     objective: str = "pareto"  # "pareto" (accuracy vs costs) or "constrained" (max accuracy)
     objective_costs: list[str] = field(default_factory=lambda: ["latency_ms"])
     strategy: str = DEFAULT_STRATEGY  # or an Optuna sampler (tpe, nsga2, qmc), or random, ddpg, netadapt
@@ -129,8 +132,8 @@ class SearchConfig:
     gpus_per_trial: float = 0.0
 
     #: keys that must match when a stored study is resumed
-    IDENTITY_KEYS = ("model", "data", "space", "profile", "calibration", "budgets", "budget_margin", "objective",
-                     "objective_costs", "seed", "proxy_epochs", "proxy_train_limit", "proxy_eval_limit", "max_train")
+    IDENTITY_KEYS = ("model", "data", "space", "profile", "calibration", "budgets", "budget_margin", "latency_check",
+                     "objective", "objective_costs", "seed", "proxy_epochs", "proxy_train_limit", "proxy_eval_limit", "max_train")
 
     def __post_init__(self) -> None:
         check_objective(self.objective, self.objective_costs)
@@ -404,6 +407,9 @@ def search(
         raise StudyError(f"{config.storage_path}: cannot open study {config.study_name!r} (corrupted or "
                          f"not an autocompress study file; it was left as it is): {type(exc).__name__}: {exc}") from exc
     check_config(study, config.to_dict(), SearchConfig.IDENTITY_KEYS, defaults=SearchConfig().to_dict())
+    if config.latency_check:  # timed once, before any training, and stored: a resumed search aims where it did
+        searched = latency_check(setup, study, searched, seed=config.seed).aim(searched)
+        run = dataclasses.replace(run, budgets=tuple(searched))
     if strategy is None:
         entry = registered(config.strategy)
         table = None

@@ -51,6 +51,7 @@ class Budget:
     text: str  # as the user wrote it
     relative: float | None = None  # the factor of a relative budget
     margin: float = 0.0  # searched at limit, which is the true limit x (1 - margin); see ``with_margin``
+    scale: float = 1.0  # and divided by this measured/predicted latency scale; see ``aimed``
 
     @property
     def cost(self) -> str:
@@ -72,10 +73,20 @@ class Budget:
             return self
         return replace(self, limit=self.limit * (1 - margin), margin=margin)
 
+    def aimed(self, scale: float) -> Budget:
+        """This budget aimed at ``limit / scale``: whole candidates timed here ran ``scale`` x their predicted
+        latency (:mod:`autocompress.search.latency_check`), so what is priced there measures about at the limit."""
+        if not 0 < scale < math.inf:
+            raise BudgetError(f"budget {self.text!r}: a latency scale must be positive and finite, got {scale!r}")
+        return replace(self, limit=self.limit / scale, scale=self.scale * scale)
+
     def __str__(self) -> str:
-        if self.margin:
-            return (f"{self.text} (= {self.metric} <= {self.limit / (1 - self.margin):.4g}, searched at "
-                    f"{self.limit:.4g}: {self.margin:.3g} under it)")
+        if self.margin or self.scale != 1.0:
+            true = self.limit * self.scale / (1 - self.margin)
+            how = [f"{self.margin:.3g} under it"] if self.margin else []
+            if self.scale != 1.0:
+                how.append(f"/ {self.scale:.3f}, the ratio of measured to predicted latency here")
+            return f"{self.text} (= {self.metric} <= {true:.4g}, searched at {self.limit:.4g}: {', '.join(how)})"
         if self.relative is not None:
             return f"{self.text} (= {self.metric} <= {self.limit:.4g})"
         return self.text
