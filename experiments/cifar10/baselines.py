@@ -15,13 +15,14 @@ own code. Baselines (``--only`` names one; repeatable):
 - ``l1-uniform``: ``space.uniform(keep=k)`` (L1 group-magnitude channel pruning,
   fp32) with the largest ``k`` whose **measured** latency meets the budget;
 - ``int8-uniform``: every layer w8a8 at keep 1.0 (kept, and marked, when over budget);
-- ``l1-uniform-int8``: uniform keep + w8a8, the largest keep meeting the budget;
+- ``l1-uniform-int8``: uniform keep + w8a8, the largest keep whose **measured** latency meets the budget;
 - ``compound-uniform``: the space's compound scaling (phi < 0) plus a uniform
   keep where needed: the combinations ordered by predicted latency, bisected
   for the largest whose **measured** latency meets the budget;
 - ``compound-uniform-int8``: the same combinations with every layer w8a8, the
-  largest whose predicted latency meets the budget (the search's anchors of
-  that kind are exactly these candidates);
+  largest whose **measured** latency meets the budget (the search's anchors of
+  that kind are exactly these candidates; its int8 files are calibrated on the
+  export's training images before they are timed, as the export's screening does);
 - ``tp-global``: Torch-Pruning's global ranking (MetaPruner, ``global_pruning=True``,
   L1 group magnitude, the classifier ignored, ``round_to`` Torch-Pruning's default
   of none unless ``--tp-round-to`` sets it), its pruning ratio
@@ -74,6 +75,7 @@ from autocompress.cli import load_experiment
 from autocompress.compress import materialize
 from autocompress.compress.pruning import prune_channels
 from autocompress.counting import count_model
+from autocompress.export.calibration import calibration_batches
 from autocompress.export.exporter import (  # the exporter's own fine-tune, member and reference steps
     build_member,
     export_front,
@@ -91,7 +93,7 @@ from autocompress.files import read_json, write_json
 from autocompress.graph import ModelGraph, kept_channels
 from autocompress.hardware import CostModel
 from autocompress.models import create_model
-from autocompress.runtime.onnx_export import export_onnx
+from autocompress.runtime.onnx_export import export_onnx, int8_leaves
 from autocompress.search import SearchConfig, prepare
 from autocompress.search.api import SearchSetup
 from autocompress.search.budget import feasible, parse_budget
@@ -108,8 +110,8 @@ BASELINES = ("reference", "l1-uniform", "int8-uniform", "l1-uniform-int8", "comp
 EXTERNAL = ("amc", "amc-int8")
 #: baselines that only a size budget tells apart: below 8 bits a CPU runs int8 kernels (no latency to win)
 SIZE_ONLY = ("w4-uniform", "sparse-w4-uniform")
-#: uniform baselines chosen on measured latency at a latency budget (fp32 files: timed as built, no calibration data)
-MEASURED = ("l1-uniform", "compound-uniform")
+#: uniform baselines chosen on measured latency at a latency budget (timed as built; int8 files calibrated first)
+MEASURED = ("l1-uniform", "compound-uniform", "l1-uniform-int8", "compound-uniform-int8")
 RECORD_NAME = "record.json"
 #: the seed export_front draws int8 calibration images, test subsets and timing orders from (its default)
 EXPORT_SEED = inspect.signature(export_front).parameters["seed"].default
@@ -169,14 +171,14 @@ def choose_candidate(setup: SearchSetup, name: str, args: argparse.Namespace,
                      out: Path) -> tuple[Candidate, dict[str, Any]]:
     """The baseline's candidate and how it was chosen (every option priced; at a latency budget fp32 ones measured).
 
-    At a latency budget the fp32 baselines (``l1-uniform``, ``compound-uniform``)
-    are chosen on measured latency, like ``tp-global`` and like the search's
-    members are judged: the options ordered by predicted latency, largest first,
-    bisected for the first whose measured ratio to the reference meets the
-    budget. A profile measured on another machine would otherwise leave the
-    baseline far under (or over) the budget it is compared at. int8 ones stay
-    chosen on the prediction. At a size budget the size is exact: every baseline
-    is the option with the most MACs that fits.
+    At a latency budget the uniform baselines (:data:`MEASURED`) are chosen on
+    measured latency, like ``tp-global`` and like the export chooses and judges
+    the search's members: the options ordered by predicted latency, largest
+    first, bisected for the first whose measured ratio to the reference meets
+    the budget. A profile measured on another machine, or calibrated when the
+    machine ran int8 at another pace, would otherwise leave the baseline far
+    under (or over) the budget it is compared at. At a size budget the size is
+    exact: every baseline is the option with the most MACs that fits.
     """
     space = setup.space
     keeps = space.choice_values("keep")[::-1]
@@ -336,10 +338,13 @@ def group_widths(graph: ModelGraph, model: nn.Module) -> dict[str, int]:
 
 def measured_ratio(setup: SearchSetup, model: nn.Module, shape: tuple[int, ...], folder: Path, reference_onnx: Path,
                    label: str, *, rounds: int, reps: int, sessions: int, seed: int) -> dict[str, Any]:
-    """``model``'s latency (fp32 ONNX, input ``shape``) / the reference's, timed interleaved in the profile's
-    runtime (export.measure)."""
+    """``model``'s latency (its ONNX file as the export deploys it, int8 where any layer is, input ``shape``) / the
+    reference's, timed interleaved in the profile's runtime (export.measure)."""
     ref_shape = setup.data.input_shape
-    path = export_onnx(model, shape, folder / f"{label}.onnx", int8=False)
+    quantized = any(int8_leaves(model).values())
+    calibration = calibration_batches(setup, None if shape[1] == ref_shape[1] else shape[1], seed) if quantized else None
+    path = export_onnx(model, shape, folder / f"{label}.onnx", int8=None if quantized else False,
+                       calibration=calibration)
     timings, why_not = measure_latency({REFERENCE: (setup.base_model, ref_shape, reference_onnx),
                                         label: (model, shape, path)},
                                        setup.costs.profile, rounds=rounds, reps=reps, sessions=sessions, seed=seed,
