@@ -97,9 +97,11 @@ def near_budget_candidates(costs, budgets: list[Budget], n: int, seed: int) -> l
 
 
 def check_latency(setup, budgets: list[Budget], *, n: int = 10, rounds: int = 15, reps: int = 10, sessions: int = 2,
-                  seed: int = 0) -> LatencyCheck:
-    """Time ``n`` candidates near the latency budget(s) beside the reference; skipped (scale 1) where the
-    profile's device is not this machine, its runtime cannot run here, or no budget is on latency."""
+                  passes: int = 3, seed: int = 0) -> LatencyCheck:
+    """Time ``n`` candidates near the latency budget(s) beside the reference, in ``passes`` runs of fresh sessions
+    (as the export times its members: one run of seconds can catch the machine in a slow spell for int8 kernels);
+    skipped (scale 1) where the profile's device is not this machine, its runtime cannot run here, or no budget
+    is on latency."""
     profile, machine = setup.costs.profile, setup.machine
     if not any(b.cost == LATENCY for b in budgets):
         return LatencyCheck(1.0, "skipped: no latency budget")
@@ -119,12 +121,15 @@ def check_latency(setup, budgets: list[Budget], *, n: int = 10, rounds: int = 15
         reference = candidate_opener(runtime, model, space, space.identity(), Path(tmp) / "reference.onnx", seed)()
         openers = {f"c{i}": candidate_opener(runtime, model, space, c, Path(tmp) / f"c{i}.onnx", seed)
                    for i, c in enumerate(candidates)}
+        runs = []
         with runtime.measuring():
-            fns = open_sessions(openers, sessions, seed)
-            timings = time_callables(fns, rounds=rounds, reps=reps, seed=seed, reference=reference)
+            for pass_ in range(passes):
+                fns = open_sessions(openers, sessions, seed + pass_)
+                runs.append(time_callables(fns, rounds=rounds, reps=reps, seed=seed + pass_, reference=reference))
+                del fns  # a pass's sessions go before the next pass opens its own
     rows, scales = [], []
     for i, candidate in enumerate(candidates):
-        measured = across_sessions([timings[f"c{i}#{k}"].ratio for k in range(sessions)])
+        measured = across_sessions([run[f"c{i}#{k}"].ratio for run in runs for k in range(sessions)])
         predicted = setup.costs.predict(candidate).latency_ms / reference_ms
         rows.append({"candidate": candidate.to_dict(), "predicted_vs_reference": predicted,
                      "measured_vs_reference": measured})
