@@ -1,13 +1,17 @@
 """Calibration data for int8 files: a few real training images at the model's input resolution.
 
-Shared by the export's members and the candidates its screening times, so an
-int8 file is quantized the same way whichever step built it.
+Shared by the export's members, the candidates its screening times and the
+baselines, so an int8 file is quantized the same way whichever step built it.
 """
 
 from __future__ import annotations
 
-import torch
+from pathlib import Path
 
+import torch
+from torch import nn
+
+from autocompress.runtime.onnx_export import export_onnx, int8_leaves
 from autocompress.search.api import SearchSetup
 
 #: calibration data for int8 export: this many real training batches of this size
@@ -25,3 +29,14 @@ def calibration_batches(setup: SearchSetup, resolution: int | None, seed: int) -
         if len(batches) >= CALIBRATION_BATCHES:
             break
     return batches
+
+
+def export_deployed(setup: SearchSetup, model: nn.Module, input_shape: tuple[int, ...], path: Path,
+                    seed: int) -> Path:
+    """``model``'s ONNX file as the export deploys it for timing: int8 QDQ (calibrated on
+    :func:`calibration_batches`) where any layer is 8-bit and the profile runs int8, else float."""
+    quantized = "int8" in setup.costs.profile.precisions and any(int8_leaves(model).values())
+    native = setup.data.input_shape[1]
+    calibration = calibration_batches(setup, None if input_shape[1] == native else input_shape[1],
+                                      seed) if quantized else None
+    return export_onnx(model, input_shape, path, int8=None if quantized else False, calibration=calibration)

@@ -29,12 +29,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from autocompress.compress import materialize
-from autocompress.export.calibration import calibration_batches
+from autocompress.export.calibration import export_deployed
 from autocompress.export.manifest import ScreenedTrial, ScreeningInfo
 from autocompress.export.measure import REFERENCE, measure_latency, timing_note
 from autocompress.export.select import select_trials
 from autocompress.runtime import is_registered
-from autocompress.runtime.onnx_export import export_onnx, int8_leaves
+from autocompress.runtime.onnx_export import export_onnx
 from autocompress.search.api import SearchSetup
 from autocompress.search.budget import Budget
 from autocompress.search.engine import pareto_front
@@ -167,7 +167,6 @@ def _time_as_built(setup: SearchSetup, pool: list[TrialRecord], settings: Screen
     """Each pooled trial materialized from the reference (no fine-tune), exported as the export would deploy it
     (int8 where any layer is), and timed with the reference; None where nothing could be timed."""
     native = tuple(setup.data.input_shape)
-    runs_int8 = "int8" in setup.costs.profile.precisions
     with tempfile.TemporaryDirectory(prefix="autocompress-screen-") as tmp:
         models = {REFERENCE: (setup.base_model.eval(), native,
                               export_onnx(setup.base_model.eval(), native, Path(tmp) / "reference.onnx", int8=False))}
@@ -175,10 +174,7 @@ def _time_as_built(setup: SearchSetup, pool: list[TrialRecord], settings: Screen
             h, w = setup.space.input_resolution(record.candidate)
             shape = (native[0], h, w)
             model = materialize(setup.base_model, record.candidate, setup.space).eval()
-            quantized = runs_int8 and any(int8_leaves(model).values())
-            calibration = calibration_batches(setup, None if h == native[1] else h, seed) if quantized else None
-            path = export_onnx(model, shape, Path(tmp) / f"{_label(record)}.onnx", int8=None if quantized else False,
-                               calibration=calibration)
+            path = export_deployed(setup, model, shape, Path(tmp) / f"{_label(record)}.onnx", seed)
             models[_label(record)] = (model, shape, path)
             log.info("screening: built %d of %d (trial %d)", i + 1, len(pool), record.number)
         timings, not_timed = measure_latency(models, setup.costs.profile, rounds=settings.rounds, reps=settings.reps,

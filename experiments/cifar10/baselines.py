@@ -75,7 +75,7 @@ from autocompress.cli import load_experiment
 from autocompress.compress import materialize
 from autocompress.compress.pruning import prune_channels
 from autocompress.counting import count_model
-from autocompress.export.calibration import calibration_batches
+from autocompress.export.calibration import export_deployed
 from autocompress.export.exporter import (  # the exporter's own fine-tune, member and reference steps
     build_member,
     export_front,
@@ -93,7 +93,7 @@ from autocompress.files import read_json, write_json
 from autocompress.graph import ModelGraph, kept_channels
 from autocompress.hardware import CostModel
 from autocompress.models import create_model
-from autocompress.runtime.onnx_export import export_onnx, int8_leaves
+from autocompress.runtime.onnx_export import export_onnx
 from autocompress.search import SearchConfig, prepare
 from autocompress.search.api import SearchSetup
 from autocompress.search.budget import feasible, parse_budget
@@ -341,10 +341,7 @@ def measured_ratio(setup: SearchSetup, model: nn.Module, shape: tuple[int, ...],
     """``model``'s latency (its ONNX file as the export deploys it, int8 where any layer is, input ``shape``) / the
     reference's, timed interleaved in the profile's runtime (export.measure)."""
     ref_shape = setup.data.input_shape
-    quantized = any(int8_leaves(model).values())
-    calibration = calibration_batches(setup, None if shape[1] == ref_shape[1] else shape[1], seed) if quantized else None
-    path = export_onnx(model, shape, folder / f"{label}.onnx", int8=None if quantized else False,
-                       calibration=calibration)
+    path = export_deployed(setup, model, shape, folder / f"{label}.onnx", seed)
     timings, why_not = measure_latency({REFERENCE: (setup.base_model, ref_shape, reference_onnx),
                                         label: (model, shape, path)},
                                        setup.costs.profile, rounds=rounds, reps=reps, sessions=sessions, seed=seed,
