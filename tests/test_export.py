@@ -33,14 +33,13 @@ from autocompress.search import (
     load_study,
     pareto_front,
     parse_budgets,
-    prepare,
     records,
     search,
 )
 from autocompress.search.budget import Budget
 from autocompress.search.study import TrialRecord
 from autocompress.space import Candidate, SearchSpace
-from tests.helpers import measured_lenet_profile
+from tests.helpers import measured_lenet_profile, on_profiles_device
 from tests.test_artifact import fed_as_recorded
 
 
@@ -52,8 +51,8 @@ def searched(tmp_path_factory):
     config = SearchConfig(model="lenet5", data="mnist5k", profile=str(profile_path), budgets=[f"latency<={factor}x"],
                           n_trials=4, base_epochs=4, proxy_epochs=0.2, strategy="nsga2", out=str(tmp),
                           cache_dir=str(tmp / "cache"))
-    search(config, progress=False)
-    setup = prepare(config, progress=False)
+    setup = on_profiles_device(config)
+    search(config, setup=setup, progress=False)
     study = load_study(config.storage_path, config.study_name)
     return setup, study, tmp
 

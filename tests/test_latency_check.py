@@ -17,7 +17,7 @@ from autocompress.search.latency_check import (
     check_latency,
     near_budget_candidates,
 )
-from tests.helpers import lenet_priced, measured_lenet_profile
+from tests.helpers import lenet_priced, measured_lenet_profile, on_profiles_device
 
 REFERENCE = {"latency_ms": 2.0, "energy_mj": 0.5, "size_bytes": 4096.0, "macs": 1e6, "bitops": 1e9}
 
@@ -60,13 +60,13 @@ def measured(tmp_path_factory):
 
 def test_a_search_aims_at_what_candidates_near_the_budget_measured_and_keeps_it_on_resume(measured, monkeypatch):
     config = measured
-    result = search(config, progress=False)
+    setup = on_profiles_device(config)
+    result = search(config, setup=setup, progress=False)
     study = load_study(config.storage_path, config.study_name)
     stored = LatencyCheck.from_dict(study.user_attrs[LATENCY_CHECK_ATTR])
     assert stored.applied and len(stored.candidates) >= 4 and stored.seconds > 0
     ratios = [c["measured_vs_reference"] / c["predicted_vs_reference"] for c in stored.candidates]
     assert stored.scale == pytest.approx(float(np.median(ratios)))
-    setup = prepare(config, progress=False)
     limit = setup.budgets[0].limit / stored.scale
     assert f"/ {stored.scale:.3f}" in result.budgets[0] and study.user_attrs["budgets_resolved"] == result.budgets
     assert all(t.costs["latency_ms"] <= limit * (1 + 1e-9) for t in records(study) if t.evaluated)
