@@ -4,14 +4,16 @@ import numpy as np
 import pytest
 from optuna.storages import InMemoryStorage
 
+from autocompress.hardware import CostModel
 from autocompress.search import SearchRun, parse_budgets, records, run_search
-from autocompress.search.engine import create_study
+from autocompress.search.engine import create_study, warm_start_candidates
 from autocompress.search.evolution import EvolutionConfig, PredictorEvolution
 from autocompress.search.predictor import AccuracyPredictor
 from autocompress.search.sensitivity import Sensitivity, compute_sensitivity
 from autocompress.search.strategies import make_sampler
 from autocompress.search.study import ProposalCounts
-from tests.helpers import lenet_priced
+from autocompress.space import SearchSpace
+from tests.helpers import lenet_priced, roofline_profile, zoo_model
 
 
 def _kept(model):
@@ -170,3 +172,19 @@ def test_filling_spends_the_slack_under_the_budget_until_no_single_move_fits(len
 def test_evolution_options_are_checked():
     with pytest.raises(ValueError, match="targets"):
         EvolutionConfig(targets=(1.2,))
+
+
+def test_in_a_space_of_explicit_depth_and_resolution_anchors_and_warm_starts_take_every_scaling():
+    _, graph = zoo_model("resnet20")
+    space = SearchSpace.from_yaml(graph, "experiments/cifar10/resnet_cifar_depth_res.yaml")
+    costs = CostModel(roofline_profile(), space)
+    budgets = parse_budgets(["latency<=0.35x"], costs.reference().to_dict())
+    flat = Sensitivity(reference_accuracy=1.0, drops=tuple(np.zeros(len(c.values)) for c in space.encoding.columns),
+                       scored=0, seconds=0.0)
+    anchors = PredictorEvolution(costs, budgets, flat, seed=0)._anchors
+    priced = costs.predict_batch(space.encoding.encode(anchors))["latency_ms"]
+    assert (priced <= budgets[0].limit * (1 + 1e-9)).all()
+    scalings = {(a.depth, a.resolution) for a in anchors}
+    assert {0.33, 0.66} <= {d for d, _ in scalings} and len(scalings) >= 4  # not only the trained depth and input
+    warm = warm_start_candidates(space)
+    assert {(c.depth, c.resolution) for c in warm} == {(s["depth"], s["resolution"]) for s in space.uniform_scalings()}

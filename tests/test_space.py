@@ -204,3 +204,19 @@ def test_unknown_space_name_lists_shipped_ones(resnet20):
     _, graph = resnet20
     with pytest.raises(SpaceError, match="shipped spaces: .*resnet_cifar"):
         SearchSpace.from_yaml(graph, "no_such_space")
+
+
+def test_uniform_scalings_walk_every_scaling_least_scaled_first(resnet20):
+    _, graph = resnet20
+    compound = shipped_space("resnet20", graph)
+    assert compound.uniform_scalings() == [{"phi": 0.0}, {"phi": -1.0}, {"phi": -2.0}]
+    explicit = SearchSpace.from_yaml(graph, "experiments/cifar10/resnet_cifar_depth_res.yaml")
+    scalings = explicit.uniform_scalings()
+    assert len(scalings) == 9 and scalings[0] == {"depth": 1.0, "resolution": 1.0}
+    assert scalings[-1] == {"depth": 0.33, "resolution": 0.75}
+    shares = [s["depth"] * s["resolution"] ** 2 for s in scalings]
+    assert shares == sorted(shares, reverse=True)
+    # the experiment space's depths drop one and two of a stage's three blocks (ceil(0.67 * 3) would keep all three)
+    blocks = {s["depth"]: len(graph.dropped_blocks(s["depth"])) for s in scalings}
+    assert blocks == {1.0: 0, 0.66: 3, 0.33: 6}
+    assert SearchSpace.from_dict(graph, {"name": "flat"}).uniform_scalings() == [{}]

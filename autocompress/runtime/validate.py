@@ -118,14 +118,13 @@ def draw_candidates(space: SearchSpace, n: int, subset: str, rng: np.random.Gene
 
 
 def uniform_int8_candidates(space: SearchSpace, n: int) -> list[Candidate]:
-    """Up to ``n`` distinct all-int8 uniform candidates: every keep at every compound scaling, widest first."""
+    """Up to ``n`` distinct all-int8 uniform candidates: every scaling at each keep, widest first (every scaling
+    joins before a narrower keep does: a table's error at a scaling is what calibration must see)."""
     keeps = space.choice_values("keep")[::-1] or [1.0]
-    phis = sorted(space.scaling_choices.get("phi", (None,)), key=lambda p: -(p if p is not None else 0))
     out: list[Candidate] = []
-    for phi in phis:
-        for keep in keeps:
-            values = {"keep": keep, "w_bits": 8, "a_bits": 8, **({} if phi is None else {"phi": phi})}
-            candidate = space.uniform(**values)
+    for keep in keeps:
+        for scaling in space.uniform_scalings():
+            candidate = space.uniform(keep=keep, w_bits=8, a_bits=8, **scaling)
             if candidate not in out and len(out) < n:
                 out.append(candidate)
     return out

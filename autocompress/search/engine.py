@@ -177,9 +177,8 @@ def warm_start_candidates(space: SearchSpace) -> list[Candidate]:
     options = [k for k in space.choice_values("keep") if k != 1.0]
     keeps = list(dict.fromkeys(min(options, key=lambda k: abs(k - want)) for want in (0.75, 0.5, 0.25))) \
         if options else [1.0]
-    scalings = [{"phi": phi} for phi in sorted(space.scaling_choices.get("phi", (0.0,)), reverse=True)] or [{}]
     out: list[Candidate] = []
-    for scaling in scalings:
+    for scaling in space.uniform_scalings():
         for bits in (8, 32):
             for keep in keeps:
                 candidate = space.uniform(keep=keep, w_bits=bits, a_bits=bits, **scaling)

@@ -320,14 +320,13 @@ class PredictorEvolution:
     def _uniform_anchors(self, target: float = 1.0) -> list[Candidate]:
         """Largest uniform candidate of each kind that fits the budgets scaled by ``target``.
 
-        A kind is a phi and a storage level, the same in every layer: float, 8-bit, then each lower weight width
+        A kind is a scaling (a phi, or a depth, width and resolution) and a storage level, the same in every layer: float, 8-bit, then each lower weight width
         (8-bit activations) and each sparsity, least compressed first. Float and 8-bit always join; a lower level
-        joins only when it fits a larger keep than every kind before it of its phi. So under a size budget the
+        joins only when it fits a larger keep than every kind before it of its scaling. So under a size budget the
         uniform 4-bit and sparse models are trained first, and under a CPU's latency budget, where 4-bit weights run
         on the int8 kernels and zeros are not skipped, they are not.
         """
         keeps = self.space.choice_values("keep")[::-1] or [1.0]
-        phis = sorted(self.space.scaling_choices.get("phi", (0.0,)), reverse=True)
         w_bits = self.space.choice_values("w_bits")
         a8 = 8 if 8 in self.space.choice_values("a_bits") else None
         levels = [{"w_bits": 32, "a_bits": 32, "sparsity": 0.0}]
@@ -339,10 +338,10 @@ class PredictorEvolution:
         levels += sorted(lower, key=lambda v: (-(v["w_bits"] * (1 - v["sparsity"]) + (v["sparsity"] > 0)),
                                                v["sparsity"]))
         anchors: list[Candidate] = []
-        for phi in phis:
-            widest = len(keeps)  # index into keeps (widest first) of the widest kind of this phi so far
+        for scaling in self.space.uniform_scalings():
+            widest = len(keeps)  # index into keeps (widest first) of the widest kind of this scaling so far
             for i, level in enumerate(levels):
-                family = [self.space.uniform(keep=k, phi=phi, **level) for k in keeps]
+                family = [self.space.uniform(keep=k, **scaling, **level) for k in keeps]
                 ok = np.flatnonzero(self._fits(self.encoding.encode(family), target))
                 if not len(ok) or (i >= always and ok[0] >= widest):
                     continue

@@ -8,6 +8,7 @@ build a model and the cost model that never builds one agree by construction.
 from __future__ import annotations
 
 import fnmatch
+import itertools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -203,6 +204,25 @@ class SearchSpace:
         if "phi" in self.scaling_choices:
             return self.multipliers(picked["phi"])
         return {k: picked.get(k, IDENTITY_SCALING[k]) for k in SCALING_KEYS}
+
+    def uniform_scalings(self) -> list[dict[str, float]]:
+        """Every scaling the space offers, as keywords of :meth:`uniform`, the least scaled first.
+
+        Compound mode: each phi. Explicit mode: every combination of the depth, width and resolution choices,
+        ordered by the share of MACs they keep (depth x width² x resolution²), since none of them alone says how
+        small a model is. ``[{}]`` where nothing scales. What warm starts, anchors and uniform baselines walk.
+        """
+        if "phi" in self.scaling_choices:
+            return [{"phi": phi} for phi in sorted(self.scaling_choices["phi"], reverse=True)]
+        keys = [k for k in ("depth", "width", "resolution") if k in self.scaling_choices]
+        combos = [dict(zip(keys, values, strict=True))
+                  for values in itertools.product(*(self.scaling_choices[k] for k in keys))]
+
+        def kept(c: dict[str, float]) -> tuple:
+            share = c.get("depth", 1.0) * c.get("width", 1.0) ** 2 * c.get("resolution", 1.0) ** 2
+            return (-share, *(-c[k] for k in keys))
+
+        return sorted(combos, key=kept) or [{}]
 
     def input_resolution(self, candidate: Candidate) -> tuple[int, int]:
         _, h, w = self.graph.input_shape

@@ -16,8 +16,9 @@ own code. Baselines (``--only`` names one; repeatable):
   fp32) with the largest ``k`` whose **measured** latency meets the budget;
 - ``int8-uniform``: every layer w8a8 at keep 1.0 (kept, and marked, when over budget);
 - ``l1-uniform-int8``: uniform keep + w8a8, the largest keep whose **measured** latency meets the budget;
-- ``compound-uniform``: the space's compound scaling (phi < 0) plus a uniform
-  keep where needed: the combinations ordered by predicted latency, bisected
+- ``compound-uniform``: the space's scalings (compound phi < 0; in a space with
+  explicit scaling, every combination of its depth, width and resolution below
+  the trained model's) plus a uniform keep where needed: the combinations ordered by predicted latency, bisected
   for the largest whose **measured** latency meets the budget;
 - ``compound-uniform-int8``: the same combinations with every layer w8a8, the
   largest whose **measured** latency meets the budget (the search's anchors of
@@ -98,7 +99,7 @@ from autocompress.search import SearchConfig, prepare
 from autocompress.search.api import SearchSetup
 from autocompress.search.budget import feasible, parse_budget
 from autocompress.search.study import TrialRecord
-from autocompress.space import Candidate, SearchSpace
+from autocompress.space import IDENTITY_SCALING, Candidate, SearchSpace
 from autocompress.train import Evaluator, evaluate
 from autocompress.versions import versions
 
@@ -198,13 +199,14 @@ def choose_candidate(setup: SearchSetup, name: str, args: argparse.Namespace,
                 "sparse-w4-uniform": "uniform keep ratio with 4-bit weights, 8-bit activations and 50% unstructured "
                                      "magnitude sparsity wherever the space allows it"}[name]
     elif name in ("compound-uniform", "compound-uniform-int8"):
-        phis = sorted((p for p in space.scaling_choices.get("phi", ()) if p < 0), reverse=True)
-        if not phis:
-            raise SystemExit(f"{name}: the space {space.name!r} ({space.source}) has no compound scaling "
-                             "with phi < 0 (scaling.phi)")
+        scalings = [s for s in space.uniform_scalings() if any(v != IDENTITY_SCALING[k] for k, v in s.items())]
+        if not scalings:
+            raise SystemExit(f"{name}: the space {space.name!r} ({space.source}) scales nothing down (scaling.phi "
+                             "< 0, or depth/width/resolution < 1)")
         bits = w8 if name.endswith("int8") else {}
-        options = [({"phi": p, "keep": k, **bits}, space.uniform(phi=p, keep=k, **bits)) for p in phis for k in keeps]
-        what = "compound scaling phi < 0 from the space plus a uniform keep" + (", every layer w8a8" if bits else "")
+        options = [({**s, "keep": k, **bits}, space.uniform(keep=k, **s, **bits)) for s in scalings for k in keeps]
+        what = ("the space's scalings (compound phi < 0, or explicit depth/width/resolution) plus a uniform keep"
+                + (", every layer w8a8" if bits else ""))
     elif name in EXTERNAL:
         return amc_candidate(setup, args.amc, w8 if name == "amc-int8" else {})
     else:
