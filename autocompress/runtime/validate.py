@@ -121,9 +121,10 @@ def uniform_int8_candidates(space: SearchSpace, n: int) -> list[Candidate]:
     """Up to ``n`` distinct all-int8 uniform candidates: every scaling at each keep, widest first (every scaling
     joins before a narrower keep does: a table's error at a scaling is what calibration must see)."""
     keeps = space.choice_values("keep")[::-1] or [1.0]
+    scalings = space.uniform_scalings()
     out: list[Candidate] = []
     for keep in keeps:
-        for scaling in space.uniform_scalings():
+        for scaling in scalings:
             candidate = space.uniform(keep=keep, w_bits=8, a_bits=8, **scaling)
             if candidate not in out and len(out) < n:
                 out.append(candidate)

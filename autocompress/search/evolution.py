@@ -320,11 +320,12 @@ class PredictorEvolution:
     def _uniform_anchors(self, target: float = 1.0) -> list[Candidate]:
         """Largest uniform candidate of each kind that fits the budgets scaled by ``target``.
 
-        A kind is a scaling (a phi, or a depth, width and resolution) and a storage level, the same in every layer: float, 8-bit, then each lower weight width
-        (8-bit activations) and each sparsity, least compressed first. Float and 8-bit always join; a lower level
-        joins only when it fits a larger keep than every kind before it of its scaling. So under a size budget the
-        uniform 4-bit and sparse models are trained first, and under a CPU's latency budget, where 4-bit weights run
-        on the int8 kernels and zeros are not skipped, they are not.
+        A kind is a scaling (a phi, or a depth, width and resolution) and a storage level, the same in every
+        layer: float, 8-bit, then each lower weight width (8-bit activations) and each sparsity, least compressed
+        first. Float and 8-bit always join; a lower level joins only when it fits a larger keep than every kind
+        before it of its scaling. So under a size budget the uniform 4-bit and sparse models are trained first, and
+        under a CPU's latency budget, where 4-bit weights run on the int8 kernels and zeros are not skipped, they are
+        not.
         """
         keeps = self.space.choice_values("keep")[::-1] or [1.0]
         w_bits = self.space.choice_values("w_bits")
