@@ -93,6 +93,9 @@ def cmd_profile_validate(args: argparse.Namespace) -> int:
     from autocompress.runtime.validate import validate_profile
 
     command = _command()
+    unknown = sorted(set(args.hold_out) - set(args.models))
+    if unknown:
+        raise ProfileError(f"--hold-out {' '.join(unknown)}: not among --models {' '.join(args.models)}")
     profile = HardwareProfile.load(args.profile)
     if args.from_report:  # recalibrate on the timings of an earlier run instead of measuring again
         from autocompress.runtime.validate import samples_from_report, score_samples
@@ -102,7 +105,8 @@ def cmd_profile_validate(args: argparse.Namespace) -> int:
         samples = samples_from_report(profile, suites, earlier)
         profile = profile.model_copy(update={"validation": []})
         profile, report = score_samples(profile, suites, samples, sorted({s.subset for s in samples}),
-                                        command=command, anchor_ratio=earlier.get("anchor_ratio"))
+                                        command=command, anchor_ratio=earlier.get("anchor_ratio"),
+                                        hold_out=args.hold_out)
     else:
         from autocompress.runtime.machine_check import check_machine
 
@@ -116,6 +120,7 @@ def cmd_profile_validate(args: argparse.Namespace) -> int:
         with bar:
             profile, report = validate_profile(profile, _suites(args), n_validate=args.n,
                                                n_calibrate=args.calibrate, seed=args.seed, command=command,
+                                               hold_out=args.hold_out,
                                                progress=update, **_timing_options(args))
         # memory's pace moves over minutes on a shared machine: what it was at both ends of the timing
         after = check_machine(profile, seed=args.seed)
@@ -464,6 +469,9 @@ def add_profile_parser(sub: argparse._SubParsersAction) -> None:
     validate.add_argument("--calibrate", type=int, default=20,
                           help="calibration candidates per model; 0: price the models with the calibration the "
                                "profile holds (checks it on models it was never fitted on)")
+    validate.add_argument("--hold-out", nargs="+", default=[], metavar="MODEL",
+                          help="models of --models timed in the same run but never calibrated on: priced with the "
+                               "calibration this run fits on the others (how a profile does on models it never saw)")
     validate.add_argument("--from-report", default=None,
                           help="recalibrate on the measured timings of an earlier validation report")
     validate.add_argument("--out", default=None, help="profile JSON to write (default: in place)")

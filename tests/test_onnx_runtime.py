@@ -43,8 +43,10 @@ from autocompress.runtime.onnx_runtime import (
 from autocompress.runtime.timing import (
     Timing,
     across_sessions,
+    merge_rounds,
     open_sessions,
     time_callables,
+    time_in_passes,
     torch_callable,
     torch_threads,
 )
@@ -312,6 +314,51 @@ def test_open_sessions_mixes_the_order_models_are_opened_in():
     assert again == first  # seeded
     with pytest.raises(ValueError, match="sessions"):
         open_sessions(openers([]), 0)
+
+
+def test_merge_rounds_is_one_timing_of_every_round():
+    calls = {"a": 0}
+
+    def fn():
+        calls["a"] += 1
+        time.sleep(1e-5 * (1 + calls["a"] % 3))
+
+    parts = [time_callables({"a": fn}, rounds=1, reps=6, seed=k, reference=lambda: time.sleep(1e-5))["a"]
+             for k in range(3)]
+    merged = merge_rounds(parts)
+    assert merged.count == 18 and merged.round_ratios == tuple(p.round_ratios[0] for p in parts)
+    assert merged.round_medians_ms == tuple(p.round_medians_ms[0] for p in parts)
+    assert merged.mean_ms == pytest.approx(np.mean([p.mean_ms for p in parts]))  # equal counts
+    # pooled variance: each part's spread plus how far its mean lies from the whole's
+    within = np.mean([p.std_ms ** 2 for p in parts])
+    between = np.mean([(p.mean_ms - merged.mean_ms) ** 2 for p in parts])
+    assert merged.std_ms == pytest.approx(np.sqrt(within + between))
+    assert merged.ratio == pytest.approx(np.median([p.ratio for p in parts]))
+    assert merged.reference_ms == pytest.approx(np.median([p.reference_ms for p in parts]))
+    with pytest.raises(ValueError, match="no timings"):
+        merge_rounds([])
+
+
+def test_time_in_passes_opens_fresh_sessions_every_pass():
+    opened: list[str] = []
+
+    def opener(label: str):
+        def open_one():
+            opened.append(label)
+            return lambda: time.sleep(1e-5)
+        return open_one
+
+    first_pass, seen = [], []
+    runs = time_in_passes({"a": opener("a"), "b": opener("b")}, lambda: time.sleep(1e-5), passes=3, sessions=2,
+                          rounds=2, reps=3, seed=1, first_pass=lambda fns: first_pass.append(sorted(fns)),
+                          progress=lambda done, total: seen.append((done, total)))
+    assert len(runs) == 3 and all(sorted(run) == ["a#0", "a#1", "b#0", "b#1"] for run in runs)
+    assert sorted(opened) == ["a"] * 6 + ["b"] * 6  # every pass opens its own sessions
+    assert first_pass == [["a#0", "a#1", "b#0", "b#1"]]  # once, with the first pass's sessions
+    assert all(t.ratio > 0 for run in runs for t in run.values())  # timed beside the reference
+    assert seen[-1] == (24, 24) and [d for d, _ in seen] == list(range(1, 25))  # visits counted over every pass
+    with pytest.raises(ValueError, match="passes"):
+        time_in_passes({"a": opener("a")}, lambda: None, passes=0, sessions=1, rounds=1, reps=1, seed=0)
 
 
 def test_time_callables_rejects_bad_arguments():

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from autocompress.hardware import CostModel, HardwareProfile, required_signatures
+from autocompress.hardware import CostModel, HardwareProfile, ProfileError, required_signatures
 from autocompress.runtime.profiler import (
     ProfileSettings,
     build_profile,
@@ -191,6 +191,38 @@ def test_validate_stores_calibration_and_fidelity(tmp_path):
         assert row["predicted_ms"] == pytest.approx(float(own.apply(features)[0]))
 
 
+def test_validate_holds_models_out_in_the_same_run(tmp_path):
+    """Held-out models are timed beside the calibrated ones and priced with the pool this run fits, never with a
+    calibration the profile holds for them."""
+    model, graph = zoo_model("lenet5")
+    from autocompress.space import Candidate, SearchSpace
+
+    space = SearchSpace.from_yaml(graph, "lenet")
+    settings = ProfileSettings(rounds=1, reps=3, warmup=1)
+    measured = measure_signatures(required_signatures(space, ["fp32", "int8"]), tmp_path / "p.json", settings)
+    profile = build_profile("t", measured, settings, command="test", versions={})
+    stale = profile.calibration.model_copy(update={"offset_ms": 100.0, "models": ["unseen@1x28x28"]})
+    profile = profile.model_copy(update={"model_calibrations": {"unseen@1x28x28": stale}})
+    suites = [Suite("lenet5", model, space), Suite("unseen", model, space)]
+    with pytest.raises(ProfileError, match=r"hold_out: \['other'\] are not among"):
+        validate_profile(profile, suites, n_validate=3, n_calibrate=6, hold_out=["other"])
+    with pytest.raises(ProfileError, match="at least one model that is not held out"):
+        validate_profile(profile, suites, n_validate=3, n_calibrate=6, hold_out=["lenet5", "unseen"])
+    updated, report = validate_profile(profile, suites, n_validate=3, n_calibrate=9, seed=2, rounds=2, reps=3,
+                                       sessions=1, hold_out=["unseen"])
+    assert {s["model"] for s in report["calibration_samples"]} == {"lenet5"}  # never calibrated on the held-out
+    assert {s["model"] for s in report["samples"]} == {"lenet5", "unseen"}
+    assert set(report["reference_ms"]) == {"lenet5", "unseen"}  # timed in the same run
+    assert updated.model_calibrations["unseen@1x28x28"] == stale  # nothing stored for it
+    pooled = updated.calibration
+    assert pooled.models == ["lenet5@1x28x28"]
+    for row in (r for r in report["samples"] if r["model"] == "unseen"):  # the run's pool, not the stale one
+        features = CostModel(updated, space).predict_batch(space.encoding.encode([Candidate.from_dict(row["candidate"])]))
+        assert row["predicted_ms"] == pytest.approx(float(pooled.apply(features)[0]))
+    scored = {tuple(v.models) for v in updated.validation}
+    assert ("unseen@1x28x28",) in scored and ("lenet5@1x28x28", "unseen@1x28x28") in scored
+
+
 @pytest.mark.parametrize("bad", [["--runtime", "tflite"], ["--input-shape", "32x32"]])
 def test_profile_cli_rejects_bad_options(tmp_path, bad):
     done = subprocess.run(_cli(*LENET, *bad, "--out", str(tmp_path / "x.json")), capture_output=True, text=True)
@@ -258,7 +290,6 @@ def test_fit_calibration_takes_the_boundary_terms_when_the_data_has_them():
 
 
 def test_fit_calibration_on_float_models_and_too_few_models():
-    from autocompress.hardware import ProfileError
     from autocompress.runtime.validate import fit_calibration
 
     features, measured = _synthetic(24, {"sum_float_ms": 0.9}, 0.03, noise=0.005, seed=2, float_only=True)

@@ -24,13 +24,7 @@ from autocompress.runtime.artifact import onnx_metadata
 from autocompress.runtime.energy_meters import measure_energies
 from autocompress.runtime.onnx_export import QUANTIZATION_KEY
 from autocompress.runtime.onnx_runtime import ort_session
-from autocompress.runtime.timing import (
-    BLOCK,
-    Timing,
-    across_sessions,
-    open_sessions,
-    time_callables,
-)
+from autocompress.runtime.timing import BLOCK, across_sessions, time_in_passes
 
 log = logging.getLogger(__name__)
 
@@ -88,20 +82,16 @@ def measure_latency(models: Mapping[str, tuple[nn.Module, Sequence[int], Path]],
         from autocompress.progress import progress_bar
 
         bar = progress_bar(total=passes * rounds * len(runners) * sessions, desc="re-measuring latency", leave=False)
-    runs: list[dict[str, Timing]] = []  # per pass: "<label>#<session>" -> timing
+    energies: dict[str, dict[str, Any]] = {}
+
+    def read_energy(fns: dict) -> None:  # energy per call where this machine has the runtime's counter
+        energies.update(measure_energies({label: fns[f"{label}#0"] for label in runners}, runtime.energy_meter()))
+
     try:
         with runtime.measuring():
-            for pass_ in range(passes):
-                fns = open_sessions(runners, sessions, seed + pass_)
-                done = bar.n if bar is not None else 0
-                runs.append(time_callables(
-                    fns, rounds=rounds, reps=reps, seed=seed + pass_, reference=runners[REFERENCE](),
-                    progress=(lambda n, _, done=done: bar.update(done + n - bar.n)) if bar is not None else None))
-                if pass_ == 0:
-                    # energy per call where this machine has the runtime's counter (energy_method says which)
-                    energies = measure_energies({label: fns[f"{label}#0"] for label in runners},
-                                                runtime.energy_meter())
-                del fns  # a pass's sessions go before the next pass opens its own
+            runs = time_in_passes(runners, runners[REFERENCE](), passes=passes, sessions=sessions, rounds=rounds,
+                                  reps=reps, seed=seed, first_pass=read_energy,
+                                  progress=(lambda n, _: bar.update(n - bar.n)) if bar is not None else None)
     finally:
         if bar is not None:
             bar.close()

@@ -210,6 +210,64 @@ def time_callables(
     return result
 
 
+def merge_rounds(parts: Sequence[Timing]) -> Timing:
+    """One :class:`Timing` from one callable's timings taken apart (each of one round or more), as if timed in one
+    call: round figures are kept in order; ``median_ms`` and ``reference_ms`` become medians of the parts' figures
+    (their calls are not kept); ``mean_ms`` and ``std_ms`` pool the parts (each part's spread and its mean's
+    distance from the whole's)."""
+    if not parts:
+        raise ValueError("no timings to merge")
+    counts = np.array([t.count for t in parts], dtype=np.float64)
+    means = np.array([t.mean_ms for t in parts])
+    mean = float(np.average(means, weights=counts))
+    variance = np.average(np.array([t.std_ms for t in parts]) ** 2 + (means - mean) ** 2, weights=counts)
+    references = [t.reference_ms for t in parts if t.reference_ms is not None]
+    return Timing(
+        median_ms=float(np.median([t.median_ms for t in parts])),
+        mean_ms=mean,
+        std_ms=float(np.sqrt(variance)),
+        count=int(counts.sum()),
+        round_medians_ms=tuple(m for t in parts for m in t.round_medians_ms),
+        round_ratios=tuple(r for t in parts for r in t.round_ratios),
+        reference_ms=float(np.median(references)) if references else None,
+    )
+
+
+def time_in_passes(
+    openers: Mapping[str, Callable[[], Callable[[], object]]],
+    reference: Callable[[], object],
+    *,
+    passes: int,
+    sessions: int,
+    rounds: int,
+    reps: int,
+    seed: int,
+    progress: Callable[[int, int], None] | None = None,
+    first_pass: Callable[[dict[str, Callable[[], object]]], None] | None = None,
+) -> list[dict[str, Timing]]:
+    """Per pass, ``"<label>#<session>"`` -> :class:`Timing` beside ``reference``: each pass opens ``sessions``
+    fresh sessions of every opener in a new order (:func:`open_sessions`) and times them together.
+
+    One run of seconds can catch a shared machine in a spell that slows small or int8 models more than their
+    reference; several runs, each with fresh sessions, give the machine's typical figure. ``first_pass`` gets the
+    first pass's sessions once they are timed (the export reads energy on them); ``progress(done, total)`` counts
+    visits over every pass. A pass's sessions are let go before the next pass opens its own.
+    """
+    _check_count("passes", passes, 1)
+    runs: list[dict[str, Timing]] = []
+    per_pass = rounds * len(openers) * sessions
+    for pass_ in range(passes):
+        fns = open_sessions(openers, sessions, seed + pass_)
+        report = None if progress is None else (
+            lambda done, _, offset=pass_ * per_pass: progress(offset + done, passes * per_pass))
+        runs.append(time_callables(fns, rounds=rounds, reps=reps, seed=seed + pass_, reference=reference,
+                                   progress=report))
+        if pass_ == 0 and first_pass is not None:
+            first_pass(fns)
+        del fns
+    return runs
+
+
 @contextmanager
 def torch_threads(threads: int) -> Iterator[None]:
     """torch's intra-op thread count set to ``threads`` for a measurement and restored after it."""

@@ -48,7 +48,13 @@ from autocompress.hardware.profile import (
 )
 from autocompress.hardware.signature import LayerSignature
 from autocompress.runtime.base import Opener, Runtime, create_runtime
-from autocompress.runtime.timing import Timing, across_sessions, open_sessions, time_callables
+from autocompress.runtime.timing import (
+    Timing,
+    across_sessions,
+    merge_rounds,
+    open_sessions,
+    time_callables,
+)
 from autocompress.space import Candidate, SearchSpace
 
 log = logging.getLogger(__name__)
@@ -235,6 +241,7 @@ def validate_profile(
     command: str = "",
     workdir: str | Path | None = None,
     progress: Callable[[int, int], None] | None = None,
+    hold_out: Sequence[str] = (),
 ) -> tuple[HardwareProfile, dict[str, Any]]:
     """Fit calibrations on ``n_calibrate`` and evaluate on ``n_validate`` candidates per model.
 
@@ -250,7 +257,22 @@ def validate_profile(
     (calibrations and validation results stored) and a report with every sample.
     A model's latency is its median ratio to its reference over 2 x
     ``sessions`` sessions, times the reference's median latency in the run.
+
+    ``hold_out``: models timed in the same run but never calibrated on; they are priced
+    with the pooled calibration this run fits on the others, as a search on a model the
+    profile was never calibrated on would be. Timed in the same run, a calibration and the
+    models it is checked on see the same machine: on a shared VM the anchors ran 23% slower
+    in a held-out run started three minutes after the calibration's, which came out as 16-22%
+    of error on every held-out model. For the same reason every round visits every model
+    (in a fresh order), so no model is timed in a minute of its own.
     """
+    unknown = sorted(set(hold_out) - {suite.name for suite in suites})
+    if unknown:
+        raise ProfileError(f"hold_out: {unknown} are not among the validated models "
+                           f"{[suite.name for suite in suites]}")
+    if hold_out and (not n_calibrate or len(set(hold_out)) == len(suites)):
+        raise ProfileError("hold_out: needs calibration candidates (n_calibrate > 0) on at least one model that is "
+                           "not held out, to fit the calibration the held-out models are priced with")
     runtime = create_runtime(profile.runtime, threads=profile.threads)  # an unknown runtime fails before any export
     rng = np.random.default_rng(seed)
     has_int8 = any(rule.precision != FLOAT_PRECISION for rule in profile.precision_rules)
@@ -264,27 +286,28 @@ def validate_profile(
     root = Path(workdir or tmp.name)
     try:
         for suite in suites:
+            calibrate = 0 if suite.name in hold_out else n_calibrate
             # a model calibrated here needs no warning that the calibration's models run unlike it
-            costs = CostModel(profile, suite.space, model=suite.name, warn_context=not n_calibrate)
+            costs = CostModel(profile, suite.space, model=suite.name, warn_context=not calibrate)
             references[suite.name] = candidate_opener(runtime, suite.model, suite.space, suite.space.identity(),
                                                       root / f"{suite.name}-reference.onnx", seed)()
-            if n_calibrate:
+            if calibrate:
                 raw = costs.predict_batch(suite.space.encoding.encode([suite.space.identity()]))
                 reference_samples[suite.name] = Sample(suite.name, "calibrate", REFERENCE, suite.space.identity(),
                                                        np.array([raw[f][0] for f in CALIBRATION_FEATURES]))
             planned: list[tuple[Candidate, str, str]] = []  # candidate, role, subset
             for subset in subsets:
-                per_role = {"calibrate": n_calibrate // len(subsets), "validate": n_validate // len(subsets)}
+                per_role = {"calibrate": calibrate // len(subsets), "validate": n_validate // len(subsets)}
                 drawn = draw_candidates(suite.space, sum(per_role.values()), subset, rng)
                 roles = ["calibrate"] * per_role["calibrate"] + ["validate"] * per_role["validate"]
                 planned += [(c, role, subset) for c, role in zip(drawn, roles, strict=False)]
             if has_int8:  # the uniform all-int8 models too, alternately calibrated on and held out
                 seen = {c for c, _, _ in planned}
-                uniform = [c for c in uniform_int8_candidates(suite.space, n_validate // 2 + n_calibrate // 2)
+                uniform = [c for c in uniform_int8_candidates(suite.space, n_validate // 2 + calibrate // 2)
                            if c not in seen]
                 # the widest (the cheap lossless point a search most needs right) is calibrated on, so the held-out
                 # ones lie between calibrated neighbours instead of beyond them
-                roles = ["calibrate", "validate"] if n_calibrate else ["validate"]
+                roles = ["calibrate", "validate"] if calibrate else ["validate"]
                 planned += [(c, roles[i % len(roles)], UNIFORM_INT8) for i, c in enumerate(uniform)]
             raw = costs.predict_batch(suite.space.encoding.encode([c for c, _, _ in planned]))
             for i, (candidate, role, subset) in enumerate(planned):
@@ -305,14 +328,19 @@ def validate_profile(
         groups = [({label: fns[label] for i in mine[name] for half in HALVES for label in labels(i, half)},
                    references[name]) for name in mine] + ([(anchors, None)] if anchors else [])
         total = rounds * sum(len(group) for group, _ in groups)
-        timings: dict[str, Timing] = {}
+        per_round: dict[str, list[Timing]] = {}
+        done = 0
         with runtime.measuring():
-            for group, reference in groups:
-                offset = len(timings) * rounds
-                timings.update(time_callables(
-                    group, rounds=rounds, reps=reps, warmup=warmup, seed=seed, reference=reference,
-                    progress=None if progress is None else lambda done, _, offset=offset: progress(offset + done,
-                                                                                                 total)))
+            for round_ in range(rounds):  # every round visits every model, in a fresh order
+                for g in np.random.default_rng([seed, round_]).permutation(len(groups)):
+                    group, reference = groups[int(g)]
+                    for label, timing in time_callables(
+                            group, rounds=1, reps=reps, warmup=warmup, seed=seed + round_, reference=reference,
+                            progress=None if progress is None else
+                            lambda n, _, offset=done: progress(offset + n, total)).items():
+                        per_round.setdefault(label, []).append(timing)
+                    done += len(group)
+        timings = {label: merge_rounds(parts) for label, parts in per_round.items()}
     finally:
         if tmp is not None:
             tmp.cleanup()
@@ -332,7 +360,7 @@ def validate_profile(
               for key, reference in profile.anchors.items() if reference > 0]
     anchor_ratio = float(np.median(ratios)) if ratios else None
     return score_samples(profile, suites, samples, (*subsets, UNIFORM_INT8) if has_int8 else subsets,
-                         command=command, anchor_ratio=anchor_ratio, reference_ms=reference_ms)
+                         command=command, anchor_ratio=anchor_ratio, reference_ms=reference_ms, hold_out=hold_out)
 
 
 def _anchor_callables(profile: HardwareProfile, runtime: Runtime, sessions: int,
@@ -346,7 +374,8 @@ def _anchor_callables(profile: HardwareProfile, runtime: Runtime, sessions: int,
 
 def score_samples(profile: HardwareProfile, suites: Sequence[Suite], samples: list[Sample], subsets: Sequence[str],
                   *, command: str = "", anchor_ratio: float | None = None,
-                  reference_ms: dict[str, float] | None = None) -> tuple[HardwareProfile, dict[str, Any]]:
+                  reference_ms: dict[str, float] | None = None,
+                  hold_out: Sequence[str] = ()) -> tuple[HardwareProfile, dict[str, Any]]:
     """Fit the calibrations on the calibration samples and score them on the held-out ones.
 
     A model with no calibration samples is predicted with the calibration the
@@ -358,6 +387,8 @@ def score_samples(profile: HardwareProfile, suites: Sequence[Suite], samples: li
     calibrations fit what is left of each measured latency.
 
     ``reference_ms``: each model's uncompressed reference as timed in the run (what ratios were scaled by).
+    ``hold_out``: models priced with this run's pooled calibration, whatever the profile holds for them; they are
+    also scored together.
     """
     fit = [s for s in samples if s.role == "calibrate"]
     keys = {s.name: calibration_key(s.name, s.space.graph.input_shape) for s in suites}
@@ -383,7 +414,7 @@ def score_samples(profile: HardwareProfile, suites: Sequence[Suite], samples: li
                                               [keys[suite.name]])
         else:  # its own stored calibration, else the pool this run leaves in the profile
             stored = [k for k in model_keys(suite.name, suite.space.graph.input_shape)
-                      if k in profile.model_calibrations]
+                      if k in profile.model_calibrations and suite.name not in hold_out]
             held_out[suite.name] = profile.model_calibrations[stored[0]] if stored else pooled
     used = {**own, **held_out}
     date = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -397,6 +428,8 @@ def score_samples(profile: HardwareProfile, suites: Sequence[Suite], samples: li
                             "graph_ops_ms": between, "measured_ms": s.measured_ms,
                             "halves_ms": list(s.halves_ms), "candidate": s.candidate.to_dict()})
     model_groups = [[s.name] for s in suites] + ([[s.name for s in suites]] if len(suites) > 1 else [])
+    if 1 < len(set(hold_out)) < len(suites):
+        model_groups.append([s.name for s in suites if s.name in hold_out])
     for models in model_groups:
         if len(models) > 1 and not fit and any(used[m] != pooled for m in models):
             continue  # no one calibration priced these models together

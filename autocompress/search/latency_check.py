@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from autocompress.runtime import create_runtime, is_registered
-from autocompress.runtime.timing import across_sessions, open_sessions, time_callables
+from autocompress.runtime.timing import across_sessions, time_in_passes
 from autocompress.runtime.validate import candidate_opener
 from autocompress.search.budget import Budget
 from autocompress.space import Candidate
@@ -121,12 +121,9 @@ def check_latency(setup, budgets: list[Budget], *, n: int = 10, rounds: int = 15
         reference = candidate_opener(runtime, model, space, space.identity(), Path(tmp) / "reference.onnx", seed)()
         openers = {f"c{i}": candidate_opener(runtime, model, space, c, Path(tmp) / f"c{i}.onnx", seed)
                    for i, c in enumerate(candidates)}
-        runs = []
         with runtime.measuring():
-            for pass_ in range(passes):
-                fns = open_sessions(openers, sessions, seed + pass_)
-                runs.append(time_callables(fns, rounds=rounds, reps=reps, seed=seed + pass_, reference=reference))
-                del fns  # a pass's sessions go before the next pass opens its own
+            runs = time_in_passes(openers, reference, passes=passes, sessions=sessions, rounds=rounds, reps=reps,
+                                  seed=seed)
     rows, scales = [], []
     for i, candidate in enumerate(candidates):
         measured = across_sessions([run[f"c{i}#{k}"].ratio for run in runs for k in range(sessions)])

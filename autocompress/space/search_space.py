@@ -191,11 +191,14 @@ class SearchSpace:
             same: dict[tuple[str, ...], list[float]] = {}
             for depth in out["depth"]:
                 same.setdefault(tuple(self.graph.dropped_blocks(depth)), []).append(depth)
-            repeated = [values for values in same.values() if len(values) > 1]
+            repeated = [(dropped, values) for dropped, values in same.items() if len(values) > 1]
             if repeated:  # the search would spend trials on one model under two names
-                raise SpaceError(f"{self.source}: field scaling.depth: {' and '.join(map(str, repeated[0]))} keep the "
-                                 "same blocks of this model (a stage of n blocks keeps ceil(depth * n): "
-                                 "ceil(0.67 * 3) = 3, ceil(0.66 * 3) = 2); give depths that keep different counts")
+                dropped, values = repeated[0]
+                droppable = sum(b.droppable for b in self.graph.blocks)
+                raise SpaceError(f"{self.source}: field scaling.depth: {' and '.join(map(str, values))} keep the "
+                                 f"same blocks of this model: each drops {len(dropped)} of its {droppable} droppable "
+                                 "blocks (a stage of n blocks keeps ceil(depth * n)); give depths that keep "
+                                 "different counts")
         if "depth" in out or "phi" in out:
             if not any(b.droppable for b in self.graph.blocks) and (
                 any(d < 1 for d in out.get("depth", ())) or (s.alpha != 1.0 and any(p < 0 for p in out.get("phi", ())))
