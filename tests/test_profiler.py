@@ -223,6 +223,12 @@ def test_validate_holds_models_out_in_the_same_run(tmp_path):
     assert ("unseen@1x28x28",) in scored and ("lenet5@1x28x28", "unseen@1x28x28") in scored
 
 
+def test_validate_cli_refuses_a_hold_out_outside_the_models(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "autocompress.cli", "profile", "validate", str(tmp_path / "p.json"),
+                           *LENET, "--hold-out", "resnet20"], capture_output=True, text=True)
+    assert done.returncode == 2 and "--hold-out resnet20: not among --models lenet5" in done.stderr
+
+
 @pytest.mark.parametrize("bad", [["--runtime", "tflite"], ["--input-shape", "32x32"]])
 def test_profile_cli_rejects_bad_options(tmp_path, bad):
     done = subprocess.run(_cli(*LENET, *bad, "--out", str(tmp_path / "x.json")), capture_output=True, text=True)

@@ -1,4 +1,5 @@
-"""Table and plot of a held-out validation (`autocompress profile validate ... --calibrate 0`).
+"""Table and plot of a held-out validation (`autocompress profile validate ... --hold-out ...`, or
+`--calibrate 0` on a profile calibrated earlier).
 
     python experiments/generalization/report.py runs/generalization/profile.validation.json \
         --out experiments/results/generalization
@@ -32,9 +33,18 @@ def main() -> None:
     rows = report["samples"]
     results = [r for r in report["results"] if len(r["models"]) == 1 and r["subset"] == "all"]
     pooled = [r for r in report["results"] if len(r["models"]) > 1 and r["subset"] == "all"]
+    calibrated = sorted({s["model"] for s in report["calibration_samples"]})
+    held_out = [m for m in dict.fromkeys(s["model"] for s in rows) if m not in calibrated]
+    if calibrated:  # calibrated and held-out models timed in one run (`--hold-out`)
+        fit = next(r["calibration"] for r in pooled if len(r["models"]) == len(calibrated) + len(held_out))
+        used = (f"{', '.join(calibrated)} calibrated on in the same run, each with its own calibration; "
+                f"{', '.join(held_out) or 'no model'} held out, priced with the pooled calibration the run fitted on "
+                f"{', '.join(fit['models'])} (form `{fit['form']}`).")
+    else:
+        used = (f"fitted on {', '.join(results[0]['calibration']['models']) or 'nothing'} "
+                f"(form `{results[0]['calibration']['form']}`).")
     lines = [f"Held-out validation: `{(results or pooled)[0]['command']}`", "",
-             f"Calibration used: fitted on {', '.join(results[0]['calibration']['models']) or 'nothing'} "
-             f"(form `{results[0]['calibration']['form']}`). "
+             f"Calibration used: {used} "
              + ("The profile has no anchors." if report["anchor_ratio"] is None else
                 f"Profile anchors ran at {report['anchor_ratio']:.3f}x their table values."), "",
              "| model | candidates | within +-10% | median abs err | p90 abs err | median signed err | Spearman | "
@@ -45,7 +55,8 @@ def main() -> None:
         # what the row's metrics compared: the pooled calibration only for several models fitted in this run
         key = "pooled_predicted_ms" if len(models) > 1 and report["calibration_samples"] else "predicted_ms"
         signed = np.median([(s[key] / s["measured_ms"] - 1) * 100 for s in mine])
-        name = models[0] if len(models) == 1 else "all models"
+        name = (models[0] if len(models) == 1 else "held-out models" if len(models) == len(held_out) < len(
+            set(s["model"] for s in rows)) else "all models")
         lines.append(f"| {name} | {r['n_candidates']} | {r['within_10pct']:.0%} | {r['median_abs_pct_error']:.1f}% | "
                      f"{r['p90_abs_pct_error']:.1f}% | {signed:+.1f}% | {r['spearman']:.3f} | "
                      f"{r['noise_floor_pct']:.1f}% |")
@@ -71,8 +82,8 @@ def main() -> None:
         low = min(min(s["measured_ms"], s["predicted_ms"]) for s in rows if s["model"] == model)
         high = max(max(s["measured_ms"], s["predicted_ms"]) for s in rows if s["model"] == model)
         line = np.array([low, high])
-        ax.plot(line, line, "k-", lw=0.8)
-        ax.fill_between(line, line * 0.9, line * 1.1, color="0.85", label="+-10%")
+        ax.plot(line, line, "k-", lw=0.8, zorder=1)
+        ax.fill_between(line, line * 0.9, line * 1.1, color="0.85", label="+-10%", zorder=0)  # under the points
         ax.set(title=model, xlabel="measured (ms)", ylabel="predicted (ms)")
         ax.legend(fontsize=7)
     fig.tight_layout()
