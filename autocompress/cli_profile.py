@@ -46,8 +46,12 @@ def _suites(args: argparse.Namespace) -> list:
 def _bar(desc: str):
     """A progress display and the ``progress(done, total[, eta_s])`` callback the profiler and validation call."""
     bar = progress_bar(desc=desc)
+    started: list[bool] = []
 
     def update(done: int, total: int, eta_s: float | None = None) -> None:
+        if not started:  # the clock starts at the first step done, not with the set-up before it (minutes of
+            started.append(True)  # exports before a validation times anything read as an ETA of hours)
+            bar.reset(total=total)
         bar.total = total
         bar.n = done
         if eta_s is not None:

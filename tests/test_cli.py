@@ -247,6 +247,18 @@ def test_progress_off_a_terminal_is_a_log_line_every_tenth(caplog):
     assert not caplog.records
 
 
+def test_profile_progress_clock_starts_at_the_first_step_done():
+    """A validation exports its candidates for minutes before it times one: that set-up is not its rate."""
+    from autocompress.cli_profile import _bar
+
+    bar, update = _bar("timing whole models")
+    time.sleep(0.3)  # the set-up
+    update(1, 100)
+    update(2, 100)
+    assert bar.n == 2 and bar.total == 100 and bar.format_dict["elapsed"] < 0.3
+    bar.close()
+
+
 def test_export_refuses_a_bad_device_before_anything_is_written(searched, tmp_path, capsys):
     code = cli.main(["export", str(searched), "--out", str(tmp_path / "export"), "--device", "gpu", "--quiet"])
     assert code == 2 and "error: device: 'gpu' is not a device" in capsys.readouterr().err
