@@ -260,14 +260,16 @@ def test_reference_ratio_cancels_the_machines_drift():
     def drifting_reference():
         order.append("ref")
         _busy(100e-6 * slow[0])
-        if order.count("ref") % 16 == 0:  # a round is 2 visits x 8 calls: every other round runs 3x slower
+        if order.count("ref") % 20 == 0:  # a round is 2 visits x 10 calls: every other round runs 3x slower
             slow[0] = 4.0 - slow[0]
 
     result = time_callables({"double": fn("double", 200e-6), "half": fn("half", 50e-6)}, rounds=4, reps=6,
-                            warmup=2, seed=1, reference=drifting_reference, block=3)
-    # a visit: its warm-up calls, the reference's, then blocks of 3 calls each followed by 3 of the reference
-    visit = ["x"] * 2 + ["ref"] * 2 + (["x"] * 3 + ["ref"] * 3) * 2
+                            warmup=2, seed=1, reference=drifting_reference, block=3, settle=1)
+    # a visit: its warm-up calls, the reference's, then blocks of 3 calls each followed by 3 of the reference,
+    # every block after one untimed call (the other's weights leave the cache), timed are only the blocks
+    visit = ["x"] * 2 + ["ref"] * 2 + (["x"] + ["x"] * 3 + ["ref"] + ["ref"] * 3) * 2
     assert ["ref" if o == "ref" else "x" for o in order] == visit * 8
+    assert all(t.count == 4 * 6 for t in result.values())
     for name, expected in (("double", 2.0), ("half", 0.5)):
         t = result[name]
         assert len(t.round_ratios) == 4 and t.reference_ms is not None
@@ -279,6 +281,8 @@ def test_reference_ratio_cancels_the_machines_drift():
         time_callables({"a": lambda: None}, reference=3)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="block"):
         time_callables({"a": lambda: None}, reference=lambda: None, block=0)
+    with pytest.raises(ValueError, match="settle"):
+        time_callables({"a": lambda: None}, reference=lambda: None, settle=-1)
 
 
 def test_torch_threads_sets_and_restores_the_thread_count():

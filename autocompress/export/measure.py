@@ -24,7 +24,7 @@ from autocompress.runtime.artifact import onnx_metadata
 from autocompress.runtime.energy_meters import measure_energies
 from autocompress.runtime.onnx_export import QUANTIZATION_KEY
 from autocompress.runtime.onnx_runtime import ort_session
-from autocompress.runtime.timing import BLOCK, across_sessions, time_in_passes
+from autocompress.runtime.timing import BLOCK, SETTLE, across_sessions, time_in_passes
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +39,8 @@ def timing_note(*, sessions: int, rounds: int, reps: int, passes: int) -> str:
     """What :func:`measure_latency` does, for the manifest."""
     return (f"every member and the reference timed together, interleaved: {passes} pass(es) of {sessions} fresh "
             f"session(s) x {rounds} rounds x {reps} runs each, in blocks of {BLOCK} calls each followed by {BLOCK} of "
-            "the reference; latency = median over every pass's sessions of the median round ratio to the reference x "
-            "the reference's median")
+            f"the reference, every block after {SETTLE} untimed calls; latency = median over every pass's sessions "
+            "of the median round ratio to the reference x the reference's median")
 
 
 def measure_latency(models: Mapping[str, tuple[nn.Module, Sequence[int], Path]], profile: HardwareProfile, *,

@@ -28,10 +28,16 @@ They take turns in blocks of ``BLOCK`` calls, not call by call: each call
 of one model evicts the other's weights from the core's cache (here 1 MiB
 of L2), so alternating call by call timed every model with cold weights, a
 VGG-like model (13 MB of float weights) at 1.02 ms against 0.58 ms run back
-to back, while a table times each layer warm. Over a block the weights
-stay, the median call of a block is a warm one, a block still spans
-milliseconds (the drift is over seconds), and the noise floor of a held-out
-validation fell from 1-3% to 0.2-1.3%.
+to back, while a table times each layer warm. A block still spans
+milliseconds (the drift is over seconds). Each block is preceded by
+``SETTLE`` untimed calls: the first calls after the other model's block still
+run with its weights, code and buffers in the cache. In blocks of 5 with no
+such calls, random candidates of that VGG-like model came out 7-22% slower
+than run back to back (the latency as validation computes it: the ratio to
+the reference times the reference's median) and ResNet-56's 3-19%, by how
+busy the machine was; in blocks of 10 after 4 untimed calls, 1-6% and 0-2%
+(``experiments/results/interleaving.md``). A deployed model runs back to
+back: that, like a table's warm layers, is what a prediction is checked on.
 """
 
 from __future__ import annotations
@@ -45,7 +51,9 @@ from dataclasses import dataclass
 import numpy as np
 
 #: calls of a callable, then as many of its reference, in turn (see the module's docstring)
-BLOCK = 5
+BLOCK = 10
+#: untimed calls before each block, after the other callable's block (see the module's docstring)
+SETTLE = 4
 
 
 @dataclass(frozen=True)
@@ -129,6 +137,7 @@ def time_callables(
     progress: Callable[[int, int], None] | None = None,
     reference: Callable[[], object] | None = None,
     block: int = BLOCK,
+    settle: int = SETTLE,
 ) -> dict[str, Timing]:
     """Time every callable in ``fns`` (name -> zero-argument callable), interleaved.
 
@@ -138,7 +147,8 @@ def time_callables(
     ``progress(done, total)`` is called after each visit (``total = rounds * len(fns)``).
     With a ``reference``, the warm-up calls are followed by as many of the
     reference, and the timed calls go in blocks of ``block``, each followed by
-    as many calls of the reference (timed too); the timings carry ratios to it.
+    as many calls of the reference (timed too), every block after ``settle``
+    untimed calls of its callable; the timings carry ratios to it.
     Returns name -> :class:`Timing`, in the order of ``fns``.
     """
     if not isinstance(fns, Mapping):
@@ -152,6 +162,7 @@ def time_callables(
     _check_count("reps", reps, 1)
     _check_count("warmup", warmup, 0)
     _check_count("block", block, 1)
+    _check_count("settle", settle, 0)
     for label, value in (("progress", progress), ("reference", reference)):
         if value is not None and not callable(value):
             raise TypeError(f"{label} must be callable or None, got {type(value).__name__}")
@@ -177,11 +188,16 @@ def time_callables(
             step = block if reference is not None else reps  # alone: one block of every timed call
             for first in range(0, reps, step):
                 count = min(step, reps - first)
+                if reference is not None:
+                    for _ in range(settle):
+                        fn()
                 for _ in range(count):
                     start = clock()
                     fn()
                     times.append(clock() - start)
                 if reference is not None:
+                    for _ in range(settle):
+                        reference()
                     for _ in range(count):
                         start = clock()
                         reference()
