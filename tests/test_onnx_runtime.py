@@ -45,6 +45,7 @@ from autocompress.runtime.timing import (
     across_sessions,
     merge_rounds,
     open_sessions,
+    reference_timed_calls,
     time_callables,
     time_in_passes,
     torch_callable,
@@ -270,6 +271,8 @@ def test_reference_ratio_cancels_the_machines_drift():
     visit = ["x"] * 2 + ["ref"] * 2 + (["x"] + ["x"] * 3 + ["ref"] + ["ref"] * 3) * 2
     assert ["ref" if o == "ref" else "x" for o in order] == visit * 8
     assert all(t.count == 4 * 6 for t in result.values())
+    # the reference's calls of a visit: 2 warm-up, then per block 1 settling and 3 timed (a node profile keeps these)
+    assert reference_timed_calls(6, 2, block=3, settle=1) == [3, 4, 5, 7, 8, 9]
     for name, expected in (("double", 2.0), ("half", 0.5)):
         t = result[name]
         assert len(t.round_ratios) == 4 and t.reference_ms is not None

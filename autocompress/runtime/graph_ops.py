@@ -30,7 +30,7 @@ from torch import nn
 from autocompress.hardware.profile import GraphOps
 from autocompress.runtime.onnx_export import export_onnx
 from autocompress.runtime.onnx_runtime import ort_session
-from autocompress.runtime.timing import time_callables
+from autocompress.runtime.timing import reference_timed_calls, time_callables
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,10 @@ def node_times(path: Path, input_shape: tuple[int, ...], *, threads: int = 1, ru
     unprofiled session of the same file, and the per-node cost is how far the
     nodes' sum exceeds that call's median, spread over the nodes. The two
     sessions take turns in blocks of calls, timed by
-    :func:`~autocompress.runtime.timing.time_callables` as a model and its reference.
+    :func:`~autocompress.runtime.timing.time_callables` as a model and its reference;
+    a node's median is over the profiled session's timed calls only, not the
+    untimed ones that settle it after the plain session's block (each session
+    holds its own copy of the weights).
     """
     x = np.random.default_rng(seed).standard_normal((1, *input_shape)).astype(np.float32)
     best: dict[tuple[str, str], float] = {}
@@ -69,7 +72,8 @@ def node_times(path: Path, input_shape: tuple[int, ...], *, threads: int = 1, ru
                 if event.get("cat") == "Node" and event.get("name", "").endswith("_kernel_time"):
                     node = (event["name"].removesuffix("_kernel_time"), event["args"]["op_name"])
                     durations[node].append(event["dur"] / 1000.0)  # microseconds
-            medians = {node: float(np.median(values[-runs:])) for node, values in durations.items()}  # warm only
+            timed = reference_timed_calls(runs, warmup)  # not its warm-up, nor the calls settling after the plain's
+            medians = {node: float(np.median([values[i] for i in timed])) for node, values in durations.items()}
             overheads.append(max(0.0, (sum(medians.values()) - wall) / max(1, len(medians))))
             walls.append(wall)
             for node, median in medians.items():

@@ -88,6 +88,22 @@ class Timing:
         return float(np.median(self.round_ratios))
 
 
+def block_sizes(reps: int, block: int = BLOCK) -> list[int]:
+    """The timed calls of each block of a visit beside a reference: ``block`` each, the last one what is left."""
+    return [min(block, reps - first) for first in range(0, reps, block)]
+
+
+def reference_timed_calls(reps: int, warmup: int, block: int = BLOCK, settle: int = SETTLE) -> list[int]:
+    """Which of a reference's calls in one visit of :func:`time_callables` are timed, counting from 0: the others
+    warm it up or settle it after the callable's block (a per-node profile of the reference keeps only these)."""
+    timed, index = [], warmup
+    for count in block_sizes(reps, block):
+        index += settle
+        timed.extend(range(index, index + count))
+        index += count
+    return timed
+
+
 def across_sessions(values_ms: Sequence[float]) -> float:
     """One figure for a model timed in several sessions: their median.
 
@@ -185,9 +201,7 @@ def time_callables(
                 for _ in range(warmup):
                     reference()
             times, reference_times = [], []
-            step = block if reference is not None else reps  # alone: one block of every timed call
-            for first in range(0, reps, step):
-                count = min(step, reps - first)
+            for count in block_sizes(reps, block if reference is not None else reps):  # alone: one block
                 if reference is not None:
                     for _ in range(settle):
                         fn()
