@@ -170,9 +170,9 @@ class GraphOps(_Strict):
     table says for the same layers alone. Their ratio (:meth:`layer_factor`) is how
     this model's layers run in its graph against the table: below 1 where a
     graph amortizes the per-call overhead and layout reorders an isolated layer
-    pays (ResNet-20's float layers about 0.85, its int8 ones about 0.65), above 1
-    where a graph's weights do not stay in cache as one layer's do between
-    calls (a VGG-like model's 4096->512 head and its widest convolutions).
+    pays (ResNet-20's float layers about 0.85, its int8 ones about 0.65), about 1
+    where a graph's weights do not stay in a core's cache as one layer's do
+    between calls (a VGG-like model with 13 MB of float weights).
     Against the same ratio of the models a calibration was fitted on
     (:meth:`HardwareProfile.context_ratios`), it says whether that calibration
     carries over to this model; the cost model warns where it does not.
