@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A cell's members and the baselines that decide its margin, given a longer final fine-tune (on a GPU where there is
 # one), then tabulated on the target CPU like the committed table:
-#   experiments/cifar10/fine_tune_long.sh resnet20 0.5 search-machine-warm 30 cuda 21 18 27
+#   experiments/cifar10/fine_tune_long.sh resnet20 0.5 search-machine-warm 30 cuda 22 25
 #   python experiments/cifar10/table.py --model resnet20 --budget 0.5 --runs runs/cifar10-long-30 \
 #       --results experiments/results/cifar10/long-fine-tune-30
 # Needs the search's study (runs/cifar10/<cell>/<search>, `autocompress search experiments/cifar10/<cell>-<name>.yaml
@@ -18,7 +18,7 @@ epochs=${4:?final fine-tune epochs, e.g. 30}
 device=${5:?where the fine-tunes train: cpu, cuda, cuda:N}
 shift 5
 trials=("$@")
-[ ${#trials[@]} -gt 0 ] || { echo "give the members to export, e.g. 21 18 27" >&2; exit 2; }
+[ ${#trials[@]} -gt 0 ] || { echo "give the members to export, e.g. 22 25" >&2; exit 2; }
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here/../.."
 cell="${model}-${budget}"
