@@ -5,11 +5,11 @@
 #   python experiments/cifar10/table.py --model resnet20 --budget 0.5 --runs runs/cifar10-long-30 \
 #       --results experiments/results/cifar10/long-fine-tune-30
 # Needs the search's study (runs/cifar10/<cell>/<search>, `autocompress search experiments/cifar10/<cell>-<name>.yaml
-# --no-export`) and the reference (experiments/cifar10/reference.py). Every fine-tune is its own process: the
-# reference, uniform int8, compound scaling + int8 and uniform L1 pruning + int8 (the baselines under the budget and
-# the one just over it), and one export per member, each with its own reference step. On a GPU they all run at once;
-# on a CPU one after another (two torch processes on a small CPU slow each other several times over). Latency and the
-# ONNX files' accuracy are measured by table.py, on the machine the budget is for, never where this trains.
+# --no-export`) and the reference (experiments/cifar10/reference.py). Four processes: uniform int8, compound scaling
+# + int8 and uniform L1 pruning + int8 (the baselines under the budget and the one just over it), and one export of
+# the members, whose reference step is the reference given the same fine-tune. On a GPU they run at once; on a CPU
+# one after another (two torch processes on a small CPU slow each other several times over). Latency and the ONNX
+# files' accuracy are measured by table.py, on the machine the budget is for, never where this trains.
 set -euo pipefail
 model=${1:?model, e.g. resnet20}
 budget=${2:?budget, e.g. 0.5}
@@ -30,21 +30,20 @@ runs="runs/cifar10-long-$epochs"
 logs="$runs/logs"
 mkdir -p "$logs"
 pids=()
-start() {  # start() LOG COMMAND...: in the background on a GPU, in turn on a CPU
+start() {  # start LOG COMMAND...: in the background on a GPU, in turn on a CPU
     local log=$1; shift
     if [ "$device" = cpu ]; then "$@" > "$log" 2>&1; else "$@" > "$log" 2>&1 & pids+=($!); fi
 }
-for baseline in reference int8-uniform compound-uniform-int8 l1-uniform-int8; do
+for baseline in int8-uniform compound-uniform-int8 l1-uniform-int8; do
     [ -f "$runs/$cell/baselines/$baseline/record.json" ] && continue
     start "$logs/baseline-$baseline.log" python experiments/cifar10/baselines.py --experiment "$experiment" \
         --model "$model" --budget "$budget" --final-epochs "$epochs" --device "$device" --runs "$runs" --only "$baseline"
 done
-for trial in "${trials[@]}"; do
-    out="$runs/$cell/$search-t$trial/export"
-    [ -f "$out/manifest.json" ] && continue
-    start "$logs/export-t$trial.log" autocompress export "$study" --trial "$trial" --final-epochs "$epochs" \
+out="$runs/$cell/$search/export"
+if [ ! -f "$out/manifest.json" ]; then
+    start "$logs/export.log" autocompress export "$study" "${trials[@]/#/--trial=}" --final-epochs "$epochs" \
         --device "$device" --no-screen --out "$out"
-done
+fi
 failed=0
 for pid in "${pids[@]}"; do wait "$pid" || failed=1; done  # on a CPU, set -e has stopped at the first failure
 [ "$failed" = 0 ] || { echo "a fine-tune failed: see $logs" >&2; exit 1; }
