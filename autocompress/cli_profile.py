@@ -124,8 +124,9 @@ def cmd_profile_validate(args: argparse.Namespace) -> int:
         with bar:
             profile, report = validate_profile(profile, _suites(args), n_validate=args.n,
                                                n_calibrate=args.calibrate, seed=args.seed, command=command,
-                                               hold_out=args.hold_out,
-                                               progress=update, **_timing_options(args))
+                                               hold_out=args.hold_out, noise_bound_pct=args.noise_bound,
+                                               max_rounds=args.max_rounds, progress=update,
+                                               **_timing_options(args))
         # memory's pace moves over minutes on a shared machine: what it was at both ends of the timing
         after = check_machine(profile, seed=args.seed)
         print(after.summary())
@@ -476,6 +477,11 @@ def add_profile_parser(sub: argparse._SubParsersAction) -> None:
     validate.add_argument("--hold-out", nargs="+", default=[], metavar="MODEL",
                           help="models of --models timed in the same run but never calibrated on: priced with the "
                                "calibration this run fits on the others (how a profile does on models it never saw)")
+    validate.add_argument("--noise-bound", type=float, default=3.0, metavar="PCT",
+                          help="after --rounds, give every model whose noise floor (how far its two session sets "
+                               "disagree) is above PCT%% another round, up to --max-rounds (default: 3; 0: never)")
+    validate.add_argument("--max-rounds", type=int, default=None,
+                          help="most rounds a noisy model gets (default: twice --rounds)")
     validate.add_argument("--from-report", default=None,
                           help="recalibrate on the measured timings of an earlier validation report")
     validate.add_argument("--out", default=None, help="profile JSON to write (default: in place)")

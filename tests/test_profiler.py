@@ -223,6 +223,33 @@ def test_validate_holds_models_out_in_the_same_run(tmp_path):
     assert ("unseen@1x28x28",) in scored and ("lenet5@1x28x28", "unseen@1x28x28") in scored
 
 
+def test_validate_times_noisy_models_again_up_to_the_most_rounds(tmp_path):
+    """A model whose two session sets disagree by more than the noise bound gets another round, up to the most
+    allowed; under the bound it gets none. The report says how many each got, and the progress counts them."""
+    model, graph = zoo_model("lenet5")
+    from autocompress.space import SearchSpace
+
+    space = SearchSpace.from_yaml(graph, "lenet")
+    settings = ProfileSettings(rounds=1, reps=3, warmup=1)
+    measured = measure_signatures(required_signatures(space, ["fp32", "int8"]), tmp_path / "p.json", settings)
+    profile = build_profile("t", measured, settings, command="test", versions={})
+    suites = [Suite("lenet5", model, space)]
+    for bad in ({"rounds": 2, "max_rounds": 1}, {"noise_bound_pct": -1.0}, {"rounds": 0}):
+        with pytest.raises(ProfileError, match="max rounds >= rounds"):
+            validate_profile(profile, suites, **bad)
+    common = {"n_validate": 3, "n_calibrate": 12, "seed": 0, "rounds": 1, "reps": 3, "sessions": 1, "max_rounds": 3}
+    _, quiet = validate_profile(profile, suites, noise_bound_pct=1e6, **common)
+    calls: list[tuple[int, int]] = []
+    _, noisy = validate_profile(profile, suites, noise_bound_pct=1e-9, progress=lambda d, t: calls.append((d, t)),
+                                **common)
+    assert quiet["rounds"]["per_model"] == {"lenet5": 1}
+    assert noisy["rounds"]["per_model"] == {"lenet5": 3}  # no real timing agrees to a billionth of a percent
+    assert noisy["rounds"]["noise_floor_pct"]["lenet5"] > 0 and noisy["rounds"]["noise_bound_pct"] == 1e-9
+    first_total = calls[0][1]
+    again = first_total - len(profile.anchors)  # the anchors (one session each) are not timed again
+    assert calls[-1] == (first_total + 2 * again, first_total + 2 * again)  # two more rounds, each call counted
+
+
 def test_validate_cli_refuses_a_hold_out_outside_the_models(tmp_path):
     done = subprocess.run([sys.executable, "-m", "autocompress.cli", "profile", "validate", str(tmp_path / "p.json"),
                            *LENET, "--hold-out", "resnet20"], capture_output=True, text=True)

@@ -223,8 +223,14 @@ def fidelity(predicted: np.ndarray, measured: np.ndarray, halves: np.ndarray) ->
         "median_abs_pct_error": float(np.median(errors)),
         "p90_abs_pct_error": float(np.percentile(errors, 90)),
         "within_10pct": float(np.mean(errors <= 10)),
-        "noise_floor_pct": float(np.median(np.abs(halves[:, 0] - halves[:, 1]) / measured * 100)),
+        "noise_floor_pct": noise_floor_pct(measured, halves),
     }
+
+
+def noise_floor_pct(measured: Sequence[float], halves: Sequence[tuple[float, float]]) -> float:
+    """How far each candidate's two session sets fall apart, % of its latency: the median over candidates."""
+    halves = np.asarray(halves, dtype=float)
+    return float(np.median(np.abs(halves[:, 0] - halves[:, 1]) / np.asarray(measured, dtype=float) * 100))
 
 
 def validate_profile(
@@ -242,6 +248,8 @@ def validate_profile(
     workdir: str | Path | None = None,
     progress: Callable[[int, int], None] | None = None,
     hold_out: Sequence[str] = (),
+    noise_bound_pct: float = 0.0,
+    max_rounds: int | None = None,
 ) -> tuple[HardwareProfile, dict[str, Any]]:
     """Fit calibrations on ``n_calibrate`` and evaluate on ``n_validate`` candidates per model.
 
@@ -265,6 +273,13 @@ def validate_profile(
     in a held-out run started three minutes after the calibration's, which came out as 16-22%
     of error on every held-out model. For the same reason every round visits every model
     (in a fresh order), so no model is timed in a minute of its own.
+
+    ``noise_bound_pct``: after ``rounds`` rounds, every model whose noise floor (the median disagreement of its
+    two session sets, as :func:`fidelity` reports it) is still above this bound gets another round, the models
+    above it visited in a fresh order, until each is under it or has had ``max_rounds`` (default: twice
+    ``rounds``). A validation is read against +-10%: on a shared VM a noisy spell put one model's noise floor at
+    6-10%, where its figure says more about the spell than about the profile. 0: a fixed ``rounds``. The report
+    says how many rounds each model got and whether it reached the bound.
     """
     unknown = sorted(set(hold_out) - {suite.name for suite in suites})
     if unknown:
@@ -273,6 +288,10 @@ def validate_profile(
     if hold_out and (not n_calibrate or len(set(hold_out)) == len(suites)):
         raise ProfileError("hold_out: needs calibration candidates (n_calibrate > 0) on at least one model that is "
                            "not held out, to fit the calibration the held-out models are priced with")
+    max_rounds = 2 * rounds if max_rounds is None else max_rounds
+    if rounds < 1 or noise_bound_pct < 0 or max_rounds < rounds:
+        raise ProfileError(f"rounds {rounds}, noise bound {noise_bound_pct}%, max rounds {max_rounds}: expected at "
+                           "least 1 round, a bound >= 0 (0: none) and max rounds >= rounds")
     runtime = create_runtime(profile.runtime, threads=profile.threads)  # an unknown runtime fails before any export
     rng = np.random.default_rng(seed)
     has_int8 = any(rule.precision != FLOAT_PRECISION for rule in profile.precision_rules)
@@ -330,28 +349,47 @@ def validate_profile(
         total = rounds * sum(len(group) for group, _ in groups)
         per_round: dict[str, list[Timing]] = {}
         done = 0
+        names = [*mine] + ([None] if anchors else [])  # whose group each of ``groups`` is (None: the anchors)
+        rounds_of = {name: 0 for name in mine}
         with runtime.measuring():
-            for round_ in range(rounds):  # every round visits every model, in a fresh order
-                for g in np.random.default_rng([seed, round_]).permutation(len(groups)):
+            round_, visiting = 0, list(range(len(groups)))
+            while visiting:  # every round visits every group still being timed, in a fresh order
+                for g in np.random.default_rng([seed, round_]).permutation(visiting):
                     group, reference = groups[int(g)]
                     for label, timing in time_callables(
                             group, rounds=1, reps=reps, warmup=warmup, seed=seed + round_, reference=reference,
                             progress=None if progress is None else
-                            lambda n, _, offset=done: progress(offset + n, total)).items():
+                            lambda n, _, offset=done, total=total: progress(offset + n, total)).items():
                         per_round.setdefault(label, []).append(timing)
                     done += len(group)
-        timings = {label: merge_rounds(parts) for label, parts in per_round.items()}
+                rounds_of.update({names[g]: rounds_of[names[g]] + 1 for g in visiting if names[g] is not None})
+                round_ += 1
+                timings = {label: merge_rounds(parts) for label, parts in per_round.items()}
+                if round_ < rounds:
+                    continue
+                noise = {name: noise_floor_pct(*zip(*_figures(timings, mine[name], labels)[1], strict=True))
+                         for name in mine} if noise_bound_pct else {}
+                noisy = [name for name, pct in noise.items() if pct > noise_bound_pct and rounds_of[name] < max_rounds]
+                visiting = [g for g, name in enumerate(names) if name in noisy]
+                if visiting:
+                    total += sum(len(groups[g][0]) for g in visiting)
+                    log.info("validation: noise floor above %.1f%% after %d rounds: %s; another round of %s",
+                             noise_bound_pct, round_, ", ".join(f"{n} {noise[n]:.1f}%" for n in noisy),
+                             "it" if len(noisy) == 1 else "them")
     finally:
         if tmp is not None:
             tmp.cleanup()
     reference_ms: dict[str, float] = {}
+    noise: dict[str, float] = {}
     for name, indices in mine.items():
-        reference_ms[name] = float(np.median([timings[label].reference_ms for i in indices for half in HALVES
-                                              for label in labels(i, half)]))
-        for i in indices:
-            a, b = ([timings[label].ratio * reference_ms[name] for label in labels(i, half)] for half in HALVES)
-            samples[i].measured_ms = across_sessions(a + b)
-            samples[i].halves_ms = (across_sessions(a), across_sessions(b))
+        reference_ms[name], figures = _figures(timings, indices, labels)
+        for i, (measured, halves) in zip(indices, figures, strict=True):
+            samples[i].measured_ms, samples[i].halves_ms = measured, halves
+        noise[name] = noise_floor_pct(*zip(*figures, strict=True))
+        if noise_bound_pct and noise[name] > noise_bound_pct:
+            log.warning("validation: %s's noise floor is still %.1f%% after %d rounds (bound %.1f%%): its figures "
+                        "carry that much of this machine's noise", name, noise[name], rounds_of[name],
+                        noise_bound_pct)
         if name in reference_samples:
             reference_samples[name].measured_ms = reference_ms[name]
             reference_samples[name].halves_ms = (reference_ms[name], reference_ms[name])
@@ -359,8 +397,25 @@ def validate_profile(
     ratios = [across_sessions([timings[f"anchor/{key}/{k}"].value_ms for k in range(sessions)]) / reference
               for key, reference in profile.anchors.items() if reference > 0]
     anchor_ratio = float(np.median(ratios)) if ratios else None
-    return score_samples(profile, suites, samples, (*subsets, UNIFORM_INT8) if has_int8 else subsets,
-                         command=command, anchor_ratio=anchor_ratio, reference_ms=reference_ms, hold_out=hold_out)
+    updated, report = score_samples(profile, suites, samples, (*subsets, UNIFORM_INT8) if has_int8 else subsets,
+                                    command=command, anchor_ratio=anchor_ratio, reference_ms=reference_ms,
+                                    hold_out=hold_out)
+    report["rounds"] = {"min": rounds, "max": max_rounds if noise_bound_pct else rounds,
+                        "noise_bound_pct": noise_bound_pct, "per_model": rounds_of, "noise_floor_pct": noise}
+    return updated, report
+
+
+def _figures(timings: dict[str, Timing], indices: Sequence[int],
+             labels: Callable[[int, str], list[str]]) -> tuple[float, list[tuple[float, tuple[float, float]]]]:
+    """One model's reference ms (its median over the run) and, per candidate, its latency and each session set's:
+    every session's median ratio to the reference times that ms."""
+    reference = float(np.median([timings[label].reference_ms for i in indices for half in HALVES
+                                 for label in labels(i, half)]))
+    figures = []
+    for i in indices:
+        a, b = ([timings[label].ratio * reference for label in labels(i, half)] for half in HALVES)
+        figures.append((across_sessions(a + b), (across_sessions(a), across_sessions(b))))
+    return reference, figures
 
 
 def _anchor_callables(profile: HardwareProfile, runtime: Runtime, sessions: int,

@@ -60,6 +60,12 @@ def main() -> None:
         lines.append(f"| {name} | {r['n_candidates']} | {r['within_10pct']:.0%} | {r['median_abs_pct_error']:.1f}% | "
                      f"{r['p90_abs_pct_error']:.1f}% | {signed:+.1f}% | {r['spearman']:.3f} | "
                      f"{r['noise_floor_pct']:.1f}% |")
+    timed = report.get("rounds")
+    if timed:  # reports before the noise bound timed every model for a fixed number of rounds
+        lines += ["", (f"Rounds: at least {timed['min']}; models whose noise floor stayed above "
+                       f"{timed['noise_bound_pct']:g}% got more, up to {timed['max']}: " if timed["noise_bound_pct"]
+                       else f"Rounds: {timed['min']}, no noise bound: ")
+                  + ", ".join(f"{m} {n}" for m, n in timed["per_model"].items()) + "."]
     checks = report.get("machine_check") or {}
     if checks:
         lines += ["", "Memory during the run (the machine check's 16 MB memory probe, beside its anchors): "
@@ -70,7 +76,7 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     out.with_suffix(".json").write_text(json.dumps({"results": report["results"], "samples": rows,
-                                                    "machine_check": checks}, indent=1))
+                                                    "machine_check": checks, "rounds": timed}, indent=1))
     models = list(dict.fromkeys(s["model"] for s in rows))
     fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 4.0), squeeze=False)
     for ax, model in zip(axes[0], models, strict=True):
