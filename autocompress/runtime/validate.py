@@ -72,6 +72,10 @@ UNIFORM_INT8 = "uniform-int8"
 #: the uncompressed model, calibrated on (never held out) whenever a model is calibrated
 REFERENCE = "reference"
 HALVES = ("a", "b")  # every model is timed as two independent session sets: their disagreement is the noise floor
+#: sessions per chunk: a round visits the chunks of every model in one random order, so each model is timed across
+#: the whole round rather than in a minute of its own (on a shared VM the machine's speed moves by 10-30% within
+#: minutes, and a model timed in a fast minute came out fast as a whole: its reference's median scales every figure)
+CHUNK = 24
 
 
 @dataclass
@@ -271,12 +275,13 @@ def validate_profile(
     profile was never calibrated on would be. Timed in the same run, a calibration and the
     models it is checked on see the same machine: on a shared VM the anchors ran 23% slower
     in a held-out run started three minutes after the calibration's, which came out as 16-22%
-    of error on every held-out model. For the same reason every round visits every model
-    (in a fresh order), so no model is timed in a minute of its own.
+    of error on every held-out model. For the same reason every round visits every model, and each model's
+    sessions are shuffled into chunks (:data:`CHUNK`) that a round visits in one random order with every other
+    model's, so no model is timed in a minute of its own, and a candidate's sessions fall in different minutes.
 
     ``noise_bound_pct``: after ``rounds`` rounds, every model whose noise floor (the median disagreement of its
-    two session sets, as :func:`fidelity` reports it) is still above this bound gets another round, the models
-    above it visited in a fresh order, until each is under it or has had ``max_rounds`` (default: twice
+    two session sets, as :func:`fidelity` reports it) is still above this bound gets another round, the chunks
+    of the models above it visited in a fresh order, until each is under it or has had ``max_rounds`` (default: twice
     ``rounds``). A validation is read against +-10%: on a shared VM a noisy spell put one model's noise floor at
     6-10%, where its figure says more about the spell than about the profile. 0: a fixed ``rounds``. The report
     says how many rounds each model got and whether it reached the bound.
@@ -343,13 +348,23 @@ def validate_profile(
 
         mine = {suite.name: [i for i, s in enumerate(samples) if s.suite == suite.name] for suite in suites}
         anchors = _anchor_callables(profile, runtime, sessions, seed)
-        # each suite against its own reference; the anchors (layers) alone: a model's cache would disturb them
-        groups = [({label: fns[label] for i in mine[name] for half in HALVES for label in labels(i, half)},
-                   references[name]) for name in mine] + ([(anchors, None)] if anchors else [])
+        # each model's sessions, shuffled, in chunks timed against its reference; the anchors (layers) alone: a
+        # model's cache would disturb them
+        groups: list[tuple[dict[str, Callable], Callable | None]] = []
+        names: list[str | None] = []  # whose each group is (None: the anchors)
+        for name, indices in mine.items():
+            shuffled = np.random.default_rng([seed, len(names)]).permutation(
+                [label for i in indices for half in HALVES for label in labels(i, half)])
+            for start in range(0, len(shuffled), CHUNK):
+                groups.append(({str(label): fns[str(label)] for label in shuffled[start:start + CHUNK]},
+                               references[name]))
+                names.append(name)
+        if anchors:
+            groups.append((anchors, None))
+            names.append(None)
         total = rounds * sum(len(group) for group, _ in groups)
         per_round: dict[str, list[Timing]] = {}
         done = 0
-        names = [*mine] + ([None] if anchors else [])  # whose group each of ``groups`` is (None: the anchors)
         rounds_of = {name: 0 for name in mine}
         with runtime.measuring():
             round_, visiting = 0, list(range(len(groups)))
@@ -362,7 +377,8 @@ def validate_profile(
                             lambda n, _, offset=done, total=total: progress(offset + n, total)).items():
                         per_round.setdefault(label, []).append(timing)
                     done += len(group)
-                rounds_of.update({names[g]: rounds_of[names[g]] + 1 for g in visiting if names[g] is not None})
+                for name in {names[g] for g in visiting} - {None}:
+                    rounds_of[name] += 1
                 round_ += 1
                 timings = {label: merge_rounds(parts) for label, parts in per_round.items()}
                 if round_ < rounds:
