@@ -18,6 +18,7 @@ from autocompress.hardware.profile import (
 from autocompress.runtime.graph_ops import (
     LAYER_NODES,
     between_layers,
+    fastest,
     measure_graph_ops,
     node_times,
 )
@@ -185,3 +186,22 @@ def test_profile_measure_times_the_graph_ops_once(tmp_path):
     assert "layers in context[lenet5@1x28x28]" in done.stdout
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)  # nothing new: the file is untouched
     assert again.returncode == 0 and HardwareProfile.load(out).graph_ops["lenet5@1x28x28"] == ops
+
+
+def test_graph_ops_timed_in_passes_keep_every_node_at_its_fastest():
+    """A pass in a slow spell does not count: each node type, build and layer time at its fastest pass."""
+    quiet = GraphOps(float_ms=0.09, quant_ms=0.19, mact=1.0, by_op={"fp32": {"Mul": 0.04, "ReduceMean": 0.05},
+                                                                   "int8": {"QuantizeLinear": 0.19}},
+                     layers_ms={"fp32": 1.4, "int8": 0.6}, table_ms={"fp32": 1.5, "int8": 0.6},
+                     narrow_float_ms=0.05, narrow_quant_ms=0.1, narrow_mact=0.25)
+    slow = quiet.model_copy(update={"float_ms": 0.23, "by_op": {"fp32": {"Mul": 0.03, "ReduceMean": 0.2},
+                                                                "int8": {"QuantizeLinear": 0.25}},
+                                    "layers_ms": {"fp32": 1.7, "int8": 0.5}, "narrow_float_ms": 0.12})
+    merged = fastest([slow, quiet])
+    assert merged.by_op == {"fp32": {"Mul": 0.03, "ReduceMean": 0.05}, "int8": {"QuantizeLinear": 0.19}}
+    assert merged.float_ms == pytest.approx(0.08) and merged.quant_ms == pytest.approx(0.19)
+    assert merged.layers_ms == {"fp32": 1.4, "int8": 0.5} and merged.table_ms == quiet.table_ms
+    assert merged.narrow_float_ms == 0.05 and merged.narrow_quant_ms == 0.1 and merged.narrow_mact == 0.25
+    assert fastest([quiet]) == quiet
+    with pytest.raises(ValueError, match="no passes"):
+        fastest([])
