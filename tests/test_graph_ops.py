@@ -119,7 +119,8 @@ def test_graph_ops_of_a_candidate_lie_between_the_full_and_the_narrowest_build()
 
 
 def test_a_model_whose_layers_run_unlike_the_calibrations_models_is_flagged(caplog):
-    """Its in-graph/table factor against the calibration's models': near 1 carries over, far from 1 warns."""
+    """Its in-graph/table factor against the calibration's models': near 1 carries over; far from 1 the float
+    one warns, and the int8 one scales the quantized layer sums."""
     _, graph = zoo_model("resnet20")
     space = shipped_space("resnet20", graph)
     fitted = Calibration(coefficients={"sum_float_ms": 1.0, "sum_quant_ms": 1.0}, models=["resnet20@3x32x32"])
@@ -142,8 +143,15 @@ def test_a_model_whose_layers_run_unlike_the_calibrations_models_is_flagged(capl
         assert not caplog.records
         CostModel(profile, space, model="vgg")
     (record,) = caplog.records
-    assert "1.24x (fp32)" in record.getMessage() and "1.26x (int8)" in record.getMessage()
+    assert "1.24x (fp32)" in record.getMessage() and "int8" not in record.getMessage()  # int8: priced in context
     assert "autocompress profile validate PROFILE --models vgg" in record.getMessage()
+    # a calibration takes each model's quantized layer sums scaled by its int8 factor over its fitted models'
+    vgg, own = CostModel(profile, space, model="vgg", warn_context=False), CostModel(profile, space, model="resnet20")
+    assert vgg.quant_context == pytest.approx(0.82 / 0.65) and own.quant_context == pytest.approx(1.0)
+    int8, fp32 = space.uniform(w_bits=8, a_bits=8), space.identity()
+    assert vgg.predict(int8).latency_ms == pytest.approx(own.predict(int8).latency_ms * 0.82 / 0.65)
+    assert vgg.predict(fp32).latency_ms == pytest.approx(own.predict(fp32).latency_ms)  # float sums as they are
+    assert CostModel(profile, space, model="lenet5").quant_context == 1.0  # not measured in its graph
 
 
 def test_calibration_fits_what_the_graph_ops_leave():

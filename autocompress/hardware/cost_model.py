@@ -31,10 +31,12 @@ from autocompress.hardware.accelerators import layer_cost
 from autocompress.hardware.analytic import roofline_ms
 from autocompress.hardware.energy import EnergyTable, energy_mj_arrays
 from autocompress.hardware.profile import (
+    QUANT_CONTEXT,
     SUMMED_FEATURES,
     HardwareProfile,
     ProfileError,
     calibration_features,
+    in_context,
 )
 from autocompress.hardware.signature import LayerSignature, leaf_signatures
 from autocompress.space import Candidate, SearchSpace
@@ -92,8 +94,10 @@ class CostModel:
         self.space = space
         self.calibration = profile.calibration_for(model, space.graph.input_shape)
         self.graph_ops = profile.graph_ops_for(model, space.graph.input_shape)  # None: not measured for it
+        # the quantized sums are taken in this model's context; what is left off is the float layers'
+        self.quant_context = profile.quant_context(model, space.graph.input_shape, self.calibration.models)
         off = {p: r for p, r in profile.context_ratios(model, space.graph.input_shape).items()
-               if abs(r - 1.0) > CONTEXT_TOLERANCE} if warn_context else {}
+               if p != QUANT_CONTEXT and abs(r - 1.0) > CONTEXT_TOLERANCE} if warn_context else {}
         if off:
             log.warning("profile %r: %s's layers run in its graph at %s the in-graph/table ratio of the models its "
                         "calibration was fitted on (%s): its predicted latency may be off by about that much; "
@@ -272,7 +276,7 @@ class CostModel:
             boundaries.add(unit)
         out = {name: raw[:, _F[name]] for name in _SUMMED}
         out.update(boundaries.features())
-        features = calibration_features(out)
+        features = in_context(calibration_features(out), self.quant_context)
         out["any_quant"] = features["any_quant"]
         out["graph_ops_ms"] = (self.graph_ops.price(out["mact_float"], out["mact_quant"])
                                if self.graph_ops is not None else np.zeros(n))

@@ -44,6 +44,7 @@ from autocompress.hardware.profile import (
     ValidationResult,
     calibration_features,
     calibration_key,
+    in_context,
     model_keys,
 )
 from autocompress.hardware.signature import LayerSignature
@@ -347,51 +348,15 @@ def validate_profile(
             return [f"{i}/{half}#{k}" for k in range(sessions)]
 
         mine = {suite.name: [i for i, s in enumerate(samples) if s.suite == suite.name] for suite in suites}
-        anchors = _anchor_callables(profile, runtime, sessions, seed)
-        # each model's sessions, shuffled, in chunks timed against its reference; the anchors (layers) alone: a
-        # model's cache would disturb them
-        groups: list[tuple[dict[str, Callable], Callable | None]] = []
-        names: list[str | None] = []  # whose each group is (None: the anchors)
-        for name, indices in mine.items():
-            shuffled = np.random.default_rng([seed, len(names)]).permutation(
-                [label for i in indices for half in HALVES for label in labels(i, half)])
-            for start in range(0, len(shuffled), CHUNK):
-                groups.append(({str(label): fns[str(label)] for label in shuffled[start:start + CHUNK]},
-                               references[name]))
-                names.append(name)
-        if anchors:
-            groups.append((anchors, None))
-            names.append(None)
-        total = rounds * sum(len(group) for group, _ in groups)
-        per_round: dict[str, list[Timing]] = {}
-        done = 0
-        rounds_of = {name: 0 for name in mine}
+        # each model's sessions against its reference; the anchors (layers) alone: a model's cache would disturb them
+        models = {name: ({label: fns[label] for i in indices for half in HALVES for label in labels(i, half)},
+                         references[name]) for name, indices in mine.items()}
         with runtime.measuring():
-            round_, visiting = 0, list(range(len(groups)))
-            while visiting:  # every round visits every group still being timed, in a fresh order
-                for g in np.random.default_rng([seed, round_]).permutation(visiting):
-                    group, reference = groups[int(g)]
-                    for label, timing in time_callables(
-                            group, rounds=1, reps=reps, warmup=warmup, seed=seed + round_, reference=reference,
-                            progress=None if progress is None else
-                            lambda n, _, offset=done, total=total: progress(offset + n, total)).items():
-                        per_round.setdefault(label, []).append(timing)
-                    done += len(group)
-                for name in {names[g] for g in visiting} - {None}:
-                    rounds_of[name] += 1
-                round_ += 1
-                timings = {label: merge_rounds(parts) for label, parts in per_round.items()}
-                if round_ < rounds:
-                    continue
-                noise = {name: noise_floor_pct(*zip(*_figures(timings, mine[name], labels)[1], strict=True))
-                         for name in mine} if noise_bound_pct else {}
-                noisy = [name for name, pct in noise.items() if pct > noise_bound_pct and rounds_of[name] < max_rounds]
-                visiting = [g for g, name in enumerate(names) if name in noisy]
-                if visiting:
-                    total += sum(len(groups[g][0]) for g in visiting)
-                    log.info("validation: noise floor above %.1f%% after %d rounds: %s; another round of %s",
-                             noise_bound_pct, round_, ", ".join(f"{n} {noise[n]:.1f}%" for n in noisy),
-                             "it" if len(noisy) == 1 else "them")
+            timings, rounds_of = _time_in_rounds(
+                models, _anchor_callables(profile, runtime, sessions, seed),
+                lambda t, name: noise_floor_pct(*zip(*_figures(t, mine[name], labels)[1], strict=True)),
+                rounds=rounds, max_rounds=max_rounds, noise_bound_pct=noise_bound_pct, reps=reps, warmup=warmup,
+                seed=seed, progress=progress)
     finally:
         if tmp is not None:
             tmp.cleanup()
@@ -419,6 +384,59 @@ def validate_profile(
     report["rounds"] = {"min": rounds, "max": max_rounds if noise_bound_pct else rounds,
                         "noise_bound_pct": noise_bound_pct, "per_model": rounds_of, "noise_floor_pct": noise}
     return updated, report
+
+
+def _time_in_rounds(models: dict[str, tuple[dict[str, Callable], Callable]], anchors: dict[str, Callable],
+                    noise_of: Callable[[dict[str, Timing], str], float], *, rounds: int, max_rounds: int,
+                    noise_bound_pct: float, reps: int, warmup: int, seed: int,
+                    progress: Callable[[int, int], None] | None) -> tuple[dict[str, Timing], dict[str, int]]:
+    """Time every model's sessions (each against its reference) and the anchors, in rounds.
+
+    Each model's sessions are shuffled into chunks of :data:`CHUNK`, and a round visits the chunks of every
+    model and the anchors in one random order. After ``rounds`` rounds, the models whose ``noise_of`` (their
+    noise floor from the timings so far) is above ``noise_bound_pct`` get another round, until none is or each
+    has had ``max_rounds``. Returns label -> timing over every round, and how many rounds each model got.
+    """
+    groups: list[tuple[dict[str, Callable], Callable | None]] = []
+    names: list[str | None] = []  # whose each group is (None: the anchors)
+    for name, (fns, reference) in models.items():
+        labels = list(fns)
+        shuffled = [labels[int(k)] for k in np.random.default_rng([seed, len(names)]).permutation(len(labels))]
+        for start in range(0, len(shuffled), CHUNK):
+            groups.append(({label: fns[label] for label in shuffled[start:start + CHUNK]}, reference))
+            names.append(name)
+    if anchors:
+        groups.append((anchors, None))
+        names.append(None)
+    total = rounds * sum(len(group) for group, _ in groups)
+    per_round: dict[str, list[Timing]] = {}
+    done = round_ = 0
+    rounds_of = {name: 0 for name in models}
+    visiting = list(range(len(groups)))
+    while visiting:  # every round visits every group still being timed, in a fresh order
+        for g in np.random.default_rng([seed, round_]).permutation(visiting):
+            group, reference = groups[int(g)]
+            for label, timing in time_callables(
+                    group, rounds=1, reps=reps, warmup=warmup, seed=seed + round_, reference=reference,
+                    progress=None if progress is None else
+                    lambda n, _, offset=done, total=total: progress(offset + n, total)).items():
+                per_round.setdefault(label, []).append(timing)
+            done += len(group)
+        for name in {names[g] for g in visiting} - {None}:
+            rounds_of[name] += 1
+        round_ += 1
+        timings = {label: merge_rounds(parts) for label, parts in per_round.items()}
+        if round_ < rounds:
+            continue
+        noise = {name: noise_of(timings, name) for name in models} if noise_bound_pct else {}
+        noisy = [name for name, pct in noise.items() if pct > noise_bound_pct and rounds_of[name] < max_rounds]
+        visiting = [g for g, name in enumerate(names) if name in noisy]
+        if visiting:
+            total += sum(len(groups[g][0]) for g in visiting)
+            log.info("validation: noise floor above %.1f%% after %d rounds: %s; another round of %s",
+                     noise_bound_pct, round_, ", ".join(f"{n} {noise[n]:.1f}%" for n in noisy),
+                     "it" if len(noisy) == 1 else "them")
+    return timings, rounds_of
 
 
 def _figures(timings: dict[str, Timing], indices: Sequence[int],
@@ -474,15 +492,24 @@ def score_samples(profile: HardwareProfile, suites: Sequence[Suite], samples: li
     def layers_ms(chosen: list[Sample]) -> np.ndarray:
         return np.array([s.measured_ms - ops_ms(s) for s in chosen])
 
-    pooled = profile.calibration if not fit else fit_calibration(
-        np.array([s.features for s in fit]), layers_ms(fit), [keys[s.suite] for s in fit])
+    def features(sample: Sample, models: Sequence[str]) -> dict[str, Any]:
+        """The sample's features as a calibration fitted on ``models`` takes them (its quantized sums in context)."""
+        return in_context(dict(zip(CALIBRATION_FEATURES, sample.features, strict=True)),
+                          profile.quant_context(sample.suite, by_name[sample.suite].space.graph.input_shape, models))
+
+    def fitted(chosen: list[Sample]) -> Calibration:
+        models = sorted({keys[s.suite] for s in chosen})
+        design = np.array([[features(s, models)[f] for f in CALIBRATION_FEATURES] for s in chosen], dtype=float)
+        return fit_calibration(design, layers_ms(chosen), [keys[s.suite] for s in chosen])
+
+    by_name = {s.name: s for s in suites}
+    pooled = profile.calibration if not fit else fitted(fit)
     own: dict[str, Calibration] = {}  # fitted on the model's own samples
     held_out: dict[str, Calibration] = {}  # no samples to fit on: what a search on the model would use
     for suite in suites:
         mine = [s for s in fit if s.suite == suite.name]
         if mine:
-            own[suite.name] = fit_calibration(np.array([s.features for s in mine]), layers_ms(mine),
-                                              [keys[suite.name]])
+            own[suite.name] = fitted(mine)
         else:  # its own stored calibration, else the pool this run leaves in the profile
             stored = [k for k in model_keys(suite.name, suite.space.graph.input_shape)
                       if k in profile.model_calibrations and suite.name not in hold_out]
@@ -491,11 +518,10 @@ def score_samples(profile: HardwareProfile, suites: Sequence[Suite], samples: li
     date = datetime.now(timezone.utc).isoformat(timespec="seconds")
     results, report_rows = [], []
     for s in (s for s in samples if s.role == "validate"):
-        features = dict(zip(CALIBRATION_FEATURES, s.features, strict=True))
         between = ops_ms(s)
         report_rows.append({"model": s.suite, "subset": s.subset,
-                            "predicted_ms": float(used[s.suite].apply(features)) + between,
-                            "pooled_predicted_ms": float(pooled.apply(features)) + between,
+                            "predicted_ms": float(used[s.suite].apply(features(s, used[s.suite].models))) + between,
+                            "pooled_predicted_ms": float(pooled.apply(features(s, pooled.models))) + between,
                             "graph_ops_ms": between, "measured_ms": s.measured_ms,
                             "halves_ms": list(s.halves_ms), "candidate": s.candidate.to_dict()})
     model_groups = [[s.name] for s in suites] + ([[s.name for s in suites]] if len(suites) > 1 else [])
