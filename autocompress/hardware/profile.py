@@ -183,10 +183,11 @@ class GraphOps(_Strict):
     between calls (a VGG-like model with 13 MB of float weights).
     Against the same ratio of the models a calibration was fitted on
     (:meth:`HardwareProfile.context_ratios`), it says whether that calibration
-    carries over to this model; the cost model warns where it does not.
-    Scaling a candidate's layer sums by it was tried and left out: the ratio of
-    the whole model does not hold for its pruned candidates, whose weights
-    shrink (a VGG-like model's candidates then came out 15% over).
+    carries over to this model. The int8 one scales the model's quantized
+    layer sums (:meth:`HardwareProfile.quant_context`); where the float one is
+    off, the cost model warns. Scaling the float sums too was tried and left
+    out: the ratio of the whole model does not hold for its pruned candidates,
+    whose weights shrink (a VGG-like model's candidates then came out 45% over).
     """
 
     float_ms: NonNegative
