@@ -318,9 +318,8 @@ def _add_graph_ops(path: str, suites: list, command: str) -> int:
             print(f"memory probe: {profile.memory_probe_ms:.3f} ms on the table's scale")
     if suites:
         ratio = check.speed_ratio  # this run's speed against the table's scale
-        found: dict[str, list] = {}
-        # passes over every model one after another: a pass that lands in a slow spell does not count
-        for suite in [suite for _ in range(GRAPH_OPS_PASSES) for suite in suites]:
+        plans = []
+        for suite in suites:
             # the float build, the all-int8 one with int8 kernels, and the narrowest uniform float build (so a
             # node's fixed cost is not scaled away), priced together
             builds = {"fp32": suite.space.identity()}
@@ -333,9 +332,14 @@ def _add_graph_ops(path: str, suites: list, command: str) -> int:
             table_ms = {p: float(priced["latency_sum_ms"][i]) for i, p in enumerate(builds)}
             narrow = (None if slim is None else
                       (materialize(suite.model, slim, suite.space).eval(), float(priced["mact_float"][-1])))
-            found.setdefault(calibration_key(suite.name, suite.space.graph.input_shape), []).append(measure_graph_ops(
-                suite.model, suite.space.graph.input_shape, float(priced["mact_float"][0]), table_ms, narrow=narrow,
-                threads=profile.threads, scale=1.0 / ratio if ratio else 1.0, command=command))
+            plans.append((calibration_key(suite.name, suite.space.graph.input_shape), suite,
+                          float(priced["mact_float"][0]), table_ms, narrow))
+        found: dict[str, list] = {}
+        # passes over every model one after another: a pass that lands in a slow spell does not count
+        for key, suite, mact, table_ms, narrow in [plan for _ in range(GRAPH_OPS_PASSES) for plan in plans]:
+            found.setdefault(key, []).append(measure_graph_ops(
+                suite.model, suite.space.graph.input_shape, mact, table_ms, narrow=narrow, threads=profile.threads,
+                scale=1.0 / ratio if ratio else 1.0, command=command))
         profile = profile.model_copy(update={"graph_ops": {**profile.graph_ops,
                                                            **{key: fastest(ops) for key, ops in found.items()}}})
     if check is not None:

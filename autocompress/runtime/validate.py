@@ -425,10 +425,12 @@ def _time_in_rounds(models: dict[str, tuple[dict[str, Callable], Callable]], anc
         for name in {names[g] for g in visiting} - {None}:
             rounds_of[name] += 1
         round_ += 1
-        timings = {label: merge_rounds(parts) for label, parts in per_round.items()}
         if round_ < rounds:
             continue
-        noise = {name: noise_of(timings, name) for name in models} if noise_bound_pct else {}
+        if not noise_bound_pct:
+            break
+        timings = {label: merge_rounds(parts) for label, parts in per_round.items()}
+        noise = {name: noise_of(timings, name) for name in models}
         noisy = [name for name, pct in noise.items() if pct > noise_bound_pct and rounds_of[name] < max_rounds]
         visiting = [g for g, name in enumerate(names) if name in noisy]
         if visiting:
@@ -436,7 +438,7 @@ def _time_in_rounds(models: dict[str, tuple[dict[str, Callable], Callable]], anc
             log.info("validation: noise floor above %.1f%% after %d rounds: %s; another round of %s",
                      noise_bound_pct, round_, ", ".join(f"{n} {noise[n]:.1f}%" for n in noisy),
                      "it" if len(noisy) == 1 else "them")
-    return timings, rounds_of
+    return {label: merge_rounds(parts) for label, parts in per_round.items()}, rounds_of
 
 
 def _figures(timings: dict[str, Timing], indices: Sequence[int],
@@ -480,7 +482,8 @@ def score_samples(profile: HardwareProfile, suites: Sequence[Suite], samples: li
     also scored together.
     """
     fit = [s for s in samples if s.role == "calibrate"]
-    keys = {s.name: calibration_key(s.name, s.space.graph.input_shape) for s in suites}
+    shapes = {s.name: s.space.graph.input_shape for s in suites}
+    keys = {name: calibration_key(name, shape) for name, shape in shapes.items()}
     ops = {s.name: profile.graph_ops_for(s.name, s.space.graph.input_shape) for s in suites}
 
     def ops_ms(sample: Sample) -> float:
@@ -495,14 +498,14 @@ def score_samples(profile: HardwareProfile, suites: Sequence[Suite], samples: li
     def features(sample: Sample, models: Sequence[str]) -> dict[str, Any]:
         """The sample's features as a calibration fitted on ``models`` takes them (its quantized sums in context)."""
         return in_context(dict(zip(CALIBRATION_FEATURES, sample.features, strict=True)),
-                          profile.quant_context(sample.suite, by_name[sample.suite].space.graph.input_shape, models))
+                          profile.quant_context(sample.suite, shapes[sample.suite], models))
 
     def fitted(chosen: list[Sample]) -> Calibration:
         models = sorted({keys[s.suite] for s in chosen})
-        design = np.array([[features(s, models)[f] for f in CALIBRATION_FEATURES] for s in chosen], dtype=float)
+        rows = [features(s, models) for s in chosen]
+        design = np.array([[row[f] for f in CALIBRATION_FEATURES] for row in rows], dtype=float)
         return fit_calibration(design, layers_ms(chosen), [keys[s.suite] for s in chosen])
 
-    by_name = {s.name: s for s in suites}
     pooled = profile.calibration if not fit else fitted(fit)
     own: dict[str, Calibration] = {}  # fitted on the model's own samples
     held_out: dict[str, Calibration] = {}  # no samples to fit on: what a search on the model would use
