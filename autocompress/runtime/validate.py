@@ -177,13 +177,10 @@ def _bounds(names: Sequence[str]) -> tuple[list[float], list[float]]:
 def fit_calibration(features: np.ndarray, measured: np.ndarray, models: Sequence[str]) -> Calibration:
     """Least squares of measured latency on the layer sums and, where the data supports it, more terms.
 
-    ``features`` has one column per CALIBRATION_FEATURES entry. The squares are of relative errors (each row
-    divided by its measured latency), as a prediction is read: in absolute ms a calibration pooled over
-    ResNet-20 (0.2-0.7 ms) and MobileNetV2 (up to 2.2 ms) fitted the larger model and left the small
-    candidates' errors in the tail (held-out models within +-10% on two runs' timings: 92% and 97% in ms, 93%
-    and 96% relative). Each form is scored by leave-one-out mean absolute % error (the tail counts: the goal
-    is every model within +-10%) and the best one kept, so a small calibration set never buys an over-fitted
-    formula.
+    ``features`` has one column per CALIBRATION_FEATURES entry. Each form is
+    scored by leave-one-out mean absolute % error (the tail counts: the goal is every
+    model within +-10%) and the best one kept, so a small calibration set never buys
+    an over-fitted formula.
     """
     n = len(measured)
     if n < 4:
@@ -196,13 +193,12 @@ def fit_calibration(features: np.ndarray, measured: np.ndarray, models: Sequence
         if n < 3 * design.shape[1]:
             continue
         bounds = _bounds(names)
-        relative = design / measured[:, None]  # rows scaled to relative error; the target becomes 1
         errors = []
         for i in range(n):
             keep = np.arange(n) != i
-            coef = lsq_linear(relative[keep], np.ones(n - 1), bounds=bounds).x
+            coef = lsq_linear(design[keep], measured[keep], bounds=bounds).x
             errors.append(abs(design[i] @ coef - measured[i]) / measured[i])
-        coef = lsq_linear(relative, np.ones(n), bounds=bounds).x
+        coef = lsq_linear(design, measured, bounds=bounds).x
         score = float(np.mean(errors))
         # a richer form must earn its terms: 10% lower leave-one-out error than the simpler one
         if best is None or score < 0.9 * best[0]:
