@@ -112,12 +112,19 @@ def cmd_profile_validate(args: argparse.Namespace) -> int:
                                         command=command, anchor_ratio=earlier.get("anchor_ratio"),
                                         hold_out=args.hold_out)
     else:
-        from autocompress.runtime.machine_check import check_machine
+        from autocompress.runtime.machine_check import check_machine, settle
 
-        machine = check_machine(profile, seed=args.seed)  # a second: the validation times this machine, not the profile's
+        # a second: the validation times this machine, not the profile's; in a slow spell, wait for it to pass
+        machine = settle(profile, within_pct=args.settle, wait_s=args.settle_wait if args.settle else 0.0,
+                         seed=args.seed)
         print(machine.summary())
         if not machine.matches:
             print(f"warning: {machine.warning(' '.join(args.models))}", file=sys.stderr)
+        elif args.settle and machine.speed_ratio and abs(machine.speed_ratio - 1.0) * 100 > args.settle:
+            print(f"warning: the anchors still run at {machine.speed_ratio:.2f}x their table after "
+                  f"{args.settle_wait:g} s of waiting (--settle {args.settle:g}%): this validation times the machine "
+                  "in a slow spell, and models whose weights leave the cache drift most from their prediction",
+                  file=sys.stderr)
         if machine.memory_off:
             print(f"warning: {machine.memory_warning()}", file=sys.stderr)
         bar, update = _bar("timing whole models")
@@ -489,6 +496,11 @@ def add_profile_parser(sub: argparse._SubParsersAction) -> None:
                                "disagree) is above PCT%% another round, up to --max-rounds (default: 3; 0: never)")
     validate.add_argument("--max-rounds", type=int, default=None,
                           help="most rounds a noisy model gets (default: twice --rounds)")
+    validate.add_argument("--settle", type=float, default=10.0, metavar="PCT",
+                          help="before timing, wait while the profile's anchors run more than PCT%% off their table "
+                               "(a slow spell on a shared machine), up to --settle-wait (default: 10; 0: never wait)")
+    validate.add_argument("--settle-wait", type=float, default=300.0, metavar="SECONDS",
+                          help="the longest --settle waits before timing anyway, with a warning (default: 300)")
     validate.add_argument("--from-report", default=None,
                           help="recalibrate on the measured timings of an earlier validation report")
     validate.add_argument("--out", default=None, help="profile JSON to write (default: in place)")

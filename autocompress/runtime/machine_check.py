@@ -32,6 +32,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -232,6 +233,33 @@ def check_machine(profile: HardwareProfile, *, rounds: int = 3, reps: int = 20, 
                          memory_probe_ms=probe_ms, memory_ratio=memory_ratio,
                          memory_spread_pct=100 * (max(rounds_ms) - min(rounds_ms)) / float(np.median(rounds_ms)))
     log.info(check.summary())
+    return check
+
+
+#: how near its table a validation waits for the anchors to run before it times anything, % (``settle``): of six
+#: held-out validations on one shared VM, the three whose check before the timing read 1.00x came out 91-97%
+#: within +-10%, the three that read 1.18-1.23x (a slow spell, well inside TOLERANCE_PCT) 56-90%
+SETTLE_PCT = 10.0
+
+
+def settle(profile: HardwareProfile, *, within_pct: float = SETTLE_PCT, wait_s: float = 300.0,
+           poll_s: float = 30.0, seed: int = 0, check: MachineCheck | None = None,
+           sleep: Callable[[float], None] = time.sleep) -> MachineCheck:
+    """Check the machine until the profile's anchors run within ``within_pct`` of their table, or until
+    ``wait_s`` has passed; returns the last check.
+
+    A shared machine goes through slow spells of minutes: a validation that starts in one times its models off
+    the state the table was measured in, and models whose weights leave the cache drift most. Only a machine that
+    is the profile's (within TOLERANCE_PCT) is waited for; one far off it will not come back by waiting.
+    ``check``: a check already made now.
+    """
+    check = check or check_machine(profile, seed=seed)
+    for _ in range(int(wait_s // poll_s)):  # polls that fit in the wait
+        if check.speed_ratio is None or check.off_speed or abs(check.speed_ratio - 1.0) * 100 <= within_pct:
+            break
+        log.info("anchors at %.2fx their table: waiting %.0f s for the machine to settle", check.speed_ratio, poll_s)
+        sleep(poll_s)
+        check = check_machine(profile, seed=seed)
     return check
 
 
