@@ -236,8 +236,8 @@ def check_machine(profile: HardwareProfile, *, rounds: int = 3, reps: int = 20, 
     return check
 
 
-#: how near its table a validation waits for the anchors to run before it times anything, % (``settle``): of six
-#: held-out validations on one shared VM, the three whose check before the timing read 1.00x came out 91-97%
+#: how near its table a validation waits for the anchors to run before it times anything, % (``settle``): of seven
+#: held-out validations on one shared VM, the four whose check before the timing read 1.00x came out 91-97%
 #: within +-10%, the three that read 1.18-1.23x (a slow spell, well inside TOLERANCE_PCT) 56-90%
 SETTLE_PCT = 10.0
 
