@@ -112,7 +112,7 @@ def cmd_profile_validate(args: argparse.Namespace) -> int:
                                         command=command, anchor_ratio=earlier.get("anchor_ratio"),
                                         hold_out=args.hold_out)
     else:
-        from autocompress.runtime.machine_check import check_machine, settle
+        from autocompress.runtime.machine_check import check_machine, in_slow_spell, settle
 
         # a second: the validation times this machine, not the profile's; in a slow spell, wait for it to pass
         machine = settle(profile, within_pct=args.settle, wait_s=args.settle_wait if args.settle else 0.0,
@@ -120,8 +120,8 @@ def cmd_profile_validate(args: argparse.Namespace) -> int:
         print(machine.summary())
         if not machine.matches:
             print(f"warning: {machine.warning(' '.join(args.models))}", file=sys.stderr)
-        elif args.settle and machine.speed_ratio and abs(machine.speed_ratio - 1.0) * 100 > args.settle:
-            print(f"warning: the anchors still run at {machine.speed_ratio:.2f}x their table after "
+        elif args.settle and in_slow_spell(machine, args.settle):
+            print(f"warning: the anchors still run at {machine.speed_ratio:.2f}x their table after up to "
                   f"{args.settle_wait:g} s of waiting (--settle {args.settle:g}%): this validation times the machine "
                   "in a slow spell, and models whose weights leave the cache drift most from their prediction",
                   file=sys.stderr)

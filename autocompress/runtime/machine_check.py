@@ -242,20 +242,24 @@ def check_machine(profile: HardwareProfile, *, rounds: int = 3, reps: int = 20, 
 SETTLE_PCT = 10.0
 
 
+def in_slow_spell(check: MachineCheck, within_pct: float) -> bool:
+    """Whether the anchors ran more than ``within_pct`` off their table on a machine that is the profile's (within
+    TOLERANCE_PCT): what :func:`settle` waits out and a validation warns about when it did not pass."""
+    return check.speed_ratio is not None and not check.off_speed and abs(check.speed_ratio - 1.0) * 100 > within_pct
+
+
 def settle(profile: HardwareProfile, *, within_pct: float = SETTLE_PCT, wait_s: float = 300.0,
-           poll_s: float = 30.0, seed: int = 0, check: MachineCheck | None = None,
-           sleep: Callable[[float], None] = time.sleep) -> MachineCheck:
+           poll_s: float = 30.0, seed: int = 0, sleep: Callable[[float], None] = time.sleep) -> MachineCheck:
     """Check the machine until the profile's anchors run within ``within_pct`` of their table, or until
     ``wait_s`` has passed; returns the last check.
 
     A shared machine goes through slow spells of minutes: a validation that starts in one times its models off
     the state the table was measured in, and models whose weights leave the cache drift most. Only a machine that
     is the profile's (within TOLERANCE_PCT) is waited for; one far off it will not come back by waiting.
-    ``check``: a check already made now.
     """
-    check = check or check_machine(profile, seed=seed)
+    check = check_machine(profile, seed=seed)
     for _ in range(int(wait_s // poll_s)):  # polls that fit in the wait
-        if check.speed_ratio is None or check.off_speed or abs(check.speed_ratio - 1.0) * 100 <= within_pct:
+        if not in_slow_spell(check, within_pct):
             break
         log.info("anchors at %.2fx their table: waiting %.0f s for the machine to settle", check.speed_ratio, poll_s)
         sleep(poll_s)

@@ -484,7 +484,7 @@ def score_samples(profile: HardwareProfile, suites: Sequence[Suite], samples: li
     fit = [s for s in samples if s.role == "calibrate"]
     shapes = {s.name: s.space.graph.input_shape for s in suites}
     keys = {name: calibration_key(name, shape) for name, shape in shapes.items()}
-    ops = {s.name: profile.graph_ops_for(s.name, s.space.graph.input_shape) for s in suites}
+    ops = {name: profile.graph_ops_for(name, shape) for name, shape in shapes.items()}
 
     def ops_ms(sample: Sample) -> float:
         """The model's operations between layers (measured in its graph): calibrations fit the rest."""
