@@ -112,11 +112,13 @@ def cmd_profile_validate(args: argparse.Namespace) -> int:
                                         command=command, anchor_ratio=earlier.get("anchor_ratio"),
                                         hold_out=args.hold_out)
     else:
-        from autocompress.runtime.machine_check import check_machine, in_slow_spell, settle
+        from autocompress.runtime.machine_check import Settler, check_machine, in_slow_spell
 
-        # a second: the validation times this machine, not the profile's; in a slow spell, wait for it to pass
-        machine = settle(profile, within_pct=args.settle, wait_s=args.settle_wait if args.settle else 0.0,
-                         seed=args.seed)
+        # a second: the validation times this machine, not the profile's; in a slow spell, wait for it to pass,
+        # before the first round and between rounds, from one budget of --settle-wait seconds
+        settler = Settler(profile, within_pct=args.settle, wait_s=args.settle_wait if args.settle else 0.0,
+                          seed=args.seed)
+        machine = settler("start")
         print(machine.summary())
         if not machine.matches:
             print(f"warning: {machine.warning(' '.join(args.models))}", file=sys.stderr)
@@ -133,11 +135,18 @@ def cmd_profile_validate(args: argparse.Namespace) -> int:
                                                n_calibrate=args.calibrate, seed=args.seed, command=command,
                                                hold_out=args.hold_out, noise_bound_pct=args.noise_bound,
                                                max_rounds=args.max_rounds, progress=update,
+                                               before_round=(lambda done: settler(f"round {done + 1}"))
+                                               if args.settle and machine.matches else None,
                                                **_timing_options(args))
+        slow = [check["stage"] for check in settler.checks[1:] if check["slow"]]
+        if slow:
+            print(f"warning: the anchors ran more than {args.settle:g}% off their table before {', '.join(slow)} "
+                  f"with the {args.settle_wait:g} s of --settle-wait spent: those rounds timed a slow spell",
+                  file=sys.stderr)
         # memory's pace moves over minutes on a shared machine: what it was at both ends of the timing
         after = check_machine(profile, seed=args.seed)
         print(after.summary())
-        report["machine_check"] = {"before": machine.to_dict(), "after": after.to_dict()}
+        report["machine_check"] = {"before": machine.to_dict(), "after": after.to_dict(), "settle": settler.checks}
     out = Path(args.out or args.profile)
     profile.save(out)
     report_path = out.with_name(out.stem + ".validation.json")
@@ -497,10 +506,12 @@ def add_profile_parser(sub: argparse._SubParsersAction) -> None:
     validate.add_argument("--max-rounds", type=int, default=None,
                           help="most rounds a noisy model gets (default: twice --rounds)")
     validate.add_argument("--settle", type=float, default=10.0, metavar="PCT",
-                          help="before timing, wait while the profile's anchors run more than PCT%% off their table "
-                               "(a slow spell on a shared machine), up to --settle-wait (default: 10; 0: never wait)")
+                          help="before timing and between its rounds, wait while the profile's anchors run more "
+                               "than PCT%% off their table (a slow spell on a shared machine), up to --settle-wait in "
+                               "all (default: 10; 0: never wait)")
     validate.add_argument("--settle-wait", type=float, default=300.0, metavar="SECONDS",
-                          help="the longest --settle waits before timing anyway, with a warning (default: 300)")
+                          help="the most --settle waits in all; past it the timing goes on, with a warning "
+                               "(default: 300)")
     validate.add_argument("--from-report", default=None,
                           help="recalibrate on the measured timings of an earlier validation report")
     validate.add_argument("--out", default=None, help="profile JSON to write (default: in place)")

@@ -10,10 +10,10 @@ import time
 from autocompress.hardware.profile import HardwareProfile, find_profile, this_machine
 from autocompress.runtime.machine_check import (
     TOLERANCE_PCT,
+    Settler,
     WeightStream,
     check_machine,
     memory_bound,
-    settle,
     with_memory_probe,
 )
 from autocompress.search import SearchConfig, load_study, search
@@ -46,20 +46,25 @@ def test_anchor_speed_ratio_follows_the_table(tmp_path):
 
 def test_settle_waits_out_a_slow_spell_but_not_another_machine(tmp_path):
     """Real checks against a table that matches this machine and one faked 3x as fast: a bound the first never
-    meets (any deviation at all) is waited for poll by poll up to the longest wait; a wide one, and another
-    machine, not at all. This machine's speed moves by up to 25% between checks, so the bounds leave room."""
+    meets (any deviation at all) is waited for poll by poll until the budget is spent, which every later stage
+    (a validation's rounds) shares; a wide bound, and another machine, are not waited for at all. This machine's
+    speed moves by up to 25% between checks, so the bounds leave room."""
     check_machine(find_profile("cpu-onnxruntime-1t"))  # a process's first check runs cold, which _faked would keep
     here = HardwareProfile.load(_faked(tmp_path, 1.0))
     slept: list[float] = []
-    waited = settle(here, within_pct=0.0, wait_s=50.0, poll_s=20.0, sleep=slept.append)
-    assert slept == [20.0, 20.0] and waited.matches  # the two polls that fit in 50 s
+    settler = Settler(here, within_pct=0.0, wait_s=50.0, poll_s=20.0, sleep=slept.append)
+    assert settler("start").matches and slept == [20.0, 20.0]  # the two polls that fit in 50 s
+    settler("round 2")
+    assert slept == [20.0, 20.0] and settler.left_s == 10.0  # the budget is spent: no more waiting
+    assert [(c["stage"], c["waited_s"], c["slow"]) for c in settler.checks] == [("start", 40.0, True),
+                                                                               ("round 2", 0.0, True)]
     slept.clear()
-    other = settle(HardwareProfile.load(_faked(tmp_path, 3.0)), within_pct=0.0, wait_s=50.0, poll_s=20.0,
-                   sleep=slept.append)
+    other = Settler(HardwareProfile.load(_faked(tmp_path, 3.0)), within_pct=0.0, wait_s=50.0, poll_s=20.0,
+                    sleep=slept.append)()
     assert slept == [] and other.off_speed  # another machine: waiting would not bring it back
-    quiet = settle(here, within_pct=25.0, wait_s=50.0, poll_s=20.0, sleep=slept.append)
+    quiet = Settler(here, within_pct=25.0, wait_s=50.0, poll_s=20.0, sleep=slept.append)()
     assert slept == [] and abs(quiet.speed_ratio - 1.0) < 0.25
-    assert settle(find_profile("analytic-45nm"), sleep=slept.append).skipped and slept == []
+    assert Settler(find_profile("analytic-45nm"), sleep=slept.append)().skipped and slept == []
 
 
 def test_profiles_that_cannot_be_retimed_are_skipped_not_guessed():

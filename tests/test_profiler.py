@@ -238,10 +238,12 @@ def test_validate_times_noisy_models_again_up_to_the_most_rounds(tmp_path):
         with pytest.raises(ProfileError, match="max rounds >= rounds"):
             validate_profile(profile, suites, **bad)
     common = {"n_validate": 3, "n_calibrate": 12, "seed": 0, "rounds": 1, "reps": 3, "sessions": 1, "max_rounds": 3}
-    _, quiet = validate_profile(profile, suites, noise_bound_pct=1e6, **common)
+    before: dict[str, list[int]] = {"quiet": [], "noisy": []}  # the hook that settles the machine between rounds
+    _, quiet = validate_profile(profile, suites, noise_bound_pct=1e6, before_round=before["quiet"].append, **common)
     calls: list[tuple[int, int]] = []
     _, noisy = validate_profile(profile, suites, noise_bound_pct=1e-9, progress=lambda d, t: calls.append((d, t)),
-                                **common)
+                                before_round=before["noisy"].append, **common)
+    assert before == {"quiet": [], "noisy": [1, 2]}  # before every round after the first, with the rounds done
     assert quiet["rounds"]["per_model"] == {"lenet5": 1}
     assert noisy["rounds"]["per_model"] == {"lenet5": 3}  # no real timing agrees to a billionth of a percent
     assert noisy["rounds"]["noise_floor_pct"]["lenet5"] > 0 and noisy["rounds"]["noise_bound_pct"] == 1e-9

@@ -236,7 +236,7 @@ def check_machine(profile: HardwareProfile, *, rounds: int = 3, reps: int = 20, 
     return check
 
 
-#: how near its table a validation waits for the anchors to run before it times anything, % (``settle``): of seven
+#: how near its table a validation waits for the anchors to run before it times anything, % (:class:`Settler`): of seven
 #: held-out validations on one shared VM, the four whose check before the timing read 1.00x came out 91-97%
 #: within +-10%, the three that read 1.18-1.23x (a slow spell, well inside TOLERANCE_PCT) 56-90%
 SETTLE_PCT = 10.0
@@ -244,27 +244,40 @@ SETTLE_PCT = 10.0
 
 def in_slow_spell(check: MachineCheck, within_pct: float) -> bool:
     """Whether the anchors ran more than ``within_pct`` off their table on a machine that is the profile's (within
-    TOLERANCE_PCT): what :func:`settle` waits out and a validation warns about when it did not pass."""
+    TOLERANCE_PCT): what :class:`Settler` waits out and a validation warns about when it did not pass."""
     return check.speed_ratio is not None and not check.off_speed and abs(check.speed_ratio - 1.0) * 100 > within_pct
 
 
-def settle(profile: HardwareProfile, *, within_pct: float = SETTLE_PCT, wait_s: float = 300.0,
-           poll_s: float = 30.0, seed: int = 0, sleep: Callable[[float], None] = time.sleep) -> MachineCheck:
-    """Check the machine until the profile's anchors run within ``within_pct`` of their table, or until
-    ``wait_s`` has passed; returns the last check.
+class Settler:
+    """Checks the machine until the profile's anchors run within ``within_pct`` of their table, before each stage
+    of a timing, waiting out slow spells from one budget of ``wait_s`` seconds; each call returns the last check.
 
-    A shared machine goes through slow spells of minutes: a validation that starts in one times its models off
-    the state the table was measured in, and models whose weights leave the cache drift most. Only a machine that
-    is the profile's (within TOLERANCE_PCT) is waited for; one far off it will not come back by waiting.
+    A shared machine goes through slow spells of minutes: a validation that times in one times its models off
+    the state the table was measured in, and models whose weights leave the cache drift most. A spell can
+    begin after the start, so a validation checks again between its rounds (a check takes a fraction of a
+    second). Only a machine that is the profile's (within TOLERANCE_PCT) is waited for; one far off it will not
+    come back by waiting. ``checks`` records every stage's last speed ratio and how long it waited.
     """
-    check = check_machine(profile, seed=seed)
-    for _ in range(int(wait_s // poll_s)):  # polls that fit in the wait
-        if not in_slow_spell(check, within_pct):
-            break
-        log.info("anchors at %.2fx their table: waiting %.0f s for the machine to settle", check.speed_ratio, poll_s)
-        sleep(poll_s)
-        check = check_machine(profile, seed=seed)
-    return check
+
+    def __init__(self, profile: HardwareProfile, *, within_pct: float = SETTLE_PCT, wait_s: float = 300.0,
+                 poll_s: float = 30.0, seed: int = 0, sleep: Callable[[float], None] = time.sleep):
+        self.profile, self.within_pct, self.poll_s, self.seed, self.sleep = profile, within_pct, poll_s, seed, sleep
+        self.left_s = wait_s
+        self.checks: list[dict] = []
+
+    def __call__(self, stage: str = "start") -> MachineCheck:
+        check = check_machine(self.profile, seed=self.seed)
+        waited = 0.0
+        while in_slow_spell(check, self.within_pct) and self.left_s >= self.poll_s:  # polls left in the budget
+            log.info("%s: anchors at %.2fx their table: waiting %.0f s for the machine to settle", stage,
+                     check.speed_ratio, self.poll_s)
+            self.sleep(self.poll_s)
+            self.left_s -= self.poll_s
+            waited += self.poll_s
+            check = check_machine(self.profile, seed=self.seed)
+        self.checks.append({"stage": stage, "speed_ratio": check.speed_ratio, "waited_s": waited,
+                            "slow": in_slow_spell(check, self.within_pct)})
+        return check
 
 
 def with_memory_probe(profile: HardwareProfile, check: MachineCheck) -> HardwareProfile:

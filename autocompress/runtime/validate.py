@@ -255,6 +255,7 @@ def validate_profile(
     hold_out: Sequence[str] = (),
     noise_bound_pct: float = 0.0,
     max_rounds: int | None = None,
+    before_round: Callable[[int], object] | None = None,
 ) -> tuple[HardwareProfile, dict[str, Any]]:
     """Fit calibrations on ``n_calibrate`` and evaluate on ``n_validate`` candidates per model.
 
@@ -286,6 +287,10 @@ def validate_profile(
     ``rounds``). A validation is read against +-10%: on a shared VM a noisy spell put one model's noise floor at
     6-10%, where its figure says more about the spell than about the profile. 0: a fixed ``rounds``. The report
     says how many rounds each model got and whether it reached the bound.
+
+    ``before_round``: called with the number of rounds done before every round after the first, to wait out a
+    slow spell that began during the timing (:class:`~autocompress.runtime.machine_check.Settler`; the caller
+    settles the machine before the first).
     """
     unknown = sorted(set(hold_out) - {suite.name for suite in suites})
     if unknown:
@@ -356,7 +361,7 @@ def validate_profile(
                 models, _anchor_callables(profile, runtime, sessions, seed),
                 lambda t, name: noise_floor_pct(*zip(*_figures(t, mine[name], labels)[1], strict=True)),
                 rounds=rounds, max_rounds=max_rounds, noise_bound_pct=noise_bound_pct, reps=reps, warmup=warmup,
-                seed=seed, progress=progress)
+                seed=seed, progress=progress, before_round=before_round)
     finally:
         if tmp is not None:
             tmp.cleanup()
@@ -389,13 +394,16 @@ def validate_profile(
 def _time_in_rounds(models: dict[str, tuple[dict[str, Callable], Callable]], anchors: dict[str, Callable],
                     noise_of: Callable[[dict[str, Timing], str], float], *, rounds: int, max_rounds: int,
                     noise_bound_pct: float, reps: int, warmup: int, seed: int,
-                    progress: Callable[[int, int], None] | None) -> tuple[dict[str, Timing], dict[str, int]]:
+                    progress: Callable[[int, int], None] | None,
+                    before_round: Callable[[int], object] | None = None,
+                    ) -> tuple[dict[str, Timing], dict[str, int]]:
     """Time every model's sessions (each against its reference) and the anchors, in rounds.
 
     Each model's sessions are shuffled into chunks of :data:`CHUNK`, and a round visits the chunks of every
     model and the anchors in one random order. After ``rounds`` rounds, the models whose ``noise_of`` (their
     noise floor from the timings so far) is above ``noise_bound_pct`` get another round, until none is or each
-    has had ``max_rounds``. Returns label -> timing over every round, and how many rounds each model got.
+    has had ``max_rounds``. ``before_round`` (the number of rounds done) runs before every round after the first.
+    Returns label -> timing over every round, and how many rounds each model got.
     """
     groups: list[tuple[dict[str, Callable], Callable | None]] = []
     names: list[str | None] = []  # whose each group is (None: the anchors)
@@ -414,6 +422,8 @@ def _time_in_rounds(models: dict[str, tuple[dict[str, Callable], Callable]], anc
     rounds_of = {name: 0 for name in models}
     visiting = list(range(len(groups)))
     while visiting:  # every round visits every group still being timed, in a fresh order
+        if round_ and before_round is not None:
+            before_round(round_)
         for g in np.random.default_rng([seed, round_]).permutation(visiting):
             group, reference = groups[int(g)]
             for label, timing in time_callables(

@@ -69,9 +69,13 @@ def main() -> None:
     checks = report.get("machine_check") or {}
     if checks:
         lines += ["", "Memory during the run (the machine check's 16 MB memory probe, beside its anchors): "
-                  + "; ".join(f"{when}: {_memory(check)}" for when, check in checks.items())
+                  + "; ".join(f"{when}: {_memory(checks[when])}" for when in ("before", "after") if when in checks)
                   + ". Models whose weights miss a core's cache (the VGG-like one: 13 MB) time off the table by "
                     "about memory's pace; the others do not."]
+    if checks.get("settle"):  # reports before --settle checked the machine between rounds have none
+        lines += ["", "The anchors against their table at each check of `--settle` (before the timing and before "
+                  "every later round), and any wait: "
+                  + ", ".join(_settle(c) for c in checks["settle"] if c["speed_ratio"] is not None) + "."]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
@@ -96,6 +100,12 @@ def main() -> None:
     fig.savefig(out.with_suffix(".png"), dpi=110)
     print("\n".join(lines))
     print(f"wrote {out.with_suffix('.md')}, {out.with_suffix('.json')} and {out.with_suffix('.png')}")
+
+
+def _settle(check: dict) -> str:
+    notes = ([f"waited {check['waited_s']:.0f} s"] if check["waited_s"] else []) + (["still slow"] if check["slow"]
+                                                                                 else [])
+    return f"{check['stage']} {check['speed_ratio']:.2f}x" + (f" ({'; '.join(notes)})" if notes else "")
 
 
 def _memory(check: dict) -> str:

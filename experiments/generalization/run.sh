@@ -7,7 +7,8 @@
 # ResNet-56 and two user models (user_models.py) are held out: 21 random candidates each (fp32-only,
 # int8-containing, near-int8) plus the uniform all-int8 ones, priced with the pooled calibration the run fits on the
 # two zoo models, as a search on a model the profile was never calibrated on prices it. A model whose noise floor
-# is above 3% after the three rounds gets more rounds, up to nine; the validation first waits out a slow spell (--settle).
+# is above 3% after the three rounds gets more rounds, up to nine; the validation waits out slow spells before the
+# timing and between its rounds (--settle).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here/../.."
