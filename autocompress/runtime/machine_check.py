@@ -236,9 +236,9 @@ def check_machine(profile: HardwareProfile, *, rounds: int = 3, reps: int = 20, 
     return check
 
 
-#: how near its table a validation waits for the anchors to run before it times anything, % (:class:`Settler`): of seven
-#: held-out validations on one shared VM, the four whose check before the timing read 1.00x came out 91-97%
-#: within +-10%, the three that read 1.18-1.23x (a slow spell, well inside TOLERANCE_PCT) 56-90%
+#: how near its table a validation waits for the anchors to run before it times anything and between its rounds,
+#: % (:class:`Settler`): of seven held-out validations on one shared VM, the four whose check before the timing read
+#: 1.00x came out 91-97% within +-10%, the three that read 1.18-1.23x (a slow spell, well inside TOLERANCE_PCT) 56-90%
 SETTLE_PCT = 10.0
 
 
