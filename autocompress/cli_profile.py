@@ -110,7 +110,7 @@ def cmd_profile_validate(args: argparse.Namespace) -> int:
         profile = profile.model_copy(update={"validation": []})
         profile, report = score_samples(profile, suites, samples, sorted({s.subset for s in samples}),
                                         command=command, anchor_ratio=earlier.get("anchor_ratio"),
-                                        hold_out=args.hold_out)
+                                        reference_ms=earlier.get("reference_ms"), hold_out=args.hold_out)
     else:
         from autocompress.runtime.machine_check import Settler, check_machine, in_slow_spell
 

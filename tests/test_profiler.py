@@ -219,6 +219,13 @@ def test_validate_holds_models_out_in_the_same_run(tmp_path):
     for row in (r for r in report["samples"] if r["model"] == "unseen"):  # the run's pool, not the stale one
         features = CostModel(updated, space).predict_batch(space.encoding.encode([Candidate.from_dict(row["candidate"])]))
         assert row["predicted_ms"] == pytest.approx(float(pooled.apply(features)[0]))
+    identity = CostModel(updated, space).predict_batch(space.encoding.encode([space.identity()]))
+    reference = report["reference_predicted_ms"]["unseen"]  # what a relative budget on it divides by
+    assert reference["predicted_ms"] == pytest.approx(float(pooled.apply(identity)[0]))
+    for row in report["samples"]:  # each candidate as a fraction of its reference, measured and predicted
+        assert row["measured_fraction"] == pytest.approx(row["measured_ms"] / report["reference_ms"][row["model"]])
+        assert row["predicted_fraction"] == pytest.approx(
+            row["predicted_ms"] / report["reference_predicted_ms"][row["model"]]["predicted_ms"])
     scored = {tuple(v.models) for v in updated.validation}
     assert ("unseen@1x28x28",) in scored and ("lenet5@1x28x28", "unseen@1x28x28") in scored
 

@@ -487,7 +487,10 @@ def score_samples(profile: HardwareProfile, suites: Sequence[Suite], samples: li
     profile holds (``graph_ops``) has them added to every prediction, and its
     calibrations fit what is left of each measured latency.
 
-    ``reference_ms``: each model's uncompressed reference as timed in the run (what ratios were scaled by).
+    ``reference_ms``: each model's uncompressed reference as timed in the run (what ratios were scaled by). With
+    it, every row also holds the candidate as a fraction of its reference, measured and predicted (over the
+    reference's prediction): what a relative budget such as ``latency<=0.5x`` compares, and the pooled
+    calibration prices a model's uncompressed end less well than its random candidates.
     ``hold_out``: models priced with this run's pooled calibration, whatever the profile holds for them; they are
     also scored together.
     """
@@ -528,15 +531,25 @@ def score_samples(profile: HardwareProfile, suites: Sequence[Suite], samples: li
                       if k in profile.model_calibrations and suite.name not in hold_out]
             held_out[suite.name] = profile.model_calibrations[stored[0]] if stored else pooled
     used = {**own, **held_out}
+
+    def predicted(sample: Sample) -> dict[str, float]:
+        between = ops_ms(sample)
+        return {"predicted_ms": float(used[sample.suite].apply(features(sample, used[sample.suite].models))) + between,
+                "pooled_predicted_ms": float(pooled.apply(features(sample, pooled.models))) + between,
+                "graph_ops_ms": between}
+
+    # what a relative budget (latency<=0.5x) divides by: each model's uncompressed reference, predicted
+    references = {suite.name: predicted(_reference_sample(profile, suite)) for suite in suites}
     date = datetime.now(timezone.utc).isoformat(timespec="seconds")
     results, report_rows = [], []
     for s in (s for s in samples if s.role == "validate"):
-        between = ops_ms(s)
-        report_rows.append({"model": s.suite, "subset": s.subset,
-                            "predicted_ms": float(used[s.suite].apply(features(s, used[s.suite].models))) + between,
-                            "pooled_predicted_ms": float(pooled.apply(features(s, pooled.models))) + between,
-                            "graph_ops_ms": between, "measured_ms": s.measured_ms,
-                            "halves_ms": list(s.halves_ms), "candidate": s.candidate.to_dict()})
+        row = {"model": s.suite, "subset": s.subset, **predicted(s), "measured_ms": s.measured_ms,
+               "halves_ms": list(s.halves_ms), "candidate": s.candidate.to_dict()}
+        if reference_ms and s.suite in reference_ms:  # the candidate as a fraction of its reference, both ways
+            row |= {"measured_fraction": s.measured_ms / reference_ms[s.suite],
+                    **{key.replace("_ms", "_fraction"): row[key] / references[s.suite][key]
+                       for key in ("predicted_ms", "pooled_predicted_ms")}}
+        report_rows.append(row)
     model_groups = [[s.name] for s in suites] + ([[s.name for s in suites]] if len(suites) > 1 else [])
     if 1 < len(set(hold_out)) < len(suites):
         model_groups.append([s.name for s in suites if s.name in hold_out])
@@ -564,13 +577,21 @@ def score_samples(profile: HardwareProfile, suites: Sequence[Suite], samples: li
         "validation": [*profile.validation, *results],
     })
     report = {"results": [r.model_dump() for r in results], "anchor_ratio": anchor_ratio,
-              "reference_ms": reference_ms or {}, "samples": report_rows,
+              "reference_ms": reference_ms or {}, "reference_predicted_ms": references, "samples": report_rows,
               "calibration_samples": [{"model": s.suite, "subset": s.subset, "measured_ms": s.measured_ms,
                                        "halves_ms": list(s.halves_ms),
                                        "features": dict(zip(CALIBRATION_FEATURES, s.features.tolist(), strict=True)),
                                        "candidate": s.candidate.to_dict()}
                                       for s in samples if s.role == "calibrate"]}
     return updated, report
+
+
+def _reference_sample(profile: HardwareProfile, suite: Suite) -> Sample:
+    """The suite's uncompressed model as a sample, with its features from today's table and cost model."""
+    identity = suite.space.identity()
+    raw = CostModel(profile, suite.space, model=suite.name, warn_context=False).predict_batch(
+        suite.space.encoding.encode([identity]))
+    return Sample(suite.name, "validate", REFERENCE, identity, np.array([raw[f][0] for f in CALIBRATION_FEATURES]))
 
 
 def samples_from_report(profile: HardwareProfile, suites: Sequence[Suite], report: dict[str, Any]) -> list[Sample]:

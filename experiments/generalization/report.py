@@ -6,7 +6,9 @@
 
 Per model: candidates, share within +-10% of the prediction, median and 90th
 percentile absolute error, median signed error (the bias a calibration
-fitted elsewhere carries), Spearman, and the noise floor of the measurement.
+fitted elsewhere carries), Spearman, the noise floor of the measurement, and
+how well the prediction of each candidate as a fraction of its uncompressed
+reference matches the measured fraction (what `latency<=0.5x` compares).
 Writes OUT.md, OUT.json (the report's rows) and OUT.png (predicted against
 measured latency, one panel per model).
 """
@@ -48,7 +50,8 @@ def main() -> None:
              + ("The profile has no anchors." if report["anchor_ratio"] is None else
                 f"Profile anchors ran at {report['anchor_ratio']:.3f}x their table values."), "",
              "| model | candidates | within +-10% | median abs err | p90 abs err | median signed err | Spearman | "
-             "noise floor |", "|---|---|---|---|---|---|---|---|"]
+             "noise floor | as a fraction of the reference: within +-10% (median signed err) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in [*results, *pooled]:
         models = r["models"]
         mine = [s for s in rows if any(m.startswith(s["model"] + "@") for m in models)]
@@ -59,7 +62,7 @@ def main() -> None:
             set(s["model"] for s in rows)) else "all models")
         lines.append(f"| {name} | {r['n_candidates']} | {r['within_10pct']:.0%} | {r['median_abs_pct_error']:.1f}% | "
                      f"{r['p90_abs_pct_error']:.1f}% | {signed:+.1f}% | {r['spearman']:.3f} | "
-                     f"{r['noise_floor_pct']:.1f}% |")
+                     f"{r['noise_floor_pct']:.1f}% | {_fractions(mine, key.replace('_ms', '_fraction'))} |")
     timed = report.get("rounds")
     if timed:  # reports before the noise bound timed every model for a fixed number of rounds
         lines += ["", (f"Rounds: at least {timed['min']}; models whose noise floor stayed above "
@@ -100,6 +103,15 @@ def main() -> None:
     fig.savefig(out.with_suffix(".png"), dpi=110)
     print("\n".join(lines))
     print(f"wrote {out.with_suffix('.md')}, {out.with_suffix('.json')} and {out.with_suffix('.png')}")
+
+
+def _fractions(rows: list[dict], key: str) -> str:
+    """How well the rows' predicted fractions of their reference (``key``) match the measured ones: what a relative
+    budget compares. Reports before the validation recorded fractions have none."""
+    errors = np.array([(s[key] / s["measured_fraction"] - 1) * 100 for s in rows if key in s])
+    if not len(errors):
+        return "not recorded"
+    return f"{np.mean(np.abs(errors) <= 10):.0%} ({np.median(errors):+.1f}%)"
 
 
 def _settle(check: dict) -> str:
