@@ -260,13 +260,15 @@ class Settler:
     """
 
     def __init__(self, profile: HardwareProfile, *, within_pct: float = SETTLE_PCT, wait_s: float = 300.0,
-                 poll_s: float = 30.0, seed: int = 0, sleep: Callable[[float], None] = time.sleep):
+                 poll_s: float = 30.0, seed: int = 0, sleep: Callable[[float], None] = time.sleep,
+                 check: Callable[..., MachineCheck] = check_machine):
         self.profile, self.within_pct, self.poll_s, self.seed, self.sleep = profile, within_pct, poll_s, seed, sleep
+        self.check = check  # called as check(profile, seed=seed)
         self.left_s = wait_s
         self.checks: list[dict] = []
 
     def __call__(self, stage: str = "start") -> MachineCheck:
-        check = check_machine(self.profile, seed=self.seed)
+        check = self.check(self.profile, seed=self.seed)
         waited = 0.0
         while in_slow_spell(check, self.within_pct) and self.left_s >= self.poll_s:  # polls left in the budget
             log.info("%s: anchors at %.2fx their table: waiting %.0f s for the machine to settle", stage,
@@ -274,7 +276,7 @@ class Settler:
             self.sleep(self.poll_s)
             self.left_s -= self.poll_s
             waited += self.poll_s
-            check = check_machine(self.profile, seed=self.seed)
+            check = self.check(self.profile, seed=self.seed)
         self.checks.append({"stage": stage, "speed_ratio": check.speed_ratio, "waited_s": waited,
                             "slow": in_slow_spell(check, self.within_pct)})
         return check
