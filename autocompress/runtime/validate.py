@@ -489,8 +489,8 @@ def score_samples(profile: HardwareProfile, suites: Sequence[Suite], samples: li
 
     ``reference_ms``: each model's uncompressed reference as timed in the run (what ratios were scaled by). With
     it, every row also holds the candidate as a fraction of its reference, measured and predicted (over the
-    reference's prediction): what a relative budget such as ``latency<=0.5x`` compares, and the pooled
-    calibration prices a model's uncompressed end less well than its random candidates.
+    reference's prediction): what a relative budget such as ``latency<=0.5x`` compares. It differs from the
+    absolute figure where a calibration prices a model's uncompressed end less well than its random candidates.
     ``hold_out``: models priced with this run's pooled calibration, whatever the profile holds for them; they are
     also scored together.
     """
