@@ -91,7 +91,8 @@ class Suite:
 @dataclass
 class Sample:
     suite: str
-    role: str  # "calibrate" | "validate"
+    role: str  # "calibrate" | "validate" | "reference" (a held-out model's uncompressed one: neither, but what
+    # its relative fractions divide by)
     subset: str
     candidate: Candidate
     features: np.ndarray  # CALIBRATION_FEATURES, in order
@@ -265,9 +266,10 @@ def validate_profile(
     (subset ``uniform-int8``), alternately calibrated on (the widest first) and held out. ``n_calibrate=0`` fits
     nothing: the models are priced with the profile's stored calibration
     (held-out models, see :func:`score_samples`). With ``n_calibrate > 0`` each
-    model's uncompressed reference is one more calibration sample (subset
+    calibrated model's uncompressed reference is one more calibration sample (subset
     ``reference``): it is timed beside every call anyway, and relative budgets
-    divide by its prediction. Returns the updated profile
+    divide by its prediction; a held-out model's is kept (role ``reference``) for the
+    candidates' fractions of it. Returns the updated profile
     (calibrations and validation results stored) and a report with every sample.
     A model's latency is its median ratio to its reference over 2 x
     ``sessions`` sessions, times the reference's median latency in the run.
@@ -311,6 +313,7 @@ def validate_profile(
     runners: dict[int, Callable] = {}
     references: dict[str, Callable] = {}
     # the uncompressed model, timed with every call anyway: what a relative budget divides by, so calibrated on
+    # (a held-out model's only priced, for its candidates' fractions)
     reference_samples: dict[str, Sample] = {}
     tmp = tempfile.TemporaryDirectory(prefix="autocompress-validate-") if workdir is None else None
     root = Path(workdir or tmp.name)
@@ -321,10 +324,9 @@ def validate_profile(
             costs = CostModel(profile, suite.space, model=suite.name, warn_context=not calibrate)
             references[suite.name] = candidate_opener(runtime, suite.model, suite.space, suite.space.identity(),
                                                       root / f"{suite.name}-reference.onnx", seed)()
-            if calibrate:
-                raw = costs.predict_batch(suite.space.encoding.encode([suite.space.identity()]))
-                reference_samples[suite.name] = Sample(suite.name, "calibrate", REFERENCE, suite.space.identity(),
-                                                       np.array([raw[f][0] for f in CALIBRATION_FEATURES]))
+            reference_samples[suite.name] = Sample(suite.name, "calibrate" if calibrate else "reference", REFERENCE,
+                                                   suite.space.identity(),
+                                                   feature_rows(costs, suite.space, [suite.space.identity()])[0])
             planned: list[tuple[Candidate, str, str]] = []  # candidate, role, subset
             for subset in subsets:
                 per_role = {"calibrate": calibrate // len(subsets), "validate": n_validate // len(subsets)}
@@ -339,9 +341,8 @@ def validate_profile(
                 # ones lie between calibrated neighbours instead of beyond them
                 roles = ["calibrate", "validate"] if calibrate else ["validate"]
                 planned += [(c, roles[i % len(roles)], UNIFORM_INT8) for i, c in enumerate(uniform)]
-            raw = costs.predict_batch(suite.space.encoding.encode([c for c, _, _ in planned]))
-            for i, (candidate, role, subset) in enumerate(planned):
-                features = np.array([raw[f][i] for f in CALIBRATION_FEATURES])
+            rows = feature_rows(costs, suite.space, [c for c, _, _ in planned])
+            for (candidate, role, subset), features in zip(planned, rows, strict=True):
                 samples.append(Sample(suite.name, role, subset, candidate, features))
                 runners[len(samples) - 1] = candidate_opener(runtime, suite.model, suite.space, candidate,
                                                              root / f"{suite.name}-{len(samples)}.onnx", seed)
@@ -376,10 +377,9 @@ def validate_profile(
             log.warning("validation: %s's noise floor is still %.1f%% after %d rounds (bound %.1f%%): its figures "
                         "carry that much of this machine's noise", name, noise[name], rounds_of[name],
                         noise_bound_pct)
-        if name in reference_samples:
-            reference_samples[name].measured_ms = reference_ms[name]
-            reference_samples[name].halves_ms = (reference_ms[name], reference_ms[name])
-            samples.append(reference_samples[name])
+        reference_samples[name].measured_ms = reference_ms[name]
+        reference_samples[name].halves_ms = (reference_ms[name], reference_ms[name])
+        samples.append(reference_samples[name])
     ratios = [across_sessions([timings[f"anchor/{key}/{k}"].value_ms for k in range(sessions)]) / reference
               for key, reference in profile.anchors.items() if reference > 0]
     anchor_ratio = float(np.median(ratios)) if ratios else None
@@ -539,13 +539,13 @@ def score_samples(profile: HardwareProfile, suites: Sequence[Suite], samples: li
                 "graph_ops_ms": between}
 
     # what a relative budget (latency<=0.5x) divides by: each model's uncompressed reference, predicted
-    references = {suite.name: predicted(_reference_sample(profile, suite)) for suite in suites}
+    references = {s.suite: predicted(s) for s in samples if s.subset == REFERENCE}
     date = datetime.now(timezone.utc).isoformat(timespec="seconds")
     results, report_rows = [], []
     for s in (s for s in samples if s.role == "validate"):
         row = {"model": s.suite, "subset": s.subset, **predicted(s), "measured_ms": s.measured_ms,
                "halves_ms": list(s.halves_ms), "candidate": s.candidate.to_dict()}
-        if reference_ms and s.suite in reference_ms:  # the candidate as a fraction of its reference, both ways
+        if reference_ms and s.suite in reference_ms and s.suite in references:  # a fraction of its reference
             row |= {"measured_fraction": s.measured_ms / reference_ms[s.suite],
                     **{key.replace("_ms", "_fraction"): row[key] / references[s.suite][key]
                        for key in ("predicted_ms", "pooled_predicted_ms")}}
@@ -586,16 +586,15 @@ def score_samples(profile: HardwareProfile, suites: Sequence[Suite], samples: li
     return updated, report
 
 
-def _reference_sample(profile: HardwareProfile, suite: Suite) -> Sample:
-    """The suite's uncompressed model as a sample, with its features from today's table and cost model."""
-    identity = suite.space.identity()
-    raw = CostModel(profile, suite.space, model=suite.name, warn_context=False).predict_batch(
-        suite.space.encoding.encode([identity]))
-    return Sample(suite.name, "validate", REFERENCE, identity, np.array([raw[f][0] for f in CALIBRATION_FEATURES]))
+def feature_rows(costs: CostModel, space: SearchSpace, candidates: Sequence[Candidate]) -> np.ndarray:
+    """The candidates' CALIBRATION_FEATURES as ``costs`` prices them, one row each."""
+    raw = costs.predict_batch(space.encoding.encode(list(candidates)))
+    return np.column_stack([raw[f] for f in CALIBRATION_FEATURES])
 
 
 def samples_from_report(profile: HardwareProfile, suites: Sequence[Suite], report: dict[str, Any]) -> list[Sample]:
-    """The measured samples of an earlier validation, to recalibrate without measuring again."""
+    """The measured samples of an earlier validation, to recalibrate without measuring again, and every model's
+    uncompressed reference (the held-out ones' with role ``reference``, timed as the report says)."""
     by_name = {s.name: s for s in suites}
     costs = {s.name: CostModel(profile, s.space) for s in suites}
     samples = []
@@ -606,8 +605,7 @@ def samples_from_report(profile: HardwareProfile, suites: Sequence[Suite], repor
                 raise ProfileError(f"the report has samples of {row['model']!r}; pass that model too")
             if "candidate" in row:  # features from today's table and cost model
                 candidate = Candidate.from_dict(row["candidate"])
-                raw = costs[suite.name].predict_batch(suite.space.encoding.encode([candidate]))
-                features = np.array([raw[f][0] for f in CALIBRATION_FEATURES])
+                features = feature_rows(costs[suite.name], suite.space, [candidate])[0]
             else:
                 candidate = Candidate({})
                 lacking = sorted(set(CALIBRATION_FEATURES) - {"any_quant"} - set(row["features"]))
@@ -620,4 +618,11 @@ def samples_from_report(profile: HardwareProfile, suites: Sequence[Suite], repor
             halves = row.get("halves_ms") or (row["measured_ms"], row.get("repeat_ms", float("nan")))
             samples.append(Sample(suite.name, role, row["subset"], candidate, features, row["measured_ms"],
                                   (float(halves[0]), float(halves[1]))))
+    timed = report.get("reference_ms", {})
+    for suite in suites:  # a held-out model's reference: the calibrated ones' are calibration samples
+        if not any(s.suite == suite.name and s.subset == REFERENCE for s in samples):
+            identity = suite.space.identity()
+            ms = timed.get(suite.name, float("nan"))
+            samples.append(Sample(suite.name, "reference", REFERENCE, identity,
+                                  feature_rows(costs[suite.name], suite.space, [identity])[0], ms, (ms, ms)))
     return samples

@@ -115,8 +115,11 @@ def _fractions(rows: list[dict], key: str) -> str:
 
 
 def _settle(check: dict) -> str:
-    notes = ([f"waited {check['waited_s']:.0f} s"] if check["waited_s"] else []) + (["still slow"] if check["slow"]
-                                                                                 else [])
+    notes = []
+    if check["waited_s"]:
+        notes.append(f"waited {check['waited_s']:.0f} s")
+    if check["slow"]:
+        notes.append("still slow")
     return f"{check['stage']} {check['speed_ratio']:.2f}x" + (f" ({'; '.join(notes)})" if notes else "")
 
 
