@@ -95,6 +95,7 @@ def test_families():
             "resnet32": "resnet_cifar",
             "resnet56": "resnet_cifar",
             "mobilenetv2_cifar": "mobilenetv2",
+            "mobilenetv2_cifar_050": "mobilenetv2",
             "lenet5": "lenet",
             "efficientnet_b0": "efficientnet",
             "efficientnet_b0_tiny": "efficientnet",
@@ -171,6 +172,16 @@ def test_deterministic_construction(name):
 def test_width_mult_shrinks(name):
     width = model_info(name).default_kwargs["width_mult"]
     assert _n_params(create_model(name, width_mult=width / 2)) < _n_params(create_model(name))
+
+
+def test_named_width_variant_is_the_width_model():
+    """``mobilenetv2_cifar_050`` builds exactly ``mobilenetv2_cifar(width_mult=0.5)``, weights included."""
+    torch.manual_seed(0)
+    named = create_model("mobilenetv2_cifar_050").state_dict()
+    torch.manual_seed(0)
+    width = create_model("mobilenetv2_cifar", width_mult=0.5).state_dict()
+    assert named.keys() == width.keys() and all(torch.equal(named[k], width[k]) for k in named)
+    assert "width_mult" not in model_info("mobilenetv2_cifar_050").default_kwargs  # the name fixes it
 
 
 @pytest.mark.parametrize("name", MODELS + sorted(TOYS))

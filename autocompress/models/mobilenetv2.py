@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from .registry import register_model
 
-__all__ = ["InvertedResidual", "MobileNetV2", "make_divisible", "mobilenetv2_cifar"]
+__all__ = ["InvertedResidual", "MobileNetV2", "make_divisible", "mobilenetv2_cifar", "mobilenetv2_cifar_050"]
 
 #: (expand ratio t, output channels c, repeats n, first stride s), CIFAR strides.
 CIFAR_SETTINGS: tuple[tuple[int, int, int, int], ...] = (
@@ -143,3 +143,18 @@ def mobilenetv2_cifar(
     return MobileNetV2(
         num_classes=num_classes, in_channels=in_channels, width_mult=width_mult, dropout=dropout
     )
+
+
+@register_model("mobilenetv2_cifar_050", family="mobilenetv2")
+def mobilenetv2_cifar_050(
+    *,
+    num_classes: int = 10,
+    in_channels: int = 3,
+    dropout: float = 0.2,
+) -> nn.Module:
+    """MobileNetV2 for 32x32 inputs at width 0.5 (~0.70M parameters; the classifier's 1280 features stay).
+
+    A name of its own, as timm's ``mobilenetv2_050``, so that profiles, calibrations and
+    studies tell it apart from the width-1 model.
+    """
+    return mobilenetv2_cifar(num_classes=num_classes, in_channels=in_channels, width_mult=0.5, dropout=dropout)
