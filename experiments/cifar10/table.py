@@ -309,12 +309,18 @@ def pct(value: float | None, digits: int = 2) -> str:
     return "–" if value is None or not math.isfinite(value) else f"{100 * value:.{digits}f}"
 
 
+#: settings a search's experiment file may hold otherwise than its run: a search stopped early (or extended)
+#: replays the same trials, so the file says how many the table's run completed
+RUN_LENGTH = ("n_trials", "timeout_s")
+
+
 def experiment_file(config: dict[str, Any]) -> str | None:
-    """The committed experiment file that ran this search: same output folder and same settings, else None."""
+    """The committed experiment file that ran this search: same output folder and same settings (its length
+    aside), else None."""
     for path in sorted((ROOT / "experiments" / "cifar10").glob("*.yaml")):
         data = load_yaml(path, TableError)
         if isinstance(data, dict) and data.get("out") == config.get("out") and all(
-                config.get(k) == v for k, v in data.items()):
+                config.get(k) == v for k, v in data.items() if k not in RUN_LENGTH):
             return str(path.relative_to(ROOT))
     return None
 
@@ -323,7 +329,10 @@ def search_command(c: dict[str, Any]) -> str:
     """The command that ran a search (its experiment file where one matches; else flags from its config)."""
     experiment = experiment_file(c)
     if experiment is not None:
-        return f"autocompress search {experiment}"
+        data = load_yaml(ROOT / experiment, TableError)
+        started = [f"{k} {c[k]}" for k in RUN_LENGTH if k in data and c.get(k) != data[k]]
+        return f"autocompress search {experiment}" + (f"    # the run was started with {', '.join(started)}"
+                                                      if started else "")
     search = ["autocompress", "search", "--model", str(c.get("model")), "--data", str(c.get("data"))]
     if c.get("weights"):
         search += ["--weights", str(c["weights"])]
@@ -355,13 +364,23 @@ def commands(rows: list[dict[str, Any]], exports: list[tuple[Path, dict[str, Any
             out.append(search)
         study = manifest.get("study") or {}
         if study.get("selected") == "given" or Path(export_dir) != ROOT / str(c.get("out")) / "export":
-            trials = [f"--trial {m['trial']}" for m in manifest.get("members") or []]
+            # named trials, or the front (screened on measured latency where the manifest says so) into another folder
+            chosen = ([f"--trial {m['trial']}" for m in manifest.get("members") or []]
+                      if study.get("selected") == "given" else ["--screen"] if manifest.get("screening") else [])
             epochs = (manifest.get("final_fine_tune") or {}).get("epochs")
             extra = f" --final-epochs {epochs:g}" if epochs is not None and epochs != c.get("final_epochs") else ""
-            out.append(f"autocompress export {c.get('out')} {' '.join(trials)}{extra} --out "
+            out.append(f"autocompress export {c.get('out')} {' '.join(chosen)}{extra} --out "
                        f"{Path(export_dir).relative_to(ROOT) if Path(export_dir).is_relative_to(ROOT) else export_dir}")
     out.append(shlex.join(["python", "experiments/cifar10/table.py", *sys.argv[1:]]))
     return out
+
+
+def search_tag(export_dir: Path, export_dirs: list[Path]) -> str:
+    """What tells a search's rows from the others': its run folder, and the export folder where one search has
+    several (its front screened on measured latency beside trials named by hand)."""
+    parents = [d.parent.name for d in export_dirs]
+    return export_dir.parent.name if parents.count(export_dir.parent.name) == 1 else (
+        f"{export_dir.parent.name}/{export_dir.name}")
 
 
 def judged_ratio(row: dict[str, Any], metric: str) -> float | None:
@@ -516,7 +535,7 @@ def main(argv: list[str] | None = None) -> None:
     searches = []
     for export_dir, manifest in exports:
         search_s, search_note = search_seconds(manifest, export_dir)
-        tag = export_dir.parent.name if len(exports) > 1 else ""
+        tag = search_tag(export_dir, export_dirs) if len(exports) > 1 else ""
         rows += member_rows(manifest, export_dir, runs_int8, search_s, tag)
         searches.append({"export": str(export_dir), "profile": (manifest.get("config") or {}).get("profile"),
                          "seconds": search_s, "seconds_note": search_note,
