@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from autocompress.data import DataInfo, ImageData
+from autocompress.files import replace_atomically
 from autocompress.models import ModelError, create_model, model_info
 from autocompress.train import FitConfig, evaluate, resolve_device, train_base
 
@@ -101,9 +102,7 @@ def trained_base_model(
             info = {"source": "trained", "train": metrics}
             if cached is not None:
                 cached.parent.mkdir(parents=True, exist_ok=True)
-                tmp = cached.with_suffix(".tmp")
-                torch.save(model.state_dict(), tmp)
-                tmp.replace(cached)
+                replace_atomically(cached, lambda tmp: torch.save(model.state_dict(), tmp))
                 info["path"] = str(cached)
     model.eval()
     trained = info.get("train", {}).get("val_accuracy")  # train_base measured it on the same split

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -40,13 +42,26 @@ def read_json(path: str | Path, *, what: str, error: type[Exception]) -> Any:
         raise error(f"{path}: not valid JSON: {exc}") from None
 
 
+def replace_atomically(path: str | Path, write: Callable[[Path], Any]) -> Path:
+    """``write(tmp)`` to a file of its own beside ``path``, then renamed onto it: a reader never sees half a file,
+    an interrupted write leaves none, and writers of the same file at once (two workers caching the same base
+    model) each rename their own whole file, the last one winning."""
+    path = Path(path)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f"{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
 def write_json(data: Any, path: str | Path) -> Path:
     """Atomic write, so an interrupted save never leaves half a file."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
-    os.replace(tmp, path)
-    return path
+    text = json.dumps(data, indent=1) + "\n"
+    return replace_atomically(path, lambda tmp: tmp.write_text(text))
 
 
 def validation_problems(exc: ValidationError, *, limit: int = 10) -> str:

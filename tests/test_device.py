@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
@@ -155,6 +156,18 @@ def test_the_evaluator_trains_on_its_device_and_hands_back_a_working_cpu_model(t
     assert student.eval()(x).device.type == "cpu"  # usable where it is measured and exported
     cpu_accuracy = evaluate(student, mnist5k.loader("val", batch_size=256, limit=200))
     assert cpu_accuracy == pytest.approx(result.accuracy, abs=0.01)  # the same model, evaluated on the CPU
+
+
+def test_the_reference_cache_finds_a_recipe_however_its_numbers_were_written(mnist5k, tmp_path):
+    """``--base-epochs 2`` (a float from the command line) and ``base_epochs: 2`` (an int in Python or YAML) are
+    one recipe: two workers given either must share the cached reference, not each train and save their own."""
+    first = FitConfig(epochs=1, lr=1, max_steps=2, progress=False)
+    _, trained = trained_base_model("lenet5", mnist5k, fit=first, cache_dir=tmp_path)
+    again = FitConfig(epochs=1.0, lr=1.0, max_steps=2, progress=False)
+    _, cached = trained_base_model("lenet5", mnist5k, fit=again, cache_dir=tmp_path)
+    assert trained["source"] == "trained" and cached["source"] == "cache" and cached["path"] == trained["path"]
+    assert first == again and isinstance(first.epochs, float) and isinstance(first.lr, float)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [Path(trained["path"]).name]  # no temporary file left
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -15,6 +15,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from autocompress.files import replace_atomically
 from autocompress.search import SearchRun, load_study, parse_budgets, records, run_search
 from autocompress.search.claims import StudyState, fail_dead_claims
 from autocompress.search.engine import EvaluationsFailing, create_study
@@ -79,6 +80,29 @@ def _check_export(run, study):
     assert sorted(m["trial"] for m in manifest["members"]) == sorted(t["trial"] for t in front)
     for member in manifest["members"]:
         assert member["candidate"] == json.loads(study.trials[member["trial"]].user_attrs["candidate"])
+
+
+def test_writers_of_one_file_at_once_each_rename_a_whole_file(tmp_path):
+    """Two workers caching the same file: the one that finishes first renames its own temporary file, not the
+    other's half-written one, and the later writer's whole file is what stays."""
+    target = tmp_path / "base-model.pt"
+
+    def slow_writer(tmp):
+        tmp.write_text("first, half")
+        replace_atomically(target, lambda other: other.write_text("second"))  # another writer, start to end
+        assert target.read_text() == "second"
+        tmp.write_text("first, whole")
+
+    replace_atomically(target, slow_writer)
+    assert target.read_text() == "first, whole" and [p.name for p in tmp_path.iterdir()] == [target.name]
+
+    def failing_writer(tmp):
+        tmp.write_text("half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        replace_atomically(target, failing_writer)
+    assert target.read_text() == "first, whole" and [p.name for p in tmp_path.iterdir()] == [target.name]
 
 
 def test_two_processes_on_one_journal_train_the_total_once(tmp_path, lenet_profile, cache):  # noqa: F811

@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -199,7 +199,14 @@ class FitConfig:
     seed: int = 0
     progress: bool = True  # loss, accuracy so far and steps/s: a live bar on a terminal, else log lines
 
+    #: fields held as floats whatever number was given: 2 and 2.0 epochs are one config, and one cache key
+    FLOATS: ClassVar[tuple[str, ...]] = ("epochs", "lr", "momentum", "weight_decay", "temperature", "alpha")
+
     def __post_init__(self) -> None:
+        for name in self.FLOATS:
+            value = getattr(self, name)
+            if isinstance(value, int) and not isinstance(value, bool):
+                setattr(self, name, float(value))
         checks = [
             ("epochs", self.epochs >= 0 and math.isfinite(self.epochs), "a finite number >= 0"),
             ("max_steps", self.max_steps is None or self.max_steps >= 0, "an int >= 0 or None"),

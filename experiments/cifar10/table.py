@@ -364,9 +364,10 @@ def commands(rows: list[dict[str, Any]], exports: list[tuple[Path, dict[str, Any
             out.append(search)
         study = manifest.get("study") or {}
         if study.get("selected") == "given" or Path(export_dir) != ROOT / str(c.get("out")) / "export":
-            # named trials, or the front (screened on measured latency where the manifest says so) into another folder
+            # named trials, or the front (chosen again on measured latency where it was screened) in another folder
+            screened = bool((manifest.get("screening") or {}).get("screened"))
             chosen = ([f"--trial {m['trial']}" for m in manifest.get("members") or []]
-                      if study.get("selected") == "given" else ["--screen"] if manifest.get("screening") else [])
+                      if study.get("selected") == "given" else ["--screen" if screened else "--no-screen"])
             epochs = (manifest.get("final_fine_tune") or {}).get("epochs")
             extra = f" --final-epochs {epochs:g}" if epochs is not None and epochs != c.get("final_epochs") else ""
             out.append(f"autocompress export {c.get('out')} {' '.join(chosen)}{extra} --out "
