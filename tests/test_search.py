@@ -1,7 +1,9 @@
 """The search engine for real: Optuna studies on disk, trained models, a killed and resumed search."""
 
+import copy
 import dataclasses
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -10,6 +12,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 from optuna.trial import TrialState
 
 from autocompress.data import load_data
@@ -304,3 +307,38 @@ def test_evolution_scores_sensitivity_once_and_a_resumed_search_reuses_it(tmp_pa
     again = search(dataclasses.replace(config, n_trials=5), model=model, data=data, progress=False)
     assert again.proposals.priced == 5 and again.proposals.feasible == 5
     assert load_study(config.storage_path, config.study_name).user_attrs["sensitivity"] == table
+
+
+def test_a_new_search_of_the_same_model_space_and_data_reads_the_cached_sensitivity_table(tmp_path, lenet_profile,
+                                                                                           caplog):
+    """Another budget, another study: the table is read from the cache (the first search's, scoring time and
+    all), while other weights are scored afresh; a cut cache file is scored again and replaced."""
+    data = load_data("mnist5k", seed=0, max_train=500)
+    model, _ = zoo_model("lenet5")
+    config = _config(tmp_path, lenet_profile, n_trials=1, strategy="evolution", space="lenet",
+                     cache_dir=str(tmp_path / "cache"), out=str(tmp_path / "first"),
+                     strategy_options={"generations": 2, "population": 8, "sensitivity_values": 1})
+    search(config, model=model, data=data, progress=False)
+    table = load_study(config.storage_path, config.study_name).user_attrs["sensitivity"]
+    [cached] = (tmp_path / "cache").glob("sensitivity-*.json")
+    assert json.loads(cached.read_text()) == table
+
+    def run(name, base=model):
+        other = dataclasses.replace(config, out=str(tmp_path / name), budgets=["latency<=0.7x"])
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="autocompress.search.api"):
+            search(other, model=base, data=data, progress=False)
+        return load_study(other.storage_path, other.study_name).user_attrs["sensitivity"], caplog.text
+
+    second, text = run("second")
+    assert second == table and "read from the cache" in text  # the same seconds: not scored again
+    retrained = copy.deepcopy(model)
+    with torch.no_grad():
+        next(retrained.parameters()).mul_(0.5)
+    third, text = run("third", retrained)
+    assert "read from the cache" not in text and third != table
+    assert len(list((tmp_path / "cache").glob("sensitivity-*.json"))) == 2  # its own entry, the first's kept
+    cached.write_text(cached.read_text()[:40])  # cut short, as by a full disk
+    fourth, text = run("fourth")
+    assert "not a usable sensitivity table" in text and fourth["scored"] == table["scored"]
+    assert json.loads(cached.read_text()) == fourth  # replaced by the table scored again

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import os
 import re
 import stat
 import time
@@ -23,7 +24,6 @@ from typing import Any
 import numpy as np
 
 from autocompress.data.base import ZIP_ERRORS, DataError, SourceData, Split, existing_path
-from autocompress.files import replace_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -148,14 +148,12 @@ def _write_cache(cache_file: Path, src: SourceData) -> None:
     arrays: dict[str, Any] = {"name": np.array(src.name), "classes": np.array(src.classes)}
     for s, (x, y) in src.splits.items():
         arrays[f"{s}_x"], arrays[f"{s}_y"] = x, y
-
-    def save(tmp: Path) -> None:
-        with open(tmp, "wb") as fh:  # a file object: np.savez would add ".npz" to a name
-            np.savez(fh, **arrays)
-
     try:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
-        replace_atomically(cache_file, save)  # a concurrent reader never sees half a file
+        tmp = cache_file.with_name(f"{cache_file.name}.{os.getpid()}.tmp")
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+        os.replace(tmp, cache_file)  # atomic: a concurrent reader never sees half a file
     except OSError as exc:
         logger.warning("could not write cache %s: %s", cache_file, exc)
 

@@ -14,6 +14,7 @@ are about (``budgets: ...``).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import math
@@ -29,7 +30,7 @@ from torch import nn
 
 from autocompress.base_model import build_model, trained_base_model
 from autocompress.data import DataError, DataInfo, ImageData, load_data, probe_data
-from autocompress.files import path_exists
+from autocompress.files import path_exists, read_json, write_json
 from autocompress.graph import GraphError, ModelGraph
 from autocompress.hardware import CostModel
 from autocompress.hardware.profile import HardwareProfile, ProfileError, find_profile
@@ -68,6 +69,7 @@ from autocompress.search.study import (
 from autocompress.search.workers import join_workers, start_workers, threads_per_worker
 from autocompress.space import Candidate, CandidateError, SearchSpace, SpaceError
 from autocompress.train import Evaluator, FitConfig, resolve_device
+from autocompress.versions import versions
 
 log = logging.getLogger(__name__)
 
@@ -340,18 +342,64 @@ def _scorer(setup: SearchSetup, *, fine_tune_epochs: float, recalibrate_batches:
 
 #: the study attribute holding a search's sensitivity table (scored once, reused on resume)
 SENSITIVITY_ATTR = "sensitivity"
+#: batches of training images a sensitivity point's BatchNorm statistics are recalibrated on
+SENSITIVITY_RECALIBRATE_BATCHES = 2
+
+
+def sensitivity_cache_file(setup: SearchSetup, per_column: int) -> Path | None:
+    """Where the table is kept across studies (None without a cache folder), named by a digest of all it is
+    scored from: the reference's weights, the space's columns, the data and its split, the proxy's subsets, seed
+    and device, and the versions. Another search of the same model, space and data (another budget, strategy
+    or trial count) reads it instead of scoring it again: 326 models and 27 minutes for MobileNetV2 on 2 cores."""
+    c = setup.config
+    if not c.cache_dir:
+        return None
+    digest = hashlib.sha1()
+    for tensor in setup.base_model.state_dict().values():
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    for labels in (setup.data.train_y, setup.data.val_y):  # which images each split holds, in order
+        digest.update(labels.numpy().tobytes())
+    record = {
+        "weights_and_labels": digest.hexdigest(), "model": c.model, "data": setup.data.name,
+        "input_shape": list(setup.data.input_shape), "per_column": per_column,
+        "columns": [[col.owner, col.dim, list(col.values), col.offered.tolist()] for col in setup.space.encoding.columns],
+        "eval_limit": c.proxy_eval_limit, "train_limit": c.proxy_train_limit, "seed": c.seed,
+        "recalibrate_batches": SENSITIVITY_RECALIBRATE_BATCHES, "device": resolve_device(c.device).type,
+        "versions": {k: v for k, v in versions().items() if k in ("autocompress", "torch")},
+    }
+    key = hashlib.sha1(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return Path(c.cache_dir) / f"sensitivity-{key}.json"
 
 
 def sensitivity_table(setup: SearchSetup, study, per_column: int, *, progress: bool = True) -> Sensitivity:
-    """The study's per-layer sensitivity table: read back when stored, else scored (BN recalibration on a
-    few batches, no fine-tuning, the proxy's val subset) and stored on the study."""
+    """The study's per-layer sensitivity table: read back when stored, else read from the cache
+    (:func:`sensitivity_cache_file`), else scored (BN recalibration on a few batches, no fine-tuning, the
+    proxy's val subset) and cached; stored on the study either way, so a resumed search never looks again."""
     stored = study.user_attrs.get(SENSITIVITY_ATTR)
     if stored is not None:
         return Sensitivity.from_dict(stored, setup.space)
-    score = _scorer(setup, fine_tune_epochs=0.0, recalibrate_batches=2, fidelity="sensitivity")
+    cached = sensitivity_cache_file(setup, per_column)
+    if cached is not None and path_exists(cached):
+        try:
+            table = Sensitivity.from_dict(read_json(cached, what="sensitivity table", error=ValueError), setup.space)
+        except (ValueError, KeyError, TypeError) as exc:  # a cut or foreign file: scored again below, and replaced
+            log.warning("%s: not a usable sensitivity table (%s); scoring it again", cached, exc)
+        else:
+            log.info("sensitivity: %d single-decision models read from the cache %s (scored in %.0f s by an "
+                     "earlier search)", table.scored, cached, table.seconds)
+            study.set_user_attr(SENSITIVITY_ATTR, table.to_dict())
+            return table
+    score = _scorer(setup, fine_tune_epochs=0.0, recalibrate_batches=SENSITIVITY_RECALIBRATE_BATCHES,
+                    fidelity="sensitivity")
     table = compute_sensitivity(setup.base_model, setup.space, lambda m, c: score(m, c)[0],
                                 per_column=per_column, progress=progress)
     study.set_user_attr(SENSITIVITY_ATTR, table.to_dict())
+    if cached is not None:
+        try:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            write_json(table.to_dict(), cached)
+        except OSError as exc:  # a read-only cache costs the next search the scoring, not this one its table
+            log.warning("could not cache the sensitivity table in %s: %s", cached, exc)
     return table
 
 
