@@ -9,8 +9,6 @@ key of everything that shaped it.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,7 +18,7 @@ import torch
 from torch import nn
 
 from autocompress.data import DataInfo, ImageData
-from autocompress.files import replace_atomically
+from autocompress.files import content_key, replace_atomically
 from autocompress.models import ModelError, create_model, model_info
 from autocompress.train import FitConfig, evaluate, resolve_device, train_base
 
@@ -63,7 +61,7 @@ def _cache_key(name: str, data: ImageData, fit: FitConfig, kwargs: dict) -> str:
     record = {"model": name, "kwargs": kwargs, "data": data.name, "shape": data.input_shape,
               "n_train": len(data.train_y), "classes": data.num_classes,
               "fit": fit.to_dict() | {"progress": None}, "torch": torch.__version__}
-    return hashlib.sha1(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return content_key(record)
 
 
 def trained_base_model(

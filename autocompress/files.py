@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -40,6 +41,11 @@ def read_json(path: str | Path, *, what: str, error: type[Exception]) -> Any:
         raise error(f"{path}: not valid JSON: nested too deeply to read") from None
     except ValueError as exc:  # a number with more digits than Python converts
         raise error(f"{path}: not valid JSON: {exc}") from None
+
+
+def content_key(record: Any) -> str:
+    """A short digest of a JSON-able record: what a cache entry is named by, so that the same inputs find it."""
+    return hashlib.sha1(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def replace_atomically(path: str | Path, write: Callable[[Path], Any]) -> Path:

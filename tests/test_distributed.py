@@ -83,15 +83,15 @@ def _check_export(run, study):
 
 
 def test_writers_of_one_file_at_once_each_rename_a_whole_file(tmp_path):
-    """Two workers caching the same file: the one that finishes first renames its own temporary file, not the
-    other's half-written one, and the later writer's whole file is what stays."""
+    """Two workers caching the same file: one has written its whole file when the other writes and renames
+    its own. With one temporary name for both, the second writer took the first's file away and the first's
+    rename failed; each must rename its own, the later rename's whole file staying."""
     target = tmp_path / "base-model.pt"
 
     def slow_writer(tmp):
-        tmp.write_text("first, half")
-        replace_atomically(target, lambda other: other.write_text("second"))  # another writer, start to end
-        assert target.read_text() == "second"
         tmp.write_text("first, whole")
+        replace_atomically(target, lambda other: other.write_text("second"))  # between this write and its rename
+        assert target.read_text() == "second"
 
     replace_atomically(target, slow_writer)
     assert target.read_text() == "first, whole" and [p.name for p in tmp_path.iterdir()] == [target.name]

@@ -30,7 +30,7 @@ from torch import nn
 
 from autocompress.base_model import build_model, trained_base_model
 from autocompress.data import DataError, DataInfo, ImageData, load_data, probe_data
-from autocompress.files import path_exists, read_json, write_json
+from autocompress.files import content_key, path_exists, read_json, write_json
 from autocompress.graph import GraphError, ModelGraph
 from autocompress.hardware import CostModel
 from autocompress.hardware.profile import HardwareProfile, ProfileError, find_profile
@@ -367,8 +367,7 @@ def sensitivity_cache_file(setup: SearchSetup, per_column: int) -> Path | None:
         "recalibrate_batches": SENSITIVITY_RECALIBRATE_BATCHES, "device": resolve_device(c.device).type,
         "versions": {k: v for k, v in versions().items() if k in ("autocompress", "torch")},
     }
-    key = hashlib.sha1(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    return Path(c.cache_dir) / f"sensitivity-{key}.json"
+    return Path(c.cache_dir) / f"sensitivity-{content_key(record)}.json"
 
 
 def sensitivity_table(setup: SearchSetup, study, per_column: int, *, progress: bool = True) -> Sensitivity:

@@ -314,22 +314,22 @@ def pct(value: float | None, digits: int = 2) -> str:
 RUN_LENGTH = ("n_trials", "timeout_s")
 
 
-def experiment_file(config: dict[str, Any]) -> str | None:
-    """The committed experiment file that ran this search: same output folder and same settings (its length
-    aside), else None."""
+def experiment_file(config: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """The committed experiment file that ran this search and its settings: same output folder and same
+    settings (its length aside), else None."""
     for path in sorted((ROOT / "experiments" / "cifar10").glob("*.yaml")):
         data = load_yaml(path, TableError)
         if isinstance(data, dict) and data.get("out") == config.get("out") and all(
                 config.get(k) == v for k, v in data.items() if k not in RUN_LENGTH):
-            return str(path.relative_to(ROOT))
+            return str(path.relative_to(ROOT)), data
     return None
 
 
 def search_command(c: dict[str, Any]) -> str:
     """The command that ran a search (its experiment file where one matches; else flags from its config)."""
-    experiment = experiment_file(c)
-    if experiment is not None:
-        data = load_yaml(ROOT / experiment, TableError)
+    found = experiment_file(c)
+    if found is not None:
+        experiment, data = found
         started = [f"{k} {c[k]}" for k in RUN_LENGTH if k in data and c.get(k) != data[k]]
         return f"autocompress search {experiment}" + (f"    # the run was started with {', '.join(started)}"
                                                       if started else "")
